@@ -1,0 +1,127 @@
+/**
+ * The validated, normalised configuration that the rest of PacketPony consumes.
+ *
+ * Keys keep the YAML spelling (snake_case) so that a key in a file greps straight to the code that
+ * reads it. Values are normalised: every duration is a number of milliseconds, every size a number of
+ * bytes, every enum lower-case, every CIDR in canonical `network/prefix` form. Zero means "off" for
+ * limits and timeouts. Objects are plain data (they cross the IPC channel as JSON) and deep-frozen.
+ */
+
+export type Protocol = 'tcp' | 'udp';
+export type LimitAction = 'drop' | 'throttle' | 'log_only';
+export type SyslogNetwork = 'udp' | 'tcp' | 'unix';
+export type SyslogPriority =
+  | 'emerg' | 'alert' | 'crit' | 'err' | 'warning' | 'notice' | 'info' | 'debug';
+
+/** A parsed `host:port`. `host` is '' for "all interfaces"; IPv6 hosts are stored without brackets. */
+export interface Endpoint {
+  readonly host: string;
+  readonly port: number;
+}
+
+export interface RateLimits {
+  /** Connections (UDP: sessions) open at once from one address; 0 = no cap. */
+  readonly max_connections_per_ip: number;
+  /** Accepted for compatibility with the original; the per-IP cap above needs no window. */
+  readonly connections_window: number;
+  readonly max_connection_attempts_per_ip: number;
+  readonly attempts_window: number;
+  /** Bytes, both directions, per `bandwidth_window`; 0 = no cap. */
+  readonly max_bandwidth_per_ip: number;
+  readonly bandwidth_window: number;
+  /** Connections (UDP: sessions) open at once on the listener; 0 = no cap. */
+  readonly max_total_connections: number;
+  readonly action: LimitAction;
+  /** Bytes per `bandwidth_window` a throttled address still gets. */
+  readonly throttle_minimum: number;
+}
+
+export interface TcpSettings {
+  readonly connect_timeout: number;
+  readonly read_timeout: number;
+  readonly write_timeout: number;
+  readonly idle_timeout: number;
+}
+
+export interface UdpLoggingSettings {
+  readonly log_session_start: boolean;
+  readonly log_session_close: boolean;
+  readonly periodic_log_interval: number;
+  readonly periodic_log_bytes: number;
+  readonly min_log_duration: number;
+  readonly min_log_bytes: number;
+}
+
+export interface UdpSettings {
+  readonly session_timeout: number;
+  readonly buffer_size: number;
+  readonly logging: UdpLoggingSettings;
+}
+
+export interface ListenerConfig {
+  readonly name: string;
+  readonly protocol: Protocol;
+  /** As written in the file, for messages. */
+  readonly listen_address: string;
+  readonly target_address: string;
+  readonly listen: Endpoint;
+  readonly target: Endpoint;
+  /** Canonical CIDRs (`10.0.0.0/8`, `2001:db8::/32`, `192.0.2.7/32`). Empty denies everyone. */
+  readonly allowlist: readonly string[];
+  readonly rate_limits: RateLimits;
+  readonly tcp: TcpSettings;
+  readonly udp: UdpSettings;
+  /** The file this listener was read from (a conf.d file or the main file). */
+  readonly source_file: string;
+}
+
+export interface StdoutSettings {
+  readonly enabled: boolean;
+  readonly use_json: boolean;
+}
+
+export interface JsonLogSettings {
+  readonly enabled: boolean;
+  readonly path: string;
+}
+
+export interface SyslogSettings {
+  readonly enabled: boolean;
+  readonly network: SyslogNetwork;
+  readonly address: string;
+  readonly tag: string;
+  readonly priority: SyslogPriority;
+}
+
+export interface LoggingSettings {
+  readonly stdout: StdoutSettings;
+  readonly jsonlog: JsonLogSettings;
+  readonly syslog: SyslogSettings;
+}
+
+export interface PrometheusSettings {
+  readonly enabled: boolean;
+  readonly listen_address: string;
+  readonly listen: Endpoint;
+  readonly path: string;
+}
+
+export interface ServerSettings {
+  readonly name: string;
+  readonly shutdown_timeout: number;
+}
+
+/** Everything the main file holds except listeners. */
+export interface MainSettings {
+  readonly server: ServerSettings;
+  readonly logging: LoggingSettings;
+  readonly metrics: { readonly prometheus: PrometheusSettings };
+  /** Absolute path of the drop-in folder. */
+  readonly conf_dir: string;
+  /** Absolute path of the main file. */
+  readonly config_file: string;
+}
+
+export interface DaemonConfig extends MainSettings {
+  readonly listeners: readonly ListenerConfig[];
+}
