@@ -1,0 +1,123 @@
+/**
+ * Counters a child accumulates on its hot path and flushes to the supervisor in batches.
+ *
+ * The hot path only increments plain number fields of one long-lived object: no allocation, no
+ * IPC. `takeDelta()` (called by the child's flush timer, every ~200 ms and at exit) returns what
+ * accumulated since the last call and resets the counters; the supervisor adds the deltas to its
+ * prom-client metrics, so totals survive a child restart and never go down.
+ */
+import type { DenyReason } from './events.js';
+
+/**
+ * Upper bounds, in seconds, of the connection-duration histogram buckets. They reach hours because
+ * SSH and database sessions last that long.
+ */
+export const DURATION_BUCKETS: readonly number[] = [
+  0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200, 14400,
+  43200, 86400,
+];
+
+/** Error kinds, used as the `type` label of packetpony_errors_total. */
+export type ErrorType =
+  | 'invalid_target'
+  | 'target_connect'
+  | 'target_resolve'
+  | 'session_create'
+  | 'target_write'
+  | 'target_read'
+  | 'client_write'
+  | 'client_read'
+  | 'timeout'
+  | 'oversize_datagram'
+  | 'accept';
+
+export interface StatsDelta {
+  accepted: number;
+  acl_denied: number;
+  rate_limited: number;
+  /** Current number of open connections / sessions (a level, not a delta). */
+  active: number;
+  bytes_sent: number;
+  bytes_received: number;
+  packets_sent: number;
+  packets_received: number;
+  acl_drops: number;
+  rate_limit_drops: Partial<Record<DenyReason, number>>;
+  errors: Partial<Record<ErrorType, number>>;
+  /** Count per DURATION_BUCKETS index (non-cumulative), plus one overflow slot at the end. */
+  duration_counts: number[];
+  duration_sum: number;
+  duration_count: number;
+}
+
+export class ListenerStats {
+  accepted = 0;
+  aclDenied = 0;
+  rateLimited = 0;
+  active = 0;
+  bytesSent = 0;
+  bytesReceived = 0;
+  packetsSent = 0;
+  packetsReceived = 0;
+  aclDrops = 0;
+  readonly #rateLimitDrops = new Map<DenyReason, number>();
+  readonly #errors = new Map<ErrorType, number>();
+  #durationCounts: number[] = new Array<number>(DURATION_BUCKETS.length + 1).fill(0);
+  #durationSum = 0;
+  #durationCount = 0;
+
+  rateLimitDrop(reason: DenyReason): void {
+    this.#rateLimitDrops.set(reason, (this.#rateLimitDrops.get(reason) ?? 0) + 1);
+  }
+
+  error(type: ErrorType): void {
+    this.#errors.set(type, (this.#errors.get(type) ?? 0) + 1);
+  }
+
+  /** Records the duration of a finished connection or session, in seconds. */
+  observeDuration(seconds: number): void {
+    let i = 0;
+    while (i < DURATION_BUCKETS.length && seconds > DURATION_BUCKETS[i]!) i++;
+    this.#durationCounts[i]!++;
+    this.#durationSum += seconds;
+    this.#durationCount++;
+  }
+
+  /** Whether anything but the active level changed since the last delta. */
+  get dirty(): boolean {
+    return (
+      this.accepted + this.aclDenied + this.rateLimited + this.bytesSent + this.bytesReceived +
+        this.packetsSent + this.packetsReceived + this.aclDrops + this.#durationCount !== 0 ||
+      this.#rateLimitDrops.size !== 0 ||
+      this.#errors.size !== 0
+    );
+  }
+
+  takeDelta(): StatsDelta {
+    const delta: StatsDelta = {
+      accepted: this.accepted,
+      acl_denied: this.aclDenied,
+      rate_limited: this.rateLimited,
+      active: this.active,
+      bytes_sent: this.bytesSent,
+      bytes_received: this.bytesReceived,
+      packets_sent: this.packetsSent,
+      packets_received: this.packetsReceived,
+      acl_drops: this.aclDrops,
+      rate_limit_drops: Object.fromEntries(this.#rateLimitDrops),
+      errors: Object.fromEntries(this.#errors),
+      duration_counts: this.#durationCounts,
+      duration_sum: this.#durationSum,
+      duration_count: this.#durationCount,
+    };
+    this.accepted = this.aclDenied = this.rateLimited = 0;
+    this.bytesSent = this.bytesReceived = this.packetsSent = this.packetsReceived = 0;
+    this.aclDrops = 0;
+    this.#rateLimitDrops.clear();
+    this.#errors.clear();
+    this.#durationCounts = new Array<number>(DURATION_BUCKETS.length + 1).fill(0);
+    this.#durationSum = 0;
+    this.#durationCount = 0;
+    return delta;
+  }
+}
