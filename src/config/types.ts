@@ -66,6 +66,11 @@ export interface ListenerConfig {
   readonly target_address: string;
   readonly listen: Endpoint;
   readonly target: Endpoint;
+  /**
+   * Bind `[::]` as IPv6-only. Set when another listener of the same protocol binds `0.0.0.0` on the
+   * same port (SPEC's "IPv6 Dual-Stack Proxy" pair); otherwise `[::]` and `:port` are dual-stack.
+   */
+  readonly ipv6_only: boolean;
   /** Canonical CIDRs (`10.0.0.0/8`, `2001:db8::/32`, `192.0.2.7/32`). Empty denies everyone. */
   readonly allowlist: readonly string[];
   readonly rate_limits: RateLimits;

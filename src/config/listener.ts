@@ -1,0 +1,256 @@
+/**
+ * Turns one listener — as written, merged with the main file's `defaults:` and filled with the
+ * schema's defaults — into a frozen ListenerConfig, applying the rules a schema cannot express.
+ * Every problem is reported where the user wrote the value: in the listener's own file, or in
+ * `defaults:` when the value came from there.
+ */
+import type { ConfigIssue } from '../errors.js';
+import { parseListenAddress, parseTargetAddress } from './address.js';
+import { parseAllowlistEntry } from './cidr.js';
+import { fillListenerDefaults } from './schema.js';
+import type { LimitAction, ListenerConfig, Protocol, RateLimits } from './types.js';
+import { formatSize, parseDuration, parseSize } from './units.js';
+import { formatFieldPath, type FieldPath, type YamlSource } from './yaml-source.js';
+
+export type RawMap = Record<string, unknown>;
+
+/** Where a listener was written: a conf.d file (base []) or an entry of the main file's list. */
+export interface ListenerSource {
+  readonly doc: YamlSource;
+  readonly base: FieldPath;
+  readonly raw: RawMap;
+  /** The name used when the listener has none: the conf.d file's stem. */
+  readonly defaultName?: string;
+}
+
+/** The main file's `defaults:` section. */
+export interface DefaultsSource {
+  readonly doc: YamlSource;
+  readonly raw: RawMap;
+}
+
+export function isMap(value: unknown): value is RawMap {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function getIn(data: unknown, path: FieldPath): unknown {
+  let node = data;
+  for (const part of path) {
+    if (Array.isArray(node) && typeof part === 'number') node = node[part];
+    else if (isMap(node) && typeof part === 'string') node = node[part];
+    else return undefined;
+  }
+  return node;
+}
+
+/** Objects merged key by key, recursively; lists and scalars of `over` replace those of `under`. */
+export function mergeDefaults(under: RawMap, over: RawMap): RawMap {
+  const out: RawMap = structuredClone(under);
+  for (const [key, value] of Object.entries(over)) {
+    const base = out[key];
+    out[key] = isMap(base) && isMap(value) ? mergeDefaults(base, value) : structuredClone(value);
+  }
+  return out;
+}
+
+/** Lower-cases the values the original accepts in any case, before the schema sees them. */
+export function foldEnumCase(raw: RawMap): void {
+  if (typeof raw.protocol === 'string') raw.protocol = raw.protocol.toLowerCase();
+  const limits = raw.rate_limits;
+  if (isMap(limits) && typeof limits.action === 'string') limits.action = limits.action.toLowerCase();
+}
+
+class ListenerIssues {
+  readonly #source: ListenerSource;
+  readonly #defaults: DefaultsSource | undefined;
+  readonly #out: ConfigIssue[];
+  name = '';
+  failed = false;
+
+  constructor(source: ListenerSource, defaults: DefaultsSource | undefined, out: ConfigIssue[]) {
+    this.#source = source;
+    this.#defaults = defaults;
+    this.#out = out;
+  }
+
+  report(path: FieldPath, message: string, severity: 'error' | 'warning' = 'error'): void {
+    if (severity === 'error') this.failed = true;
+    const { doc, base, raw } = this.#source;
+    if (getIn(raw, path) === undefined && this.#defaults && getIn(this.#defaults.raw, path) !== undefined) {
+      const where = ['defaults', ...path];
+      this.#out.push(this.#defaults.doc.issue(where, `${message} (from defaults, in listener "${this.name}")`, { severity }));
+      return;
+    }
+    this.#out.push(doc.issue([...base, ...path], message, { severity, field: formatFieldPath([...base, ...path]) }));
+  }
+}
+
+function duration(value: unknown): number {
+  return typeof value === 'string' ? parseDuration(value) ?? 0 : 0;
+}
+
+function size(value: unknown): number {
+  return typeof value === 'string' || typeof value === 'number' ? parseSize(value) ?? 0 : 0;
+}
+
+function count(value: unknown): number {
+  return typeof value === 'number' ? value : 0;
+}
+
+/**
+ * Builds one listener. Both `source.raw` and `defaults.raw` must already have passed the schema's
+ * field check. Pushes issues (errors and warnings) to `out`; returns undefined on any error.
+ */
+export function buildListener(
+  source: ListenerSource,
+  defaults: DefaultsSource | undefined,
+  out: ConfigIssue[],
+  schemaProblems: readonly FieldPath[] = [],
+): ListenerConfig | undefined {
+  const issues = new ListenerIssues(source, defaults, out);
+  // Values the schema already rejected are not checked again, so one mistake gives one message.
+  const rejected = schemaProblems.map((path) => formatFieldPath(path));
+  const fine = (...paths: FieldPath[]): boolean =>
+    paths.every((path) => {
+      const text = formatFieldPath(path);
+      return !rejected.some((r) => r === text || r.startsWith(`${text}.`) || r.startsWith(`${text}[`) || text.startsWith(`${r}.`));
+    });
+  if (schemaProblems.length > 0) issues.failed = true;
+  const merged = defaults ? mergeDefaults(defaults.raw, source.raw) : structuredClone(source.raw);
+  if (merged.name === undefined && source.defaultName !== undefined) merged.name = source.defaultName;
+  issues.name = typeof merged.name === 'string' ? merged.name : source.defaultName ?? '?';
+
+  if (merged.name === undefined) {
+    issues.report([], 'missing required key "name" (every listener in the main file needs one)');
+  } else if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(String(merged.name))) {
+    issues.report([], `the listener is named after its file, "${String(merged.name)}", which is not a valid name: add a "name:" with letters, digits, ".", "_" and "-"`);
+  }
+  for (const problem of fillListenerDefaults(merged)) issues.report(problem.path, problem.message);
+  if (issues.failed && schemaProblems.length === 0) return undefined;
+
+  const protocol = merged.protocol as Protocol;
+  const listen = fine(['listen_address']) ? parseListenAddress(String(merged.listen_address)) : undefined;
+  if (listen && !listen.ok) issues.report(['listen_address'], listen.message);
+  const target = fine(['target_address']) ? parseTargetAddress(String(merged.target_address)) : undefined;
+  if (target && !target.ok) issues.report(['target_address'], target.message);
+
+  const allowlist: string[] = [];
+  const rawAllowlist = Array.isArray(merged.allowlist) ? (merged.allowlist as unknown[]) : [];
+  rawAllowlist.forEach((entry, i) => {
+    if (typeof entry !== 'string' || !fine(['allowlist', i])) return;
+    const parsed = parseAllowlistEntry(entry);
+    if (parsed.ok) allowlist.push(parsed.cidr);
+    else issues.report(['allowlist', i], parsed.message);
+  });
+  if (rawAllowlist.length === 0 && fine(['allowlist'])) {
+    issues.report(
+      merged.allowlist === undefined ? [] : ['allowlist'],
+      'the allowlist is empty or absent, so every client is denied; add e.g. "0.0.0.0/0" and "::/0" to allow everyone',
+      'warning',
+    );
+  }
+
+  const rate_limits = checkRateLimits(section(merged.rate_limits), issues, fine);
+
+  const tcpRaw = section(merged.tcp);
+  const udpRaw = section(merged.udp);
+  const udpLogging = section(udpRaw.logging);
+  const session_timeout = duration(udpRaw.session_timeout);
+  if (protocol === 'udp' && session_timeout === 0 && fine(['udp', 'session_timeout'])) {
+    issues.report(['udp', 'session_timeout'], 'must be longer than 0s, e.g. "30s"');
+  }
+  const buffer_size = typeof udpRaw.buffer_size === 'number' ? udpRaw.buffer_size : size(udpRaw.buffer_size);
+  if ((buffer_size < 64 || buffer_size > 65535) && fine(['udp', 'buffer_size'])) {
+    issues.report(['udp', 'buffer_size'], `must be between 64 and 65535 bytes (got ${String(udpRaw.buffer_size)})`);
+  }
+  const other = protocol === 'tcp' ? 'udp' : 'tcp';
+  if (source.raw[other] !== undefined && (protocol === 'tcp' || protocol === 'udp')) {
+    issues.report([other], `"${other}:" settings have no effect on a ${protocol} listener`, 'warning');
+  }
+  if (issues.failed || !listen?.ok || !target?.ok) return undefined;
+
+  return {
+    name: String(merged.name),
+    protocol,
+    listen_address: String(merged.listen_address),
+    target_address: String(merged.target_address),
+    listen: listen.endpoint,
+    target: target.endpoint,
+    ipv6_only: false,
+    allowlist,
+    rate_limits,
+    tcp: {
+      connect_timeout: duration(tcpRaw.connect_timeout),
+      read_timeout: duration(tcpRaw.read_timeout),
+      write_timeout: duration(tcpRaw.write_timeout),
+      idle_timeout: duration(tcpRaw.idle_timeout),
+    },
+    udp: {
+      session_timeout,
+      buffer_size,
+      logging: {
+        log_session_start: udpLogging.log_session_start === true,
+        log_session_close: udpLogging.log_session_close === true,
+        periodic_log_interval: duration(udpLogging.periodic_log_interval),
+        periodic_log_bytes: size(udpLogging.periodic_log_bytes),
+        min_log_duration: duration(udpLogging.min_log_duration),
+        min_log_bytes: size(udpLogging.min_log_bytes),
+      },
+    },
+    source_file: source.doc.absolutePath,
+  };
+}
+
+function section(value: unknown): RawMap {
+  return isMap(value) ? value : {};
+}
+
+function checkRateLimits(raw: RawMap, issues: ListenerIssues, fine: (...paths: FieldPath[]) => boolean): RateLimits {
+  const limits: RateLimits = {
+    max_connections_per_ip: count(raw.max_connections_per_ip),
+    connections_window: duration(raw.connections_window),
+    max_connection_attempts_per_ip: count(raw.max_connection_attempts_per_ip),
+    attempts_window: duration(raw.attempts_window),
+    max_bandwidth_per_ip: size(raw.max_bandwidth_per_ip),
+    bandwidth_window: duration(raw.bandwidth_window),
+    max_total_connections: count(raw.max_total_connections),
+    action: raw.action as LimitAction,
+    throttle_minimum: size(raw.throttle_minimum),
+  };
+  const at = (key: string): FieldPath => ['rate_limits', key];
+
+  const windowed: Array<[limit: keyof RateLimits, window: keyof RateLimits, example: string]> = [
+    ['max_connection_attempts_per_ip', 'attempts_window', '"1m"'],
+    ['max_bandwidth_per_ip', 'bandwidth_window', '"1m"'],
+  ];
+  for (const [limit, window, example] of windowed) {
+    if (!fine(at(limit), at(window))) continue;
+    if (limits[limit] !== 0 && raw[window] === undefined) {
+      issues.report(at(limit), `needs "${window}", the period it counts over (e.g. ${window}: ${example})`);
+    } else if (limits[limit] !== 0 && limits[window] === 0) {
+      issues.report(at(window), `must be longer than 0s, e.g. ${example}`);
+    } else if (limits[limit] === 0 && raw[window] !== undefined && raw[limit] === undefined) {
+      issues.report(at(window), `has no effect without "${limit}"`, 'warning');
+    }
+  }
+
+  if (!fine(at('action'), at('throttle_minimum'), at('max_bandwidth_per_ip'))) return limits;
+  if (limits.action === 'throttle') {
+    if (raw.throttle_minimum === undefined) {
+      issues.report(at('action'), 'action "throttle" needs "throttle_minimum", the bandwidth a throttled client still gets (e.g. throttle_minimum: "1MB")');
+    } else if (limits.throttle_minimum === 0) {
+      issues.report(at('throttle_minimum'), 'must be more than 0 (a throttled client would get nothing: use action "drop" for that)');
+    } else if (limits.max_bandwidth_per_ip !== 0 && limits.throttle_minimum > limits.max_bandwidth_per_ip) {
+      issues.report(
+        at('throttle_minimum'),
+        `${formatSize(limits.throttle_minimum)} is more than max_bandwidth_per_ip (${formatSize(limits.max_bandwidth_per_ip)}): a throttled client would get more than the limit; lower it`,
+      );
+    }
+    if (limits.max_bandwidth_per_ip === 0) {
+      issues.report(at('action'), '"throttle" slows down clients over max_bandwidth_per_ip, which is not set; the other limits refuse as with "drop"', 'warning');
+    }
+  } else if (raw.throttle_minimum !== undefined) {
+    issues.report(at('throttle_minimum'), `has no effect unless action is "throttle" (it is "${limits.action}")`, 'warning');
+  }
+  return limits;
+}
