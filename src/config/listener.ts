@@ -122,11 +122,12 @@ export function buildListener(
 
   if (merged.name === undefined) {
     issues.report([], 'missing required key "name" (every listener in the main file needs one)');
-  } else if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(String(merged.name))) {
+  } else if (source.raw.name === undefined && !/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(String(merged.name))) {
     issues.report([], `the listener is named after its file, "${String(merged.name)}", which is not a valid name: add a "name:" with letters, digits, ".", "_" and "-"`);
   }
-  for (const problem of fillListenerDefaults(merged)) issues.report(problem.path, problem.message);
-  if (issues.failed && schemaProblems.length === 0) return undefined;
+  const missing = fillListenerDefaults(merged);
+  for (const problem of missing) issues.report(problem.path, problem.message);
+  if (missing.length > 0 || (issues.failed && schemaProblems.length === 0)) return undefined;
 
   const protocol = merged.protocol as Protocol;
   const listen = fine(['listen_address']) ? parseListenAddress(String(merged.listen_address)) : undefined;

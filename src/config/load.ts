@@ -3,7 +3,7 @@
  * the checks across listeners. Collects every problem instead of stopping at the first.
  */
 import { existsSync } from 'node:fs';
-import { basename } from 'node:path';
+import { basename, join } from 'node:path';
 import { ConfigInvalidError, ConfigUnreadableError, type ConfigIssue } from '../errors.js';
 import { formatEndpoint } from './address.js';
 import { listDropIns, stemOf } from './conf-dir.js';
@@ -13,12 +13,16 @@ import { checkListenerFields } from './schema.js';
 import type { DaemonConfig, ListenerConfig, MainSettings } from './types.js';
 import { displayPath, formatFieldPath, YamlSource } from './yaml-source.js';
 
-export const DEFAULT_CONFIG_FILE = '/etc/packetpony/packetpony.yaml';
-/** The original's default, used when only it exists. */
-export const ORIGINAL_CONFIG_FILE = '/etc/packetpony/config.yaml';
+const ETC_DIR = '/etc/packetpony';
 
-export function defaultConfigFile(): string {
-  return !existsSync(DEFAULT_CONFIG_FILE) && existsSync(ORIGINAL_CONFIG_FILE) ? ORIGINAL_CONFIG_FILE : DEFAULT_CONFIG_FILE;
+/**
+ * The main file used without --config: packetpony.yaml, or the original's config.yaml when only
+ * that exists, so a host upgraded from the original keeps working.
+ */
+export function defaultConfigFile(etcDir = ETC_DIR): string {
+  const ours = join(etcDir, 'packetpony.yaml');
+  const original = join(etcDir, 'config.yaml');
+  return !existsSync(ours) && existsSync(original) ? original : ours;
 }
 
 export interface LoadOptions {
@@ -146,6 +150,12 @@ function readDropIn(path: string, defaults: DefaultsSource | undefined, defaults
   }
   foldEnumCase(doc.data);
   const problems = checkListenerFields(doc.data);
+  if (doc.data.listeners !== undefined) {
+    // The original's single-file layout pasted into conf.d: one message says it all.
+    const layout = problems.find((p) => p.path.length === 1 && p.path[0] === 'listeners')!;
+    issues.push(doc.issue(layout.path, layout.message, { key: true }));
+    return { source: { doc, base: [], raw: doc.data, defaultName: stemOf(basename(path)) }, listener: undefined };
+  }
   for (const problem of problems) issues.push(doc.issue(problem.path, problem.message, { key: problem.key }));
   const source: ListenerSource = { doc, base: [], raw: doc.data, defaultName: stemOf(basename(path)) };
   if (defaultsFailed) return { source, listener: undefined };
