@@ -7,7 +7,8 @@
  */
 import type { LimitAction, Protocol } from '../config/types.js';
 
-export type ConnectionEventType = 'open' | 'update' | 'close';
+/** `error`: the connection could not be made (e.g. the target refused it); `error` says why. */
+export type ConnectionEventType = 'open' | 'update' | 'close' | 'error';
 
 /** Why a connection, session or datagram was refused. Doubles as a metrics label value. */
 export type DenyReason =

@@ -20,6 +20,7 @@ const VERBS: Readonly<Record<ConnectionEvent['event_type'], string>> = {
   open: 'Connection opened',
   update: 'Connection update',
   close: 'Connection closed',
+  error: 'Connection failed',
 };
 
 function quote(value: string): string {
@@ -32,7 +33,7 @@ function fieldValue(value: string | number | boolean): string {
 
 function connectionTail(event: ConnectionEvent): string {
   let line = `listener=${event.listener_name} protocol=${event.protocol} src=${formatEndpoint(event.source_ip, event.source_port)} dst=${formatEndpoint(event.target_ip, event.target_port)}`;
-  if (event.event_type !== 'open') {
+  if (event.event_type === 'close' || event.event_type === 'update') {
     line += ` duration=${Math.round(event.duration_ms)}ms bytes_sent=${event.bytes_sent} bytes_recv=${event.bytes_received}`;
     if (event.packets_sent !== undefined) line += ` pkts_sent=${event.packets_sent} pkts_recv=${event.packets_received ?? 0}`;
   }
@@ -112,7 +113,7 @@ export function formatSyslogBody(event: LogEvent): string {
   switch (event.kind) {
     case 'connection': {
       let body = `listener=${event.listener_name} proto=${event.protocol} event=${event.event_type} src=${formatEndpoint(event.source_ip, event.source_port)} dst=${formatEndpoint(event.target_ip, event.target_port)}`;
-      if (event.event_type !== 'open') {
+      if (event.event_type === 'close' || event.event_type === 'update') {
         body += ` duration=${Math.round(event.duration_ms)}ms bytes_sent=${event.bytes_sent} bytes_recv=${event.bytes_received}`;
         if (event.packets_sent !== undefined) body += ` pkts_sent=${event.packets_sent} pkts_recv=${event.packets_received ?? 0}`;
       }
