@@ -1,0 +1,199 @@
+/**
+ * Everything a listener's limiter remembers about one client address: its open connections, its
+ * attempt and bandwidth windows, its throttle pace and when it was last reported.
+ */
+import { BANDWIDTH, LIMIT_REASONS, type LimitSettings } from './limit-settings.js';
+import { SlidingWindow } from './sliding-window.js';
+import type { AddressSnapshot } from './snapshot.js';
+import { CONSUME_DROP, CONSUME_OK, CONSUME_VIOLATION, type LimitReason } from './verdict.js';
+
+type Quiet = { -readonly [R in LimitReason]?: number };
+
+export class AddressState {
+  readonly address: string;
+  /** A bandwidth cap is on: chunks must be counted. */
+  readonly metered: boolean;
+  /** Connections this limiter admitted and that are still open. */
+  open = 0;
+  /** Connections a previous child admitted that are still open there (live reload). */
+  inherited = 0;
+  readonly #attempts: SlidingWindow | null;
+  readonly #bandwidth: SlidingWindow | null;
+  #throttled = false;
+  /** Pacing balance in bytes; negative is a debt the address must wait off. */
+  #tokens = 0;
+  #tokensAt = 0;
+  /** Per reason, the time before which it is not reported again; allocated on first report. */
+  #quietUntil: number[] | null = null;
+
+  constructor(address: string, attempts: SlidingWindow | null, bandwidth: SlidingWindow | null) {
+    this.address = address;
+    this.#attempts = attempts;
+    this.#bandwidth = bandwidth;
+    this.metered = bandwidth !== null;
+  }
+
+  /** A new address, with the windows its listener's limits call for. */
+  static create(address: string, settings: LimitSettings): AddressState {
+    const { limits, subBuckets } = settings;
+    return new AddressState(
+      address,
+      limits.max_connection_attempts_per_ip > 0 ? new SlidingWindow(limits.attempts_window, subBuckets) : null,
+      limits.max_bandwidth_per_ip > 0 ? new SlidingWindow(limits.bandwidth_window, subBuckets) : null,
+    );
+  }
+
+  /** A state that only counts connections: for addresses no per-address limit applies to. */
+  static untracked(): AddressState {
+    return new AddressState('', null, null);
+  }
+
+  /**
+   * Continues a snapshot taken `now` (by this process's clock). Events are re-filed by age, so a
+   * reload that changed a window's length or turned a limit off or on still does the right thing.
+   */
+  static restore(entry: AddressSnapshot, now: number, settings: LimitSettings): AddressState {
+    const { limits, subBuckets } = settings;
+    const state = new AddressState(
+      entry.address,
+      limits.max_connection_attempts_per_ip > 0 ? SlidingWindow.restore(limits.attempts_window, entry.attempts ?? [], now, subBuckets) : null,
+      limits.max_bandwidth_per_ip > 0 ? SlidingWindow.restore(limits.bandwidth_window, entry.bandwidth ?? [], now, subBuckets) : null,
+    );
+    state.inherited = entry.open > 0 ? entry.open : 0;
+    if (entry.throttle_tokens !== undefined && settings.paceRate > 0) {
+      state.#throttled = true;
+      state.#tokens = Math.min(entry.throttle_tokens, settings.paceBurst);
+      state.#tokensAt = now;
+    }
+    const quiet = entry.quiet;
+    if (quiet !== undefined) {
+      const until = LIMIT_REASONS.map((reason) => now + (quiet[reason] ?? Number.NEGATIVE_INFINITY));
+      if (until.some((time) => time > now)) state.#quietUntil = until;
+    }
+    return state;
+  }
+
+  /** Counts one attempt; the attempts in the window, this one included (0: no attempt limit). */
+  recordAttempt(now: number): number {
+    const window = this.#attempts;
+    if (window === null) return 0;
+    window.add(now, 1);
+    return window.count(now);
+  }
+
+  bandwidthUsed(now: number): number {
+    return this.#bandwidth === null ? 0 : this.#bandwidth.count(now);
+  }
+
+  /** True at most once per quiet period per reason: the caller then reports the violation. */
+  mayReport(reason: number, now: number, settings: LimitSettings): boolean {
+    const quiet = (this.#quietUntil ??= LIMIT_REASONS.map(() => -Infinity));
+    if (now < quiet[reason]) return false;
+    quiet[reason] = now + settings.quietPeriods[reason];
+    return true;
+  }
+
+  /** See CONSUME_* in verdict.ts. `stream`: TCP, which can pause; otherwise a datagram, which cannot. */
+  consume(now: number, bytes: number, settings: LimitSettings, stream: boolean): number {
+    const window = this.#bandwidth;
+    if (window === null) return CONSUME_OK;
+    const cap = settings.limits.max_bandwidth_per_ip;
+    switch (settings.limits.action) {
+      case 'drop':
+        if (window.count(now) + bytes > cap) return CONSUME_DROP;
+        window.add(now, bytes);
+        return CONSUME_OK;
+      case 'log_only':
+        window.add(now, bytes);
+        return window.count(now) > cap && this.mayReport(BANDWIDTH, now, settings) ? CONSUME_VIOLATION : CONSUME_OK;
+      case 'throttle':
+        return this.#pace(window, now, bytes, settings, stream);
+    }
+  }
+
+  /**
+   * Within the cap, bytes pass freely. Past it the address is paced by a token bucket shared by all
+   * its connections: every chunk is debited, a connection that finds the balance in debt waits
+   * until it is paid off. The debt is shared, so N connections of one address wait in turn and
+   * their sum, not each of them, moves throttle_minimum per window.
+   */
+  #pace(window: SlidingWindow, now: number, bytes: number, settings: LimitSettings, stream: boolean): number {
+    if (this.#throttled) {
+      this.#refill(now, settings);
+      // Leaving takes both a full bucket (the client paused: one that reads as soon as its pause
+      // ends finds it empty) and a low window; either alone lets a client that keeps pushing, in
+      // big chunks or in bursts, out of the throttle once a window.
+      if (this.#tokens >= settings.paceBurst && window.count(now) <= settings.paceExitLevel) this.#throttled = false;
+    }
+    if (!this.#throttled) {
+      if (window.count(now) + bytes <= settings.limits.max_bandwidth_per_ip) {
+        window.add(now, bytes);
+        return CONSUME_OK;
+      }
+      this.#throttled = true;
+      this.#tokens = 0;
+      this.#tokensAt = now;
+    }
+    // Datagrams cannot be held back without a queue: one that finds the address in debt is dropped
+    // and, being dropped, not counted.
+    if (!stream && this.#tokens < 0) return CONSUME_DROP;
+    this.#tokens -= bytes;
+    window.add(now, bytes);
+    if (this.mayReport(BANDWIDTH, now, settings)) return CONSUME_VIOLATION;
+    if (!stream || this.#tokens >= 0) return CONSUME_OK;
+    return Math.ceil(-this.#tokens / settings.paceRate);
+  }
+
+  #refill(now: number, settings: LimitSettings): void {
+    const elapsed = now - this.#tokensAt;
+    if (elapsed <= 0) return;
+    const tokens = this.#tokens + elapsed * settings.paceRate;
+    this.#tokens = tokens < settings.paceBurst ? tokens : settings.paceBurst;
+    this.#tokensAt = now;
+  }
+
+  /** Nothing worth remembering: no open connection, empty windows, no debt, no report pending. */
+  isIdle(now: number, settings: LimitSettings): boolean {
+    if (this.open !== 0 || this.inherited !== 0) return false;
+    if (this.#attempts !== null && !this.#attempts.isEmpty(now)) return false;
+    if (this.#bandwidth !== null && !this.#bandwidth.isEmpty(now)) return false;
+    if (this.#throttled) {
+      this.#refill(now, settings);
+      if (this.#tokens < 0) return false;
+    }
+    const quiet = this.#quietUntil;
+    if (quiet !== null) {
+      for (const until of quiet) if (now < until) return false;
+    }
+    return true;
+  }
+
+  snapshot(now: number, settings: LimitSettings): AddressSnapshot {
+    const entry: { -readonly [K in keyof AddressSnapshot]: AddressSnapshot[K] } = {
+      address: this.address,
+      open: this.open + this.inherited,
+    };
+    const attempts = this.#attempts?.snapshot(now);
+    if (attempts !== undefined && attempts.length > 0) entry.attempts = attempts;
+    const bandwidth = this.#bandwidth?.snapshot(now);
+    if (bandwidth !== undefined && bandwidth.length > 0) entry.bandwidth = bandwidth;
+    if (this.#throttled) {
+      this.#refill(now, settings);
+      entry.throttle_tokens = this.#tokens;
+    }
+    const quietUntil = this.#quietUntil;
+    if (quietUntil !== null) {
+      const quiet: Quiet = {};
+      let any = false;
+      LIMIT_REASONS.forEach((reason, i) => {
+        const left = quietUntil[i] - now;
+        if (left > 0) {
+          quiet[reason] = left;
+          any = true;
+        }
+      });
+      if (any) entry.quiet = quiet;
+    }
+    return entry;
+  }
+}

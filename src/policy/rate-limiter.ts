@@ -1,0 +1,305 @@
+/**
+ * One listener's rate limits (ORIGINAL.md "Rate limits — ours"):
+ *
+ * - max_connections_per_ip: connections open at once per address, released the moment one closes.
+ * - max_connection_attempts_per_ip per attempts_window: every admit() counts, refused ones
+ *   included, so a client that keeps hammering stays blocked. The allowlist runs first: denied
+ *   clients never get here and cost no quota.
+ * - max_bandwidth_per_ip per bandwidth_window: bytes both ways over all the address's connections.
+ * - max_total_connections: connections open at once on the listener.
+ *
+ * Refused connections take no concurrency quota; admitted ones hold it until release().
+ *
+ * action drop: a new connection over any limit is refused; a chunk that would take the address
+ * past its bandwidth cap is refused and its transfer ends. action throttle: the count limits still
+ * refuse — there is no slower way to open a connection — while bandwidth past the cap is paced to
+ * throttle_minimum per bandwidth_window, shared by the address's connections; consume() answers
+ * with the pause the caller must take before reading again, and the address stays paced until it
+ * has really slowed down (see AddressState#pace). action log_only: nothing is refused or
+ * paced; verdicts name the limit broken, at most once per address per window per reason.
+ *
+ * State is bounded: an address's entry goes when it has no open connection and its windows are
+ * empty (release() drops it at once when it can, sweep() finds the rest a slice at a time), and at
+ * most `maxAddresses` are tracked. At that ceiling a new address is refused with 'attempt_limit'
+ * (log_only: admitted, untracked) — see #overCeiling for why.
+ */
+import type { RateLimits } from '../config/types.js';
+import { AddressState } from './address-state.js';
+import { ATTEMPT, BANDWIDTH, CONNECTION, LIMIT_REASONS, TOTAL, limitSettings, type LimitSettings } from './limit-settings.js';
+import { DEFAULT_SUB_BUCKETS } from './sliding-window.js';
+import type { AddressSnapshot, LimiterSnapshot } from './snapshot.js';
+import { kLive, kState, Ticket } from './ticket.js';
+import { CONSUME_OK, REFUSED, type LimitReason, type Refusal } from './verdict.js';
+
+/**
+ * Milliseconds, never going back: `() => performance.now()` in production, a variable in tests.
+ * Only differences between readings matter, so every process may have its own origin.
+ */
+export type Clock = () => number;
+
+export interface RateLimiterOptions {
+  /** Most addresses tracked at once; DEFAULT_MAX_ADDRESSES when absent. */
+  readonly maxAddresses?: number;
+  /** Sub-buckets per sliding window; DEFAULT_SUB_BUCKETS (edges sharp to 5 %) when absent. */
+  readonly subBuckets?: number;
+}
+
+/** At about 0.8 KB per address with both windows on, this bounds the state near 80 MB. */
+export const DEFAULT_MAX_ADDRESSES = 100_000;
+/** Entries sweep() looks at per call when not told: well under a millisecond of work. */
+export const DEFAULT_SWEEP_SLICE = 1_000;
+/** Entries looked at to make room when a new address meets the ceiling: bounded per admit(). */
+const CEILING_RECLAIM_SLICE = 32;
+
+export type AdmitVerdict = Ticket | Refusal<LimitReason>;
+
+function nonNegativeCount(value: number): number {
+  return Number.isFinite(value) && value > 0 ? Math.floor(value) : 0;
+}
+
+export class RateLimiter {
+  readonly #settings: LimitSettings;
+  readonly #clock: Clock;
+  readonly #maxAddresses: number;
+  readonly #states = new Map<string, AddressState>();
+  /** Connections of addresses without a state of their own (no per-address limit, or the ceiling). */
+  readonly #untracked = AddressState.untracked();
+  #open = 0;
+  #inherited = 0;
+  #sweepCursor: Iterator<AddressState> | undefined;
+
+  constructor(limits: RateLimits, clock: Clock, options: RateLimiterOptions = {}) {
+    const maxAddresses = options.maxAddresses ?? DEFAULT_MAX_ADDRESSES;
+    if (!(Number.isInteger(maxAddresses) && maxAddresses >= 1)) throw new RangeError(`maxAddresses must be a positive integer, got ${maxAddresses}`);
+    this.#settings = limitSettings(limits, options.subBuckets ?? DEFAULT_SUB_BUCKETS);
+    this.#clock = clock;
+    this.#maxAddresses = maxAddresses;
+  }
+
+  /**
+   * A limiter that continues `snapshot` (taken by another process, possibly under other limits):
+   * windows keep their events by age, and the snapshot's open connections are inherited — they
+   * count against the limits until releaseInherited() or clearInherited() says they closed. The
+   * time between snapshot and restore is not known here and counts as zero, which errs on the
+   * strict side: events expire that much later.
+   */
+  static restore(limits: RateLimits, clock: Clock, snapshot: LimiterSnapshot, options: RateLimiterOptions = {}): RateLimiter {
+    if (snapshot.version !== 1) throw new TypeError(`unsupported rate limiter snapshot version ${String(snapshot.version)}`);
+    const limiter = new RateLimiter(limits, clock, options);
+    limiter.#load(snapshot);
+    return limiter;
+  }
+
+  /** Addresses with state kept; bounded by maxAddresses. */
+  get trackedAddresses(): number {
+    return this.#states.size;
+  }
+
+  /** Connections counted against max_total_connections, inherited ones included. */
+  get openConnections(): number {
+    return this.#open + this.#inherited;
+  }
+
+  /**
+   * A new connection or UDP session from `address` (normalised, already through the allowlist).
+   * Counts the attempt, then checks the limits in LIMIT_REASONS order.
+   */
+  admit(address: string): AdmitVerdict {
+    const settings = this.#settings;
+    let state = this.#untracked;
+    let now = 0;
+    if (settings.perAddress) {
+      now = this.#clock();
+      const known = this.#states.get(address);
+      if (known !== undefined) {
+        state = known;
+      } else {
+        if (this.#states.size >= this.#maxAddresses && !this.#reclaim(now)) return this.#overCeiling(address, now);
+        state = AddressState.create(address, settings);
+        this.#states.set(address, state);
+      }
+    }
+
+    const broken = this.#brokenLimits(state, now);
+    let violation: LimitReason | undefined;
+    if (broken !== 0) {
+      if (settings.limits.action !== 'log_only') return REFUSED[LIMIT_REASONS[firstBit(broken)]];
+      violation = this.#reportable(state, broken, settings.perAddress ? now : this.#clock());
+    }
+    state.open++;
+    this.#open++;
+    return new Ticket(address, state, violation);
+  }
+
+  /** The connection or session closed. Idempotent per ticket. */
+  release(ticket: Ticket): void {
+    if (!ticket[kLive]) return;
+    ticket[kLive] = false;
+    const state = ticket[kState];
+    state.open--;
+    this.#open--;
+    if (state.open === 0 && state.inherited === 0 && this.#states.get(state.address) === state
+      && state.isIdle(this.#clock(), this.#settings)) {
+      this.#states.delete(state.address);
+    }
+  }
+
+  /**
+   * `bytes` moved on a TCP connection, either way. CONSUME_OK, CONSUME_DROP (end the connection),
+   * CONSUME_VIOLATION (go on, log) or a pause in ms before reading from this connection again.
+   */
+  consume(ticket: Ticket, bytes: number): number {
+    const state = ticket[kState];
+    return state.metered ? state.consume(this.#clock(), bytes, this.#settings, true) : CONSUME_OK;
+  }
+
+  /**
+   * One UDP datagram of `bytes`, either way. CONSUME_OK, CONSUME_DROP (drop this datagram; it was
+   * not counted) or CONSUME_VIOLATION (forward it, log). Never a pause: a throttled address's
+   * datagrams beyond its pace are dropped instead, since holding them would need a queue.
+   */
+  consumeDatagram(ticket: Ticket, bytes: number): number {
+    const state = ticket[kState];
+    return state.metered ? state.consume(this.#clock(), bytes, this.#settings, false) : CONSUME_OK;
+  }
+
+  /** An inherited connection of `address` (see restore) closed in the previous child. */
+  releaseInherited(address: string): void {
+    const state = this.#states.get(address);
+    const holder = state !== undefined && state.inherited > 0 ? state : this.#untracked.inherited > 0 ? this.#untracked : undefined;
+    if (holder === undefined) return;
+    holder.inherited--;
+    this.#inherited--;
+  }
+
+  /** The previous child is gone, and with it every inherited connection. */
+  clearInherited(): void {
+    for (const state of this.#states.values()) state.inherited = 0;
+    this.#untracked.inherited = 0;
+    this.#inherited = 0;
+  }
+
+  /**
+   * Drops the state of addresses that no longer need it, looking at no more than `maxEntries`
+   * entries, carrying on where the previous call stopped. Call it from a timer, e.g. every second:
+   * no call can stall the event loop, and a full pass over the ceiling takes a few of them.
+   * Returns how many addresses it dropped.
+   */
+  sweep(maxEntries = DEFAULT_SWEEP_SLICE): number {
+    if (this.#states.size === 0) {
+      this.#sweepCursor = undefined;
+      return 0;
+    }
+    return this.#sweepSlice(this.#clock(), maxEntries);
+  }
+
+  /** Every address with something worth carrying over; JSON-serialisable. */
+  snapshot(): LimiterSnapshot {
+    const now = this.#clock();
+    const settings = this.#settings;
+    const addresses: AddressSnapshot[] = [];
+    for (const state of this.#states.values()) {
+      if (!state.isIdle(now, settings)) addresses.push(state.snapshot(now, settings));
+    }
+    return { version: 1, addresses, untracked_open: this.#untracked.open + this.#untracked.inherited };
+  }
+
+  #brokenLimits(state: AddressState, now: number): number {
+    const limits = this.#settings.limits;
+    let broken = 0;
+    const attempts = state.recordAttempt(now);
+    if (limits.max_connection_attempts_per_ip > 0 && attempts > limits.max_connection_attempts_per_ip) broken |= 1 << ATTEMPT;
+    if (limits.max_connections_per_ip > 0 && state.open + state.inherited >= limits.max_connections_per_ip) broken |= 1 << CONNECTION;
+    // Throttling paces an address's bytes; it never refuses it a connection for them.
+    if (state.metered && limits.action !== 'throttle' && state.bandwidthUsed(now) >= limits.max_bandwidth_per_ip) broken |= 1 << BANDWIDTH;
+    if (limits.max_total_connections > 0 && this.#open + this.#inherited >= limits.max_total_connections) broken |= 1 << TOTAL;
+    return broken;
+  }
+
+  /** log_only: the first broken limit whose report for this address is not on hold. */
+  #reportable(state: AddressState, broken: number, now: number): LimitReason | undefined {
+    for (let reason = 0; reason < LIMIT_REASONS.length; reason++) {
+      if ((broken & (1 << reason)) !== 0 && state.mayReport(reason, now, this.#settings)) return LIMIT_REASONS[reason];
+    }
+    return undefined;
+  }
+
+  /**
+   * The table is full of addresses with live windows or open connections, which takes a
+   * distributed flood. Refusing new addresses keeps memory bounded and fails closed: evicting
+   * entries instead would let the flood wipe the history of the addresses it is meant to block,
+   * and admitting them untracked would lift every per-address limit for exactly the new sources.
+   * Clients already tracked keep working, max_total_connections still protects the target, and
+   * the refusals end as windows expire and sweeping frees room. Reported as 'attempt_limit' (too
+   * many attempts, from too many sources). log_only refuses nothing, so there the address is
+   * admitted without state of its own and the violation is reported once per attempts window for
+   * all such addresses together.
+   */
+  #overCeiling(address: string, now: number): AdmitVerdict {
+    if (this.#settings.limits.action !== 'log_only') return REFUSED.attempt_limit;
+    const state = this.#untracked;
+    const violation = state.mayReport(ATTEMPT, now, this.#settings) ? 'attempt_limit' : undefined;
+    state.open++;
+    this.#open++;
+    return new Ticket(address, state, violation);
+  }
+
+  #reclaim(now: number): boolean {
+    this.#sweepSlice(now, CEILING_RECLAIM_SLICE);
+    return this.#states.size < this.#maxAddresses;
+  }
+
+  #sweepSlice(now: number, maxEntries: number): number {
+    const settings = this.#settings;
+    let cursor = this.#sweepCursor ?? this.#states.values();
+    let restarted = this.#sweepCursor === undefined;
+    let removed = 0;
+    for (let seen = 0; seen < maxEntries;) {
+      const next = cursor.next();
+      if (next.done === true) {
+        // One fresh pass at most per call, so a small table is not scanned over and over.
+        if (restarted) {
+          this.#sweepCursor = undefined;
+          return removed;
+        }
+        cursor = this.#states.values();
+        restarted = true;
+        continue;
+      }
+      seen++;
+      const state = next.value;
+      // Map iterators survive deletion of the current entry.
+      if (state.isIdle(now, settings)) {
+        this.#states.delete(state.address);
+        removed++;
+      }
+    }
+    this.#sweepCursor = cursor;
+    return removed;
+  }
+
+  #load(snapshot: LimiterSnapshot): void {
+    const now = this.#clock();
+    const settings = this.#settings;
+    let untracked = nonNegativeCount(snapshot.untracked_open);
+    for (const entry of snapshot.addresses) {
+      const open = nonNegativeCount(entry.open);
+      if (settings.perAddress && this.#states.size < this.#maxAddresses && !this.#states.has(entry.address)) {
+        const state = AddressState.restore({ ...entry, open }, now, settings);
+        if (!state.isIdle(now, settings)) {
+          this.#states.set(entry.address, state);
+          this.#inherited += state.inherited;
+        }
+        continue;
+      }
+      untracked += open;
+    }
+    this.#untracked.inherited = untracked;
+    this.#inherited += untracked;
+  }
+}
+
+/** Index of the lowest set bit of a non-zero mask. */
+function firstBit(mask: number): number {
+  return 31 - Math.clz32(mask & -mask);
+}
