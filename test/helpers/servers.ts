@@ -1,0 +1,91 @@
+/** Backends for tests, on loopback, closed when the test ends. */
+import { createHash, randomBytes } from 'node:crypto';
+import net from 'node:net';
+import type { ExecutionContext } from 'ava';
+
+async function listen(t: ExecutionContext, server: net.Server, host: string): Promise<number> {
+  const sockets = new Set<net.Socket>();
+  server.on('connection', (socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => {});
+  });
+  t.teardown(
+    () =>
+      new Promise<void>((resolve) => {
+        for (const socket of sockets) socket.destroy();
+        server.close(() => resolve());
+      }),
+  );
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, host, () => resolve());
+  });
+  return (server.address() as net.AddressInfo).port;
+}
+
+/** Echoes everything back; ends its side when the client ends. */
+export function startEchoServer(t: ExecutionContext, host = '127.0.0.1'): Promise<number> {
+  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    socket.pipe(socket);
+  });
+  return listen(t, server, host);
+}
+
+export interface ExchangeStats {
+  receivedSha256: string;
+  receivedBytes: number;
+}
+
+/**
+ * Per connection: sends `sendBytes` random bytes (their sha256 available via `sentSha256` of the
+ * returned object for that connection), hashes what it receives, and reports it when the client ends.
+ */
+export async function startExchangeServer(
+  t: ExecutionContext,
+  sendBytes: number,
+  host = '127.0.0.1',
+): Promise<{ port: number; connections: Array<{ sentSha256: string; received: Promise<ExchangeStats> }> }> {
+  const connections: Array<{ sentSha256: string; received: Promise<ExchangeStats> }> = [];
+  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    const payload = randomBytes(sendBytes);
+    const hash = createHash('sha256');
+    let receivedBytes = 0;
+    const received = new Promise<ExchangeStats>((resolve) => {
+      socket.on('data', (chunk: Buffer) => {
+        hash.update(chunk);
+        receivedBytes += chunk.length;
+      });
+      socket.on('end', () => resolve({ receivedSha256: hash.digest('hex'), receivedBytes }));
+    });
+    connections.push({ sentSha256: createHash('sha256').update(payload).digest('hex'), received });
+    socket.end(payload);
+  });
+  const port = await listen(t, server, host);
+  return { port, connections };
+}
+
+/** A TCP client that connects, optionally sends, and collects everything until the server ends. */
+export function connect(port: number, host = '127.0.0.1'): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ port, host, allowHalfOpen: true });
+    socket.once('connect', () => {
+      socket.off('error', reject);
+      resolve(socket);
+    });
+    socket.once('error', reject);
+  });
+}
+
+export function readAll(socket: net.Socket): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+    socket.on('end', () => resolve(Buffer.concat(chunks)));
+    socket.on('error', reject);
+  });
+}
+
+export function sha256(data: Buffer): string {
+  return createHash('sha256').update(data).digest('hex');
+}
