@@ -1,0 +1,576 @@
+/**
+ * The TCP relay of one client connection: dial the target, move bytes both ways with backpressure,
+ * pass half-closes on, enforce the inactivity timeouts, count, and tell the caller when it opened
+ * and when it closed. It knows sockets only: no IPC, no log sinks, no rate-limit policy (the policy
+ * comes in as the `meter` function).
+ *
+ * Caller's side of the contract
+ * - Hand the accepted socket over before reading from it, and never read from it afterwards. The
+ *   relay takes its reads over (see stream-handle.ts) and sets `allowHalfOpen = true` on it itself;
+ *   creating the net.Server with `allowHalfOpen: true` is still the right thing (then no FIN can
+ *   race the hand-over), and `pauseOnConnect` is fine too.
+ * - Keep the returned handle (e.g. in a Set) and drop it in `onClose`, which is called exactly
+ *   once, asynchronously, after both sockets are closed and every timer is cleared. `destroy()` is
+ *   how to end a connection at shutdown.
+ * - The relay counts bytes (`stats.bytesSent`/`bytesReceived`, as they flow) and errors
+ *   (`stats.error(type)`). Accepted/active counts and the duration histogram are the caller's: it
+ *   knows which connections it accepted (a failed dial is an error, not an accepted connection).
+ * - Callbacks and the meter must not throw.
+ *
+ * Dialing. IP literals are dialed as they are; names go through a TargetResolver (cached, see
+ * target-resolver.ts). Each resolved address is tried in order until one accepts; `connect_timeout`
+ * bounds the whole dial, resolution included (0 = no bound but the kernel's). Both sockets get
+ * TCP_NODELAY (we forward what we read at once; Nagle would only add latency to small requests) and
+ * keepalive (60 s by default, so a peer that vanished without a FIN is found).
+ *
+ * Moving bytes. Each direction reads into one static buffer (64 KiB by default) and writes that
+ * buffer to the other socket. If the write completes at once (the kernel took it all, the usual
+ * case), reading goes on; if not, reading that direction stops until the write's callback: at most
+ * one buffer per direction is held in user space however slow the peer, and the buffer is never
+ * overwritten under a pending write. No closure, no logging, no clock read per chunk; the only
+ * allocations per chunk are Node's own write request (and a view when a read is shorter than the
+ * buffer).
+ *
+ * Half-close. A FIN from one side ends the other side's write half (after what was read before it);
+ * the other direction keeps flowing. The connection is complete when both directions have ended and
+ * both sockets have closed.
+ *
+ * Abnormal ends reset. An error or reset on either socket, a timeout, a failed dial, the meter's
+ * drop and destroy() end both sockets with a TCP RST, not a FIN: a FIN would tell the peer the
+ * stream ended normally, and a truncated transfer of a protocol without length framing would look
+ * complete. A refused client thus sees "connection reset" at once, as it would from a dead server,
+ * and no socket lingers in FIN_WAIT/TIME_WAIT on our side. ECONNRESET, EPIPE and friends are
+ * counted and reported, never thrown.
+ *
+ * Timeouts (tcp.*, in ms, 0 = off) are inactivity timeouts, never deadlines from the start, so a
+ * connection that keeps moving data is never cut. They run once the target is connected:
+ * - idle_timeout: nothing moved for that long — no byte read from either side, no write to either
+ *   side progressing. A direction the meter is throttling counts as moving.
+ * - read_timeout: nothing read from either side for that long while the relay is waiting for
+ *   input. Before any data flowed, that is "the client (and the target) said nothing since the
+ *   connection opened"; once data has flowed, "neither side sent anything". Time during which a
+ *   direction is blocked on a slow peer or paused by the meter does not count: then the silence is
+ *   ours, and write_timeout is the one that applies.
+ * - write_timeout: a write to a peer has been pending that long with no progress — the peer's
+ *   kernel accepted none of it (libuv's queue did not shrink) and it did not complete. A peer that
+ *   reads slowly but steadily is not cut.
+ * One coarse timer per connection checks these; the hot path only bumps counters and the timer
+ * compares them with its previous look, so activity is seen at the first tick after it. Ticks come
+ * every eighth of the shortest timeout (at least 10 ms): a timeout fires between 1× and about 1.25×
+ * its value after the last activity, never early.
+ */
+import net from 'node:net';
+import type { Endpoint, TcpSettings } from '../config/types.js';
+import type { ErrorType, ListenerStats } from '../telemetry/stats.js';
+import { Flow, type FlowOwner, type Meter, type RelayDirection } from './relay-flow.js';
+import { adoptStaticBuffer } from './stream-handle.js';
+import { defaultResolver, ResolveError, type ResolvedAddress, type TargetResolver } from './target-resolver.js';
+
+export { METER_DROP, METER_OK, type Meter, type RelayDirection } from './relay-flow.js';
+
+/** How a relay ended. */
+export type CloseCause =
+  /** Both directions ended with a FIN and were passed on. */
+  | 'complete'
+  /** The target could not be resolved or connected; the client was reset. */
+  | 'dial_failed'
+  /** A socket error or reset on either side. */
+  | 'error'
+  /** read_timeout, write_timeout or idle_timeout. */
+  | 'timeout'
+  /** The meter returned METER_DROP. */
+  | 'dropped'
+  /** destroy() was called. */
+  | 'destroyed';
+
+export interface RelayOpenInfo {
+  /** The address actually dialed (a resolved name's address). */
+  readonly target_ip: string;
+  readonly target_port: number;
+  readonly family: 4 | 6;
+}
+
+export interface RelayCloseInfo {
+  readonly cause: CloseCause;
+  /** Whether the target connection was established (onOpen was called). */
+  readonly opened: boolean;
+  /** Client → target. */
+  readonly bytes_sent: number;
+  /** Target → client. */
+  readonly bytes_received: number;
+  /** From startTcpRelay() to both sockets closed. */
+  readonly duration_ms: number;
+  /** '' when no address was dialed (the name did not resolve). */
+  readonly target_ip: string;
+  readonly target_port: number;
+  /** Human reason, for the close event's `error` field; absent for 'complete'. */
+  readonly error?: string;
+  /** Counted in stats.error() by the relay; absent for 'complete', 'dropped' and 'destroyed'. */
+  readonly error_type?: ErrorType;
+}
+
+export interface TcpRelayOptions<C = undefined> {
+  /** The accepted client socket. */
+  readonly client: net.Socket;
+  readonly target: Endpoint;
+  readonly tcp: TcpSettings;
+  readonly stats: ListenerStats;
+  /** Anything the caller wants back in its callbacks (addresses, a policy ticket…). */
+  readonly context?: C;
+  readonly meter?: Meter;
+  readonly onOpen?: (relay: TcpRelay<C>, info: RelayOpenInfo) => void;
+  readonly onClose: (relay: TcpRelay<C>, info: RelayCloseInfo) => void;
+  /** Defaults to the process-wide cache. */
+  readonly resolver?: TargetResolver;
+  /** Bytes of the static read buffer of each direction; default 64 KiB. */
+  readonly bufferSize?: number;
+  /** TCP keepalive idle time in ms on both sockets; default 60 s; 0 turns keepalive off. */
+  readonly keepAliveMs?: number;
+  /**
+   * false makes the client socket use 'data' events instead of a static buffer (the automatic
+   * fallback when the take-over is impossible; here for tests and as an escape hatch).
+   */
+  readonly staticClientBuffer?: boolean;
+}
+
+/** The handle of one relay. */
+export interface TcpRelay<C = undefined> {
+  readonly client: net.Socket;
+  readonly context: C;
+  /** Date.now() when the relay started. */
+  readonly startedAt: number;
+  /** Client → target bytes so far. */
+  readonly bytesSent: number;
+  /** Target → client bytes so far. */
+  readonly bytesReceived: number;
+  /** The address being dialed or connected; '' before resolution. */
+  readonly targetIp: string;
+  readonly targetPort: number;
+  /** Connected to the target and not closing. */
+  readonly open: boolean;
+  /** Bytes held in user space: the sockets' unwritten data plus data read but not yet forwarded. */
+  readonly bufferedBytes: number;
+  /** Ends both sockets with a reset (idempotent). onClose follows with cause 'destroyed'. */
+  destroy(reason?: string): void;
+}
+
+export const DEFAULT_BUFFER_SIZE = 64 * 1024;
+export const DEFAULT_KEEPALIVE_MS = 60_000;
+const MIN_TICK_MS = 10;
+
+/** Starts relaying `options.client` to `options.target`. Never throws for network reasons. */
+export function startTcpRelay<C = undefined>(options: TcpRelayOptions<C>): TcpRelay<C> {
+  return new Relay<C>(options);
+}
+
+function noop(): void {}
+
+class Relay<C> implements TcpRelay<C>, FlowOwner {
+  readonly client: net.Socket;
+  readonly context: C;
+  readonly startedAt = Date.now();
+  readonly stats: ListenerStats;
+  readonly meter: Meter | undefined;
+  target: net.Socket | null = null;
+  targetIp = '';
+  readonly targetPort: number;
+  connected = false;
+  closing = false;
+
+  readonly #started = performance.now();
+  readonly #host: string;
+  readonly #tcp: TcpSettings;
+  readonly #resolver: TargetResolver;
+  readonly #keepAliveMs: number;
+  readonly #onOpen: ((relay: TcpRelay<C>, info: RelayOpenInfo) => void) | undefined;
+  readonly #onClose: (relay: TcpRelay<C>, info: RelayCloseInfo) => void;
+  readonly #up: Flow;
+  readonly #down: Flow;
+  #family: 4 | 6 = 4;
+  #addresses: readonly ResolvedAddress[] = [];
+  #attempt = 0;
+  /** The connect timer while dialing, then the inactivity timer. */
+  #timer: NodeJS.Timeout | null = null;
+  #clientClosed = false;
+  #targetClosed = true;
+  #finished = false;
+  #cause: CloseCause = 'complete';
+  #error: string | undefined;
+  #errorType: ErrorType | undefined;
+  // Inactivity bookkeeping, in performance.now() ms; see the header for the rules.
+  #seenReads = 0;
+  #lastRead = 0;
+  #lastActive = 0;
+
+  constructor(options: TcpRelayOptions<C>) {
+    const client = options.client;
+    this.client = client;
+    // Absent context: C is `undefined` (the default type argument).
+    this.context = options.context as C;
+    this.stats = options.stats;
+    this.meter = options.meter;
+    this.#host = options.target.host;
+    this.targetPort = options.target.port;
+    this.#tcp = options.tcp;
+    this.#resolver = options.resolver ?? defaultResolver;
+    this.#keepAliveMs = options.keepAliveMs ?? DEFAULT_KEEPALIVE_MS;
+    this.#onOpen = options.onOpen;
+    this.#onClose = options.onClose;
+    const size = options.bufferSize ?? DEFAULT_BUFFER_SIZE;
+    this.#up = new Flow(this, true, size);
+    this.#down = new Flow(this, false, size);
+    this.#up.src = client;
+    this.#down.dst = client;
+
+    client.on('error', this.#onClientError);
+    client.on('close', this.#onClientClose);
+    client.on('end', this.#up.onEnd);
+    if (client.destroyed) {
+      // Gone between accept and now; its 'close' may already have been emitted.
+      this.#clientClosed = true;
+      process.nextTick(this.#abortGoneClient);
+      return;
+    }
+    client.allowHalfOpen = true;
+    client.setNoDelay(true);
+    if (this.#keepAliveMs > 0) client.setKeepAlive(true, this.#keepAliveMs);
+    const early =
+      options.staticClientBuffer === false ? null : adoptStaticBuffer(client, this.#up.buf, this.#up.onStaticRead);
+    if (early === null) {
+      this.#up.staticMode = false;
+      client.pause();
+      client.on('data', this.#up.onData);
+    } else if (early.length > 0) {
+      this.#up.early = early;
+    }
+
+    if (this.#tcp.connect_timeout > 0) {
+      this.#timer = setTimeout(this.#onConnectTimeout, this.#tcp.connect_timeout);
+      this.#timer.unref();
+    }
+    this.#resolve();
+  }
+
+  get bytesSent(): number {
+    return this.#up.bytes;
+  }
+
+  get bytesReceived(): number {
+    return this.#down.bytes;
+  }
+
+  get open(): boolean {
+    return this.connected && !this.closing;
+  }
+
+  get bufferedBytes(): number {
+    let held = this.client.writableLength + this.client.readableLength;
+    if (this.target !== null) held += this.target.writableLength + this.target.readableLength;
+    for (const chunk of this.#up.early ?? []) held += chunk.length;
+    return held;
+  }
+
+  destroy(reason = 'closed by the proxy'): void {
+    this.#abort(null, reason, 'destroyed');
+  }
+
+  /** The meter said drop. */
+  drop(direction: RelayDirection): void {
+    const what = direction === 'sent' ? 'client → target' : 'target → client';
+    this.#abort(null, `dropped by the rate limit (${what})`, 'dropped');
+  }
+
+  // ---- dialing ----------------------------------------------------------------------------
+
+  #resolve(): void {
+    const host = this.#host;
+    if (host === '' || !Number.isInteger(this.targetPort) || this.targetPort <= 0 || this.targetPort > 65535) {
+      process.nextTick(this.#abortInvalidTarget);
+      return;
+    }
+    const known = this.#resolver.peek(host);
+    if (known !== undefined) {
+      this.#onResolved(known);
+      return;
+    }
+    this.#resolver.resolve(host).then(this.#onResolved, this.#onResolveFailed);
+  }
+
+  readonly #onResolved = (addresses: readonly ResolvedAddress[]): void => {
+    if (this.closing) return;
+    try {
+      this.#addresses = addresses;
+      this.#dial(0);
+    } catch (err) {
+      // net.connect() throws only for invalid arguments; never let it become an unhandled rejection.
+      this.#abort('target_connect', `cannot dial ${this.#host}: ${(err as Error).message}`, 'dial_failed');
+    }
+  };
+
+  readonly #onResolveFailed = (err: unknown): void => {
+    const reason = err instanceof ResolveError ? err.message : `cannot resolve ${this.#host}: ${String(err)}`;
+    this.#abort('target_resolve', reason, 'dial_failed');
+  };
+
+  readonly #abortInvalidTarget = (): void => {
+    this.#abort('invalid_target', `invalid target address ${formatAddress(this.#host, this.targetPort)}`, 'dial_failed');
+  };
+
+  readonly #abortGoneClient = (): void => {
+    this.#abort(null, 'client closed before the relay started', 'error');
+  };
+
+
+  #dial(index: number): void {
+    const address = this.#addresses[index]!;
+    this.#attempt = index;
+    this.targetIp = address.address;
+    this.#family = address.family;
+    const keepAlive = this.#keepAliveMs > 0;
+    const down = this.#down;
+    const target = net.connect({
+      host: address.address,
+      port: this.targetPort,
+      family: address.family,
+      onread: { buffer: down.buf, callback: down.onStaticRead },
+      allowHalfOpen: true,
+      noDelay: true,
+      keepAlive,
+      keepAliveInitialDelay: keepAlive ? this.#keepAliveMs : 0,
+    });
+    this.target = target;
+    this.#targetClosed = false;
+    down.src = target;
+    target.on('error', this.#onTargetError);
+    target.on('close', this.#onTargetClose);
+    target.on('end', down.onEnd);
+    target.once('connect', this.#onTargetConnect);
+  }
+
+  /** Forgets a failed connection attempt so that the next address can be tried. */
+  #discardAttempt(target: net.Socket): void {
+    target.removeListener('error', this.#onTargetError);
+    target.removeListener('close', this.#onTargetClose);
+    target.removeListener('end', this.#down.onEnd);
+    target.removeListener('connect', this.#onTargetConnect);
+    target.on('error', noop);
+    target.destroy();
+    this.target = null;
+    this.#targetClosed = true;
+    this.#down.src = null;
+  }
+
+  readonly #onConnectTimeout = (): void => {
+    this.#timer = null;
+    if (this.connected || this.closing) return;
+    const ms = this.#tcp.connect_timeout;
+    if (this.target === null) {
+      this.#abort('target_resolve', `resolving ${this.#host} timed out after ${ms} ms`, 'dial_failed');
+    } else {
+      const where = formatAddress(this.targetIp, this.targetPort);
+      this.#abort('target_connect', `connect to ${where} timed out after ${ms} ms`, 'dial_failed');
+    }
+  };
+
+  readonly #onTargetConnect = (): void => {
+    const target = this.target;
+    if (this.closing || target === null) return;
+    this.connected = true;
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#timer = null;
+    const up = this.#up;
+    up.dst = target;
+    this.#onOpen?.(this, { target_ip: this.targetIp, target_port: this.targetPort, family: this.#family });
+    if (this.closing) return; // onOpen destroyed us
+    this.#startTimer();
+
+    const early = up.early;
+    up.early = null;
+    if (early !== null) {
+      for (const chunk of early) {
+        up.forward(chunk, chunk.length, true);
+        if (this.closing) return;
+      }
+    }
+    if (up.eof) target.end();
+    else if (!up.pending && !up.throttled) up.resume();
+  };
+
+  // ---- events -------------------------------------------------------------------------------
+
+  readonly #onClientError = (err: NodeJS.ErrnoException): void => {
+    this.#abort(errorTypeOf('client', err), `client ${describeError(err)}`, 'error');
+  };
+
+  readonly #onTargetError = (err: NodeJS.ErrnoException): void => {
+    if (this.connected) {
+      this.#abort(errorTypeOf('target', err), `target ${describeError(err)}`, 'error');
+      return;
+    }
+    if (this.closing) return;
+    const where = formatAddress(this.targetIp, this.targetPort);
+    const next = this.#attempt + 1;
+    if (next < this.#addresses.length && this.target !== null) {
+      this.#discardAttempt(this.target);
+      this.#dial(next);
+      return;
+    }
+    this.#abort('target_connect', `connect to ${where} failed: ${describeError(err)}`, 'dial_failed');
+  };
+
+  readonly #onClientClose = (): void => {
+    this.#clientClosed = true;
+    if (!this.closing && !endedCleanly(this.client)) {
+      // Destroyed without an error event: by someone else, or before the target connected.
+      this.#abort(null, 'client connection closed', 'error');
+    }
+    this.#maybeFinish();
+  };
+
+  readonly #onTargetClose = (): void => {
+    this.#targetClosed = true;
+    if (!this.closing && this.target !== null && !endedCleanly(this.target)) {
+      this.#abort(null, 'target connection closed', 'error');
+    }
+    this.#maybeFinish();
+  };
+
+  // ---- inactivity timer ---------------------------------------------------------------------
+
+  #startTimer(): void {
+    const { read_timeout, write_timeout, idle_timeout } = this.#tcp;
+    let shortest = Infinity;
+    for (const ms of [read_timeout, write_timeout, idle_timeout]) if (ms > 0 && ms < shortest) shortest = ms;
+    if (shortest === Infinity) return;
+    const now = performance.now();
+    this.#lastRead = now;
+    this.#lastActive = now;
+    this.#timer = setTimeout(this.#onTick, Math.max(MIN_TICK_MS, Math.floor(shortest / 8)));
+    this.#timer.unref();
+  }
+
+  readonly #onTick = (): void => {
+    if (this.closing || this.#timer === null) return;
+    const now = performance.now();
+    const up = this.#up;
+    const down = this.#down;
+    const reads = up.bytes + down.bytes;
+    if (reads !== this.#seenReads) {
+      this.#seenReads = reads;
+      this.#lastRead = now;
+      this.#lastActive = now;
+    }
+    const upMoved = up.observe(now);
+    const downMoved = down.observe(now);
+    const throttled = up.throttled || down.throttled;
+    if (upMoved || downMoved || throttled) this.#lastActive = now;
+    if (up.pending || down.pending || throttled) this.#lastRead = now;
+
+    const { read_timeout, write_timeout, idle_timeout } = this.#tcp;
+    if (write_timeout > 0) {
+      const stuck = up.isStuck(now, write_timeout) ? 'target' : down.isStuck(now, write_timeout) ? 'client' : null;
+      if (stuck !== null) {
+        this.#abort('timeout', `write timeout: the ${stuck} accepted no data for ${write_timeout} ms`, 'timeout');
+        return;
+      }
+    }
+    if (idle_timeout > 0 && now - this.#lastActive >= idle_timeout) {
+      this.#abort('timeout', `idle timeout: no data in either direction for ${idle_timeout} ms`, 'timeout');
+      return;
+    }
+    if (read_timeout > 0 && now - this.#lastRead >= read_timeout) {
+      const what = reads === 0 ? 'the client sent nothing' : 'neither side sent anything';
+      this.#abort('timeout', `read timeout: ${what} for ${read_timeout} ms`, 'timeout');
+      return;
+    }
+    this.#timer.refresh();
+  };
+
+  // ---- ending -------------------------------------------------------------------------------
+
+  #abort(type: ErrorType | null, reason: string, cause: CloseCause): void {
+    if (this.closing) return;
+    this.closing = true;
+    this.#cause = cause;
+    this.#error = reason;
+    this.#errorType = type ?? undefined;
+    if (type !== null) this.stats.error(type);
+    this.#stopTimers();
+    kill(this.client, true);
+    if (this.target !== null) kill(this.target, this.connected);
+    this.#maybeFinish();
+  }
+
+  #stopTimers(): void {
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#timer = null;
+    this.#up.stop();
+    this.#down.stop();
+  }
+
+  #maybeFinish(): void {
+    if (this.#finished || !this.#clientClosed || !this.#targetClosed) return;
+    this.#finished = true;
+    this.closing = true;
+    this.#stopTimers();
+    const info: RelayCloseInfo = {
+      cause: this.#cause,
+      opened: this.connected,
+      bytes_sent: this.#up.bytes,
+      bytes_received: this.#down.bytes,
+      duration_ms: Math.round(performance.now() - this.#started),
+      target_ip: this.targetIp,
+      target_port: this.targetPort,
+      ...(this.#error === undefined ? {} : { error: this.#error }),
+      ...(this.#errorType === undefined ? {} : { error_type: this.#errorType }),
+    };
+    this.#onClose(this, info);
+  }
+}
+
+/** Ends a socket: with a RST when `reset` (see the header), else a plain close. */
+function kill(socket: net.Socket, reset: boolean): void {
+  if (socket.destroyed) return;
+  if (reset) {
+    try {
+      socket.resetAndDestroy();
+      return;
+    } catch {
+      // Not a TCP handle (cannot happen for our sockets); a plain close will do.
+    }
+  }
+  socket.destroy();
+}
+
+/** Both halves ended normally: FIN received, our FIN sent. */
+function endedCleanly(socket: net.Socket): boolean {
+  return socket.readableEnded && socket.writableFinished;
+}
+
+function errorTypeOf(side: 'client' | 'target', err: NodeJS.ErrnoException): ErrorType {
+  const writing = err.syscall === 'write' || err.syscall === 'writev' || err.syscall === 'shutdown';
+  if (side === 'client') return writing ? 'client_write' : 'client_read';
+  return writing ? 'target_write' : 'target_read';
+}
+
+const ERROR_TEXT: Readonly<Record<string, string>> = {
+  ECONNREFUSED: 'connection refused',
+  ECONNRESET: 'connection reset by peer',
+  ECONNABORTED: 'connection aborted',
+  EPIPE: 'broken pipe (the peer closed its end)',
+  ETIMEDOUT: 'connection timed out',
+  EHOSTUNREACH: 'no route to host',
+  ENETUNREACH: 'network unreachable',
+  EADDRNOTAVAIL: 'address not available',
+};
+
+function describeError(err: NodeJS.ErrnoException): string {
+  const code = err.code;
+  if (code === undefined) return err.message;
+  const text = ERROR_TEXT[code];
+  return text === undefined ? err.message : `${text} (${code})`;
+}
+
+function formatAddress(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
