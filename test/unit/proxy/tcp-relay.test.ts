@@ -245,6 +245,24 @@ test('a target name is resolved through the resolver, and a refused address fall
   t.true(run.closes.every((info) => info.cause === 'complete'));
 });
 
+test('on this Node the accepted socket is taken over by the static-buffer fast path', async (t) => {
+  // If a Node upgrade breaks the take-over, the relay silently falls back to data events: still
+  // correct, but slower. This test makes that visible.
+  const { port } = await backend(t, () => {});
+  const accepted: net.Socket[] = [];
+  const server = net.createServer({ allowHalfOpen: true }, (client) => {
+    accepted.push(client);
+    const relay = startTcpRelay({ client, target: { host: '127.0.0.1', port }, tcp: NO_TIMEOUTS, stats: new ListenerStats(), onClose: () => {} });
+    t.teardown(() => relay.destroy());
+  });
+  const relayPort = await listen(t, server);
+  connect(t, relayPort);
+  await waitFor('accepted', () => accepted.length === 1);
+  const slot = Object.getOwnPropertySymbols(accepted[0]!).find((sym) => sym.description === 'kBuffer');
+  t.truthy(slot, 'net.Socket has no kBuffer slot any more: see src/proxy/stream-handle.ts');
+  t.true(Buffer.isBuffer((accepted[0] as unknown as Record<symbol, unknown>)[slot!]));
+});
+
 // ---- half-close --------------------------------------------------------------------------------
 
 test('half-close: the client ends its write side and still gets the reply sent after its FIN', async (t) => {
