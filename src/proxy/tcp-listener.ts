@@ -1,0 +1,174 @@
+/**
+ * A TCP listener in the child: accepts on the socket the supervisor handed over, asks the policy
+ * about each client, relays admitted ones (tcp-relay.ts) and turns what happens into events and
+ * counters. It knows nothing of IPC or log sinks: events leave through `emit`.
+ */
+import net from 'node:net';
+import type { ListenerConfig } from '../config/types.js';
+import { CONSUME_VIOLATION, normalizeAddress, type ListenerPolicy, type Ticket } from '../policy/index.js';
+import type { DenyAggregator } from '../telemetry/deny-aggregator.js';
+import type { ConnectionEvent, LogEvent } from '../telemetry/events.js';
+import type { ListenerStats } from '../telemetry/stats.js';
+import { startTcpRelay, type Meter, type RelayCloseInfo, type RelayOpenInfo, type TcpRelay } from './tcp-relay.js';
+
+interface ConnectionContext {
+  readonly ticket: Ticket;
+  readonly ip: string;
+  readonly port: number;
+}
+
+export interface ListenerDeps {
+  readonly config: ListenerConfig;
+  readonly policy: ListenerPolicy;
+  readonly stats: ListenerStats;
+  readonly denies: DenyAggregator;
+  readonly emit: (event: LogEvent) => void;
+}
+
+export class TcpListener {
+  readonly #deps: ListenerDeps;
+  readonly #server: net.Server;
+  readonly #relays = new Set<TcpRelay<ConnectionContext>>();
+  readonly #metered: boolean;
+  #idle: (() => void) | undefined;
+
+  constructor(deps: ListenerDeps) {
+    this.#deps = deps;
+    this.#metered = deps.config.rate_limits.max_bandwidth_per_ip > 0;
+    // allowHalfOpen: a client's FIN is passed on while the other direction keeps flowing.
+    // pauseOnConnect: nothing is read before the relay takes the socket over.
+    this.#server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => this.#accept(socket));
+  }
+
+  get active(): number {
+    return this.#relays.size;
+  }
+
+  /** Starts accepting on a handle from the supervisor; resolves with the address once listening. */
+  listen(handle: object): Promise<net.AddressInfo> {
+    return new Promise((resolve, reject) => {
+      const onError = (error: Error): void => reject(error);
+      this.#server.once('error', onError);
+      this.#server.listen(handle as net.ListenOptions, () => {
+        this.#server.off('error', onError);
+        // From now on an error is a failed accept (EMFILE, ENFILE…): counted, never fatal; libuv
+        // keeps the listening socket and retries.
+        this.#server.on('error', () => this.#deps.stats.error('accept'));
+        resolve(this.#server.address() as net.AddressInfo);
+      });
+    });
+  }
+
+  #accept(socket: net.Socket): void {
+    const { policy, stats, denies, config } = this.#deps;
+    const remote = socket.remoteAddress;
+    if (remote === undefined) {
+      socket.destroy(); // gone before we looked
+      return;
+    }
+    const port = socket.remotePort ?? 0;
+    const verdict = policy.admit(remote);
+    if (!verdict.allow) {
+      if (verdict.reason === 'acl') {
+        stats.aclDenied++;
+        stats.aclDrops++;
+        denies.deny(normalizeAddress(remote), port, 'acl', 'deny');
+      } else {
+        stats.rateLimited++;
+        stats.rateLimitDrop(verdict.reason);
+        denies.deny(normalizeAddress(remote), port, verdict.reason, config.rate_limits.action);
+      }
+      socket.on('error', () => {});
+      socket.resetAndDestroy();
+      return;
+    }
+    if (verdict.violation) denies.deny(verdict.address, port, verdict.violation, config.rate_limits.action);
+    const context: ConnectionContext = { ticket: verdict, ip: verdict.address, port };
+    const relay = startTcpRelay<ConnectionContext>({
+      client: socket,
+      target: config.target,
+      tcp: config.tcp,
+      stats,
+      context,
+      meter: this.#metered ? this.#meterFor(context) : undefined,
+      onOpen: (r, info) => this.#opened(r, info),
+      onClose: (r, info) => this.#closed(r, info),
+    });
+    this.#relays.add(relay);
+  }
+
+  #meterFor(context: ConnectionContext): Meter {
+    const limiter = this.#deps.policy.limiter;
+    return (bytes) => {
+      const verdict = limiter.consume(context.ticket, bytes);
+      if (verdict !== CONSUME_VIOLATION) return verdict;
+      this.#deps.denies.deny(context.ip, context.port, 'bandwidth_limit', this.#deps.config.rate_limits.action);
+      return 0;
+    };
+  }
+
+  #event(type: ConnectionEvent['event_type'], relay: TcpRelay<ConnectionContext>, targetIp: string, extra: Partial<ConnectionEvent> = {}): ConnectionEvent {
+    const { config } = this.#deps;
+    return {
+      kind: 'connection',
+      event_type: type,
+      timestamp: Date.now(),
+      listener_name: config.name,
+      protocol: 'tcp',
+      source_ip: relay.context.ip,
+      source_port: relay.context.port,
+      target_ip: targetIp || config.target.host,
+      target_port: relay.targetPort || config.target.port,
+      bytes_sent: 0,
+      bytes_received: 0,
+      duration_ms: 0,
+      ...extra,
+    };
+  }
+
+  #opened(relay: TcpRelay<ConnectionContext>, info: RelayOpenInfo): void {
+    const { stats, emit } = this.#deps;
+    stats.accepted++;
+    stats.active++;
+    emit(this.#event('open', relay, info.target_ip));
+  }
+
+  #closed(relay: TcpRelay<ConnectionContext>, info: RelayCloseInfo): void {
+    const { stats, emit, policy } = this.#deps;
+    this.#relays.delete(relay);
+    policy.limiter.release(relay.context.ticket);
+    if (info.opened) {
+      stats.active--;
+      stats.observeDuration(info.duration_ms / 1000);
+      emit(
+        this.#event('close', relay, info.target_ip, {
+          bytes_sent: info.bytes_sent,
+          bytes_received: info.bytes_received,
+          duration_ms: info.duration_ms,
+          ...(info.error !== undefined ? { error: info.error } : {}),
+        }),
+      );
+    } else {
+      emit(this.#event('error', relay, info.target_ip, { duration_ms: info.duration_ms, error: info.error ?? 'connection failed' }));
+    }
+    if (this.#relays.size === 0) this.#idle?.();
+  }
+
+  /** Stops accepting; resolves when the child's copy of the listening socket is closed. */
+  stopAccepting(): Promise<void> {
+    return new Promise((resolve) => this.#server.close(() => resolve()));
+  }
+
+  /** Resolves once no connection is open. */
+  whenIdle(): Promise<void> {
+    if (this.#relays.size === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.#idle = resolve;
+    });
+  }
+
+  /** Ends every open connection now (shutdown deadline). */
+  closeAll(reason: string): void {
+    for (const relay of this.#relays) relay.destroy(reason);
+  }
+}
