@@ -1,0 +1,570 @@
+/**
+ * The UDP relay of one listener: virtual sessions per client ip:port over a listening socket the
+ * caller bound, each with its own connected upstream socket to the target. It knows sockets only:
+ * no IPC, no log sinks, no rate-limit policy (that comes in as hooks).
+ *
+ * Caller's side of the contract
+ * - Hand over a bound `dgram.Socket`; the relay adds its 'message', 'error' and 'close' listeners
+ *   in start() and removes them in close(). The socket stays the caller's: close() leaves it open
+ *   unless asked (`close({ closeSocket: true })`). If the caller closes it first, the relay closes
+ *   itself (every session ends with its close event), since no reply could be sent any more.
+ * - `await start()` once: it resolves the target (rejects with a ResolveError, counted as
+ *   'target_resolve', if a name does not resolve) and then starts relaying.
+ * - The relay counts into the ListenerStats: bytes and packets each way, `accepted` and `active`
+ *   per session, the duration histogram when a session ends, `rateLimited` and
+ *   `rateLimitDrop('session_limit')` per datagram refused at the session cap, and errors
+ *   (`oversize_datagram`, `session_create`, `target_read`, `target_write`, `target_resolve`,
+ *   `client_read`). Refusals by `admit` and drops by `meter` are the hooks' to count and log: they
+ *   know the reason and see their own answer.
+ * - Hooks must not throw.
+ *
+ * Sessions. The first datagram from a new client address and port asks `admit` (if any), then the
+ * session cap, then opens an upstream socket connected to the target's current address (a name is
+ * resolved at start and refreshed in the background, never per datagram or per session: see
+ * target-resolver.ts). Later datagrams from that client reuse the session; what the target sends
+ * to the upstream socket goes back to the client from the listening socket. A connected upstream
+ * socket only accepts datagrams from the target, so no third party can inject replies.
+ *
+ * Session cap. `maxSessions` is the listener's max_total_connections when set. Otherwise
+ * DEFAULT_MAX_SESSIONS (10,000) applies, because every session holds a file descriptor and a
+ * local ephemeral port: Linux hands out ~28,000 ephemeral ports (32768–60999) to the whole host,
+ * so an unbounded table lets a flood of spoofed source ports starve every listener (and every other
+ * program) of ports and descriptors. 10,000 is far above what a DNS, game or VPN relay of one
+ * listener needs at once, and leaves most of the port range to the rest. At the cap, a new
+ * client's datagram is dropped, counted and reported through `onDrop`; existing sessions go on.
+ * `admit` is asked before the cap, so a refused attempt still counts as an attempt for the policy
+ * (its verdict is released at once).
+ *
+ * Datagram size. A datagram longer than udp.buffer_size, either way, is dropped whole — never
+ * forwarded truncated — counted as the error 'oversize_datagram' and reported through `onDrop`.
+ * (The socket reads into a 64 KiB buffer, larger than any UDP payload, so the length is exact.)
+ * Empty datagrams are forwarded.
+ *
+ * Metering. `meter(admission, bytes, direction)` is asked per datagram, both ways, before it is
+ * forwarded. 0 forwards it; -1 drops it; a positive answer (a TCP-style pause: the address is
+ * ahead of its throttled pace) also drops it, since UDP can only be throttled by dropping — holding
+ * datagrams back would need a queue and add latency a datagram protocol does not expect. Any other
+ * negative answer (the policy's "violation, log it") forwards it.
+ *
+ * Idle timeout (udp.session_timeout): no datagram forwarded in either direction for that long ends
+ * the session, closes its upstream socket and releases its admission. Dropped datagrams are no
+ * activity. One interval timer per relay sweeps the table every eighth of the shortest of
+ * session_timeout and periodic_log_interval (10 ms to 1 s); the hot path only bumps packet
+ * counters, and the sweep compares them with what it saw last time. A session thus ends between
+ * 1× session_timeout and that plus one sweep period after its last datagram, never early.
+ *
+ * ICMP port unreachable. A connected upstream socket learns that the target has no listener as
+ * ECONNREFUSED on its next receive. That is counted ('target_read', or 'target_write' if a send
+ * reports it) and reported through `onError`, and the session is kept: the target may be
+ * restarting, and ending the session would only make the client's next datagram open a new one
+ * (a socket, an open and a close event per datagram while the target is down). The session ends
+ * by idling out as usual; its close event carries the last error unless a reply came after it.
+ *
+ * Session logging (udp.logging), filtered here so suppressed events never leave the relay:
+ * - open: when the session is created, if log_session_start. It cannot know how long or big the
+ *   session will be, so min_log_duration and min_log_bytes do not apply to it.
+ * - update: once periodic_log_interval has passed or periodic_log_bytes (both directions) moved
+ *   since the session started or since the last update trigger, whichever comes first; 0 turns a
+ *   trigger off. Sent only if the session is by then at least min_log_duration old and has moved at
+ *   least min_log_bytes; a trigger that fires too early is consumed all the same, and the next one
+ *   counts from it. The interval is checked at sweep resolution, the bytes exactly.
+ * - close: when the session ends (idle timeout, close()), if log_session_close and the session
+ *   lasted at least min_log_duration and moved at least min_log_bytes.
+ *
+ * Hot path (per datagram): one Map lookup by port number and one string comparison, the meter if
+ * any, one send, plain number increments. No clock read, no closure, no logging, no allocation of
+ * ours — what remains is Node's (the Buffer and rinfo of each received datagram, each send's
+ * request; a send on the unconnected listening socket also goes through its address lookup, a
+ * process.nextTick per reply). Profiled under request/response load, the relay's own functions
+ * take about 1 % of its CPU; the send system call (Node's doSend) takes over half of it.
+ */
+import dgram from 'node:dgram';
+import { isIP } from 'node:net';
+import type { Endpoint, UdpLoggingSettings, UdpSettings } from '../config/types.js';
+import type { ConnectionEvent, ConnectionEventType } from '../telemetry/events.js';
+import type { ErrorType, ListenerStats } from '../telemetry/stats.js';
+import { defaultResolver, type TargetResolver } from './target-resolver.js';
+import { SessionTable, UdpSession } from './udp-sessions.js';
+
+/** The session cap when the listener sets no max_total_connections; see the header. */
+export const DEFAULT_MAX_SESSIONS = 10_000;
+/** How often a target name is looked up again (through the resolver's cache). */
+export const DEFAULT_RESOLVE_INTERVAL_MS = 10_000;
+
+/** Which way a datagram moves: 'sent' = client → target, 'received' = target → client. */
+export type UdpDirection = 'sent' | 'received';
+
+/** Why the relay itself dropped a datagram. */
+export type UdpDropReason = 'session_limit' | 'oversize_datagram' | 'session_create';
+
+/** What `admit` answers; the policy's Verdict (a Ticket or a Refusal) is one. */
+export interface UdpAdmission {
+  readonly allow: boolean;
+}
+
+export interface UdpRelayHooks<A extends UdpAdmission = UdpAdmission> {
+  /**
+   * A datagram from `clientIp` (IPv4-mapped addresses given as IPv4) would open a new session.
+   * `allow: false` drops it and opens nothing. Asked again for each datagram of a refused client.
+   */
+  readonly admit?: (clientIp: string, clientPort: number) => A;
+  /** Per datagram, both ways, before forwarding; see the header for the answers. */
+  readonly meter?: (admission: A, bytes: number, direction: UdpDirection) => number;
+  /** The session of an admitted client ended (or could not be opened after all). */
+  readonly release?: (admission: A) => void;
+  /** An open, update or close event that passed the logging thresholds. */
+  readonly onEvent?: (event: ConnectionEvent) => void;
+  /** A datagram the relay dropped (the caller aggregates these for its logs). */
+  readonly onDrop?: (reason: UdpDropReason, clientIp: string, clientPort: number, direction: UdpDirection) => void;
+  /** An error counted in stats; `clientIp` is undefined when no client is concerned. */
+  readonly onError?: (type: ErrorType, error: Error, clientIp: string | undefined, clientPort: number) => void;
+}
+
+export interface UdpRelayOptions<A extends UdpAdmission = UdpAdmission> {
+  /** For the events' listener_name. */
+  readonly listenerName: string;
+  /** The bound listening socket; the caller keeps owning it. */
+  readonly socket: dgram.Socket;
+  readonly target: Endpoint;
+  readonly udp: UdpSettings;
+  readonly stats: ListenerStats;
+  /** The listener's max_total_connections when set (> 0); DEFAULT_MAX_SESSIONS otherwise. */
+  readonly maxSessions?: number;
+  readonly hooks?: UdpRelayHooks<A>;
+  /** Defaults to the process-wide cache. */
+  readonly resolver?: TargetResolver;
+  readonly resolveIntervalMs?: number;
+  /** Monotonic milliseconds; defaults to performance.now(). */
+  readonly clock?: () => number;
+  /** Overrides the sweep period derived from the timeouts (tests). */
+  readonly sweepIntervalMs?: number;
+}
+
+const ALLOWED: UdpAdmission = Object.freeze({ allow: true });
+const MAPPED_PREFIX = '::ffff:';
+const MIN_SWEEP_MS = 10;
+const MAX_SWEEP_MS = 1_000;
+
+export class UdpRelay<A extends UdpAdmission = UdpAdmission> {
+  readonly #name: string;
+  readonly #socket: dgram.Socket;
+  readonly #targetHost: string;
+  readonly #targetPort: number;
+  readonly #stats: ListenerStats;
+  readonly #table = new SessionTable<A>();
+  readonly #maxSessions: number;
+  readonly #bufferSize: number;
+  readonly #timeout: number;
+  readonly #logging: UdpLoggingSettings;
+  /** periodic_log_bytes, Infinity when off, so the hot path's countdown never reaches it. */
+  readonly #logBytes: number;
+  readonly #logInterval: number;
+  readonly #sweepMs: number;
+  readonly #resolveMs: number;
+  readonly #resolver: TargetResolver;
+  readonly #clock: () => number;
+  readonly #admit: ((clientIp: string, clientPort: number) => A) | undefined;
+  readonly #meter: ((admission: A, bytes: number, direction: UdpDirection) => number) | undefined;
+  readonly #release: ((admission: A) => void) | undefined;
+  readonly #onEvent: ((event: ConnectionEvent) => void) | undefined;
+  readonly #onDrop: UdpRelayHooks<A>['onDrop'];
+  readonly #onError: UdpRelayHooks<A>['onError'];
+
+  #targetIp = '';
+  #targetFamily: 4 | 6 = 4;
+  #started = false;
+  #closed = false;
+  /** False after stopReceiving(): no new session is opened. */
+  #accepting = true;
+  #sweepTimer: NodeJS.Timeout | null = null;
+  #resolveTimer: NodeJS.Timeout | null = null;
+  #closing: Promise<void> | null = null;
+
+  constructor(options: UdpRelayOptions<A>) {
+    const { udp } = options;
+    this.#name = options.listenerName;
+    this.#socket = options.socket;
+    // An empty host means "this machine", as when dialing ":port".
+    this.#targetHost = options.target.host === '' ? '127.0.0.1' : options.target.host;
+    this.#targetPort = options.target.port;
+    this.#stats = options.stats;
+    this.#maxSessions = options.maxSessions !== undefined && options.maxSessions > 0
+      ? options.maxSessions
+      : DEFAULT_MAX_SESSIONS;
+    this.#bufferSize = udp.buffer_size;
+    this.#timeout = udp.session_timeout > 0 ? udp.session_timeout : Infinity;
+    this.#logging = udp.logging;
+    this.#logBytes = udp.logging.periodic_log_bytes > 0 ? udp.logging.periodic_log_bytes : Infinity;
+    this.#logInterval = udp.logging.periodic_log_interval > 0 ? udp.logging.periodic_log_interval : Infinity;
+    const shortest = Math.min(this.#timeout, this.#logInterval);
+    this.#sweepMs = options.sweepIntervalMs ??
+      (shortest === Infinity ? MAX_SWEEP_MS : Math.min(MAX_SWEEP_MS, Math.max(MIN_SWEEP_MS, shortest / 8)));
+    this.#resolveMs = options.resolveIntervalMs ?? DEFAULT_RESOLVE_INTERVAL_MS;
+    this.#resolver = options.resolver ?? defaultResolver;
+    this.#clock = options.clock ?? (() => performance.now());
+    const hooks = options.hooks ?? {};
+    this.#admit = hooks.admit;
+    this.#meter = hooks.meter;
+    this.#release = hooks.release;
+    this.#onEvent = hooks.onEvent;
+    this.#onDrop = hooks.onDrop;
+    this.#onError = hooks.onError;
+  }
+
+  /** Open sessions. */
+  get sessionCount(): number {
+    return this.#table.size;
+  }
+
+  /** The address new sessions connect to ('' before start()). */
+  get targetAddress(): string {
+    return this.#targetIp;
+  }
+
+  /** Resolves the target, then relays until close(). */
+  async start(): Promise<void> {
+    if (this.#started) throw new Error('UdpRelay.start() called twice');
+    this.#started = true;
+    try {
+      await this.#resolveTarget();
+    } catch (err) {
+      this.#error('target_resolve', err, undefined, 0);
+      throw err;
+    }
+    if (this.#closed) return;
+    this.#socket.on('message', this.#onClientMessage);
+    this.#socket.on('error', this.#onSocketError);
+    this.#socket.on('close', this.#onSocketClose);
+    this.#sweepTimer = setInterval(this.#sweep, this.#sweepMs);
+    this.#sweepTimer.unref();
+    if (isIP(this.#targetHost) === 0) {
+      this.#resolveTimer = setInterval(this.#refreshTarget, this.#resolveMs);
+      this.#resolveTimer.unref();
+    }
+  }
+
+  /**
+   * For a hand-over to another process sharing the listening socket: stop reading it, so that
+   * new datagrams wait in the kernel for the successor, while existing sessions keep relaying the
+   * target's replies until they idle out or close() is called. Returns false if Node did not let
+   * reading stop; then datagrams read anyway still reach existing sessions, and new clients'
+   * datagrams are dropped rather than opening sessions here.
+   */
+  stopReceiving(): boolean {
+    this.#accepting = false;
+    return pauseReading(this.#socket);
+  }
+
+  /**
+   * Shutdown: every session ends now (close events subject to the thresholds), timers stop, the
+   * relay's listeners leave the socket. Resolves when every upstream socket (and, with
+   * `closeSocket`, the listening socket) has closed. Idempotent.
+   */
+  close(options: { readonly closeSocket?: boolean } = {}): Promise<void> {
+    if (this.#closing !== null) return this.#closing;
+    this.#closed = true;
+    if (this.#sweepTimer !== null) clearInterval(this.#sweepTimer);
+    if (this.#resolveTimer !== null) clearInterval(this.#resolveTimer);
+    this.#sweepTimer = this.#resolveTimer = null;
+    const socket = this.#socket;
+    socket.off('message', this.#onClientMessage);
+    socket.off('error', this.#onSocketError);
+    socket.off('close', this.#onSocketClose);
+    const pending: Promise<void>[] = [];
+    const now = this.#clock();
+    for (const session of this.#table.values()) {
+      pending.push(new Promise((resolve) => session.upstream.once('close', resolve)));
+      this.#end(session, now);
+    }
+    if (options.closeSocket === true) {
+      pending.push(new Promise((resolve) => {
+        try {
+          socket.close(resolve);
+        } catch {
+          resolve(); // already closed
+        }
+      }));
+    }
+    this.#closing = Promise.all(pending).then(() => undefined);
+    return this.#closing;
+  }
+
+  // ---- hot path -------------------------------------------------------------------------------
+
+  readonly #onClientMessage = (msg: Buffer, rinfo: dgram.RemoteInfo): void => {
+    const bytes = msg.length;
+    if (bytes > this.#bufferSize) {
+      this.#oversize(rinfo.address, rinfo.port, 'sent');
+      return;
+    }
+    let session = this.#table.get(rinfo.address, rinfo.port);
+    if (session === undefined) {
+      session = this.#open(rinfo.address, rinfo.port);
+      if (session === undefined) return;
+    }
+    const meter = this.#meter;
+    if (meter !== undefined) {
+      const verdict = meter(session.admission, bytes, 'sent');
+      if (verdict > 0 || verdict === -1) return;
+    }
+    session.upstream.send(msg);
+    session.bytesSent += bytes;
+    session.packetsSent++;
+    const stats = this.#stats;
+    stats.bytesSent += bytes;
+    stats.packetsSent++;
+    if ((session.logBytesLeft -= bytes) <= 0) this.#update(session, this.#clock());
+  };
+
+  #onTargetMessage(session: UdpSession<A>, msg: Buffer): void {
+    const bytes = msg.length;
+    if (bytes > this.#bufferSize) {
+      this.#oversize(session.clientAddress, session.clientPort, 'received');
+      return;
+    }
+    const meter = this.#meter;
+    if (meter !== undefined) {
+      const verdict = meter(session.admission, bytes, 'received');
+      if (verdict > 0 || verdict === -1) return;
+    }
+    this.#socket.send(msg, session.clientPort, session.clientAddress);
+    session.bytesReceived += bytes;
+    session.packetsReceived++;
+    if (session.lastError !== null) session.lastError = null;
+    const stats = this.#stats;
+    stats.bytesReceived += bytes;
+    stats.packetsReceived++;
+    if ((session.logBytesLeft -= bytes) <= 0) this.#update(session, this.#clock());
+  }
+
+  // ---- sessions -------------------------------------------------------------------------------
+
+  #open(address: string, port: number): UdpSession<A> | undefined {
+    if (!this.#accepting) return undefined;
+    const clientIp = clientIpOf(address);
+    // Without an admit hook every client is allowed; the constant then stands in for A, which
+    // the meter and release hooks (the only readers) cannot tell apart from an allowing verdict.
+    let admission = ALLOWED as A;
+    if (this.#admit !== undefined) {
+      admission = this.#admit(clientIp, port);
+      if (!admission.allow) return undefined;
+    }
+    if (this.#table.size >= this.#maxSessions) {
+      this.#release?.(admission);
+      this.#stats.rateLimited++;
+      this.#stats.rateLimitDrop('session_limit');
+      this.#onDrop?.('session_limit', clientIp, port, 'sent');
+      return undefined;
+    }
+    const upstream = this.#connectUpstream(clientIp, port);
+    if (upstream === null) {
+      this.#release?.(admission);
+      this.#onDrop?.('session_create', clientIp, port, 'sent');
+      return undefined;
+    }
+    const now = this.#clock();
+    const session = new UdpSession<A>(
+      address, port, clientIp, this.#targetIp, this.#targetPort, admission, upstream, now, this.#logBytes,
+    );
+    // One closure pair per session, none per datagram.
+    upstream.on('message', (msg: Buffer) => this.#onTargetMessage(session, msg));
+    upstream.on('error', (err: Error) => this.#onUpstreamError(session, err));
+    this.#table.add(session);
+    this.#stats.accepted++;
+    this.#stats.active++;
+    if (this.#logging.log_session_start) this.#emit('open', session, now);
+    return session;
+  }
+
+  /** A socket connected to the target, or null (counted as 'session_create'). */
+  #connectUpstream(clientIp: string, clientPort: number): dgram.Socket | null {
+    let upstream: dgram.Socket | null = null;
+    try {
+      upstream = dgram.createSocket({ type: this.#targetFamily === 6 ? 'udp6' : 'udp4', lookup: literalLookup });
+      // With a lookup that answers at once, bind and connect complete inside this call, so the
+      // session can send its first datagram right away instead of queueing it. A failure (EMFILE
+      // at bind, say) is emitted as 'error' with no listener yet, which throws here.
+      upstream.connect(this.#targetPort, this.#targetIp);
+      upstream.remoteAddress(); // throws if the connect did not complete at once
+      return upstream;
+    } catch (err) {
+      if (upstream !== null) closeQuietly(upstream);
+      this.#error('session_create', err, clientIp, clientPort);
+      return null;
+    }
+  }
+
+  #onUpstreamError(session: UdpSession<A>, err: Error): void {
+    const syscall = (err as NodeJS.ErrnoException).syscall;
+    const type: ErrorType = syscall === 'send' ? 'target_write' : 'target_read';
+    session.lastError = describeError(err);
+    this.#error(type, err, session.clientIp, session.clientPort);
+  }
+
+  /** Ends a session: table, socket, counters, release, close event. */
+  #end(session: UdpSession<A>, now: number): void {
+    if (!session.open) return;
+    session.open = false;
+    this.#table.delete(session);
+    closeQuietly(session.upstream);
+    const stats = this.#stats;
+    stats.active--;
+    stats.observeDuration((now - session.startedAt) / 1000);
+    this.#release?.(session.admission);
+    if (this.#logging.log_session_close && this.#worthLogging(session, now)) this.#emit('close', session, now);
+  }
+
+  /** A periodic trigger fired: restart both triggers, and send an update if it is worth one. */
+  #update(session: UdpSession<A>, now: number): void {
+    session.loggedAt = now;
+    session.logBytesLeft = this.#logBytes;
+    if (this.#worthLogging(session, now)) this.#emit('update', session, now);
+  }
+
+  #worthLogging(session: UdpSession<A>, now: number): boolean {
+    return now - session.startedAt >= this.#logging.min_log_duration && session.bytes >= this.#logging.min_log_bytes;
+  }
+
+  readonly #sweep = (): void => {
+    const now = this.#clock();
+    for (const session of this.#table.values()) {
+      const packets = session.packets;
+      if (packets !== session.packetsAtSweep) {
+        session.packetsAtSweep = packets;
+        session.activeAt = now;
+      } else if (now - session.activeAt >= this.#timeout) {
+        this.#end(session, now);
+        continue;
+      }
+      if (now - session.loggedAt >= this.#logInterval) this.#update(session, now);
+    }
+  };
+
+  #emit(type: ConnectionEventType, session: UdpSession<A>, now: number): void {
+    const onEvent = this.#onEvent;
+    if (onEvent === undefined) return;
+    const event: ConnectionEvent = {
+      kind: 'connection',
+      event_type: type,
+      timestamp: Date.now(),
+      listener_name: this.#name,
+      protocol: 'udp',
+      source_ip: session.clientIp,
+      source_port: session.clientPort,
+      target_ip: session.targetIp,
+      target_port: session.targetPort,
+      bytes_sent: session.bytesSent,
+      bytes_received: session.bytesReceived,
+      packets_sent: session.packetsSent,
+      packets_received: session.packetsReceived,
+      duration_ms: Math.round(now - session.startedAt),
+      ...(type !== 'open' && session.lastError !== null ? { error: session.lastError } : {}),
+    };
+    onEvent(event);
+  }
+
+  // ---- errors and drops -----------------------------------------------------------------------
+
+  #oversize(address: string, port: number, direction: UdpDirection): void {
+    this.#stats.error('oversize_datagram');
+    this.#onDrop?.('oversize_datagram', clientIpOf(address), port, direction);
+  }
+
+  #error(type: ErrorType, err: unknown, clientIp: string | undefined, clientPort: number): void {
+    this.#stats.error(type);
+    this.#onError?.(type, err instanceof Error ? err : new Error(String(err)), clientIp, clientPort);
+  }
+
+  readonly #onSocketError = (err: Error): void => {
+    this.#error('client_read', err, undefined, 0);
+  };
+
+  readonly #onSocketClose = (): void => {
+    void this.close();
+  };
+
+  // ---- target address -------------------------------------------------------------------------
+
+  async #resolveTarget(): Promise<void> {
+    const host = this.#targetHost;
+    const family = isIP(host);
+    if (family !== 0) {
+      this.#targetIp = host;
+      this.#targetFamily = family === 6 ? 6 : 4;
+      return;
+    }
+    const addresses = await this.#resolver.resolve(host);
+    // UDP gives no sign that an address is dead, so there is no falling back to the next one;
+    // the first, in the system's preference order, is used.
+    const first = addresses[0]!;
+    this.#targetIp = first.address;
+    this.#targetFamily = first.family;
+  }
+
+  /** Timer: new sessions pick up a changed address; existing ones keep theirs. */
+  readonly #refreshTarget = (): void => {
+    this.#resolveTarget().catch((err: unknown) => {
+      if (!this.#closed) this.#error('target_resolve', err, undefined, 0);
+    });
+  };
+}
+
+/** The address for logs and policy: `::ffff:a.b.c.d` (an IPv4 client of a dual-stack socket) as IPv4. */
+function clientIpOf(address: string): string {
+  return address.startsWith(MAPPED_PREFIX) && address.indexOf('.', MAPPED_PREFIX.length) !== -1
+    ? address.slice(MAPPED_PREFIX.length)
+    : address;
+}
+
+/**
+ * Upstream sockets are only ever bound and connected to IP literals (the resolver already turned a
+ * name into one), so the lookup is the identity and answers synchronously.
+ */
+function literalLookup(
+  hostname: string,
+  _options: unknown,
+  callback: (err: NodeJS.ErrnoException | null, address: string, family: number) => void,
+): void {
+  callback(null, hostname, isIP(hostname));
+}
+
+function closeQuietly(socket: dgram.Socket): void {
+  try {
+    socket.close();
+  } catch {
+    // Already closed: nothing left to release.
+  }
+}
+
+function describeError(err: Error): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ECONNREFUSED') return 'ECONNREFUSED: target port unreachable';
+  return code !== undefined ? `${code}: ${err.message}` : err.message;
+}
+
+/** The shape of Node's private dgram state that pauseReading() touches. */
+interface DgramState {
+  handle?: { recvStop?: () => number } | null;
+  receiving?: boolean;
+}
+
+/**
+ * Stops a dgram socket reading without closing it. Node 20 has no public API for this (its own
+ * close path calls the handle's recvStop()), and the deprecated `_handle` getter would print a
+ * warning, so the state object is found by its symbol's description. Returns false (and changes
+ * nothing) if Node's internals do not look as expected.
+ */
+function pauseReading(socket: dgram.Socket): boolean {
+  const key = Object.getOwnPropertySymbols(socket).find((s) => s.description === 'state symbol');
+  if (key === undefined) return false;
+  const state = (socket as unknown as Record<symbol, DgramState | undefined>)[key];
+  const handle = state?.handle;
+  if (state === undefined || handle === undefined || handle === null || typeof handle.recvStop !== 'function') {
+    return false;
+  }
+  if (state.receiving === true) {
+    handle.recvStop();
+    state.receiving = false;
+  }
+  return true;
+}
