@@ -89,3 +89,15 @@ export function readAll(socket: net.Socket): Promise<Buffer> {
 export function sha256(data: Buffer): string {
   return createHash('sha256').update(data).digest('hex');
 }
+
+/**
+ * A loopback port that refuses connections: bound but never listening, so the kernel answers with
+ * a reset, and held until the test ends so nobody else can take it (no reserve-then-close race).
+ */
+export async function refusingPort(t: ExecutionContext, host = '127.0.0.1'): Promise<number> {
+  const { bindListener } = await import('../../src/supervisor/socket-owner.js');
+  const result = bindListener({ protocol: 'tcp', listen: { host, port: 0 }, ipv6_only: false } as Parameters<typeof bindListener>[0]);
+  if (!result.ok) throw new Error(result.message);
+  t.teardown(() => result.socket.handle.close());
+  return result.socket.port;
+}
