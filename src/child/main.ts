@@ -12,6 +12,7 @@ import type { ListenerConfig } from '../config/types.js';
 import { EXIT_CHILD_CONFIG, isSupervisorMessage, type ChildMessage, type StartMessage } from '../ipc/protocol.js';
 import { ListenerPolicy } from '../policy/index.js';
 import { TcpListener } from '../proxy/tcp-listener.js';
+import { UdpListener } from '../proxy/udp-listener.js';
 import { DenyAggregator } from '../telemetry/deny-aggregator.js';
 import type { LogEvent } from '../telemetry/events.js';
 import { ListenerStats } from '../telemetry/stats.js';
@@ -23,9 +24,7 @@ const SWEEP_INTERVAL_MS = 1000;
 /** What main needs of a running listener, TCP or UDP. */
 interface RunningListener {
   readonly active: number;
-  stopAccepting(): Promise<void>;
-  whenIdle(): Promise<void>;
-  closeAll(reason: string): void;
+  drain(deadlineMs: number): Promise<void>;
 }
 
 let running: RunningListener | undefined;
@@ -61,13 +60,10 @@ async function start(message: StartMessage, handle: object | undefined): Promise
 
   let address: AddressInfo;
   try {
-    if (config.protocol === 'tcp') {
-      const listener = new TcpListener({ config, policy, stats, denies, emit });
-      address = await listener.listen(handle);
-      running = listener;
-    } else {
-      return fatal('PP_ERR_CHILD_UDP', 'UDP listeners are not available yet');
-    }
+    const deps = { config, policy, stats, denies, emit };
+    const listener = config.protocol === 'tcp' ? new TcpListener(deps) : new UdpListener(deps, message.socket_family);
+    address = await listener.listen(handle);
+    running = listener;
   } catch (error) {
     const err = error as NodeJS.ErrnoException;
     return fatal(err.code ?? 'PP_ERR_LISTEN', `cannot serve on the socket: ${err.message}`);
@@ -78,14 +74,7 @@ async function start(message: StartMessage, handle: object | undefined): Promise
 async function drain(deadlineMs: number): Promise<void> {
   if (draining) return;
   draining = true;
-  if (running) {
-    await running.stopAccepting();
-    const deadline = new Promise<'deadline'>((resolve) => setTimeout(() => resolve('deadline'), deadlineMs).unref());
-    if ((await Promise.race([running.whenIdle(), deadline])) === 'deadline') {
-      running.closeAll('shutdown: shutdown_timeout reached');
-      await running.whenIdle();
-    }
-  }
+  await running?.drain(deadlineMs);
   await reporter?.drain();
   process.exit(0);
 }

@@ -24,6 +24,8 @@ export interface StartMessage {
   readonly type: 'pp:start';
   readonly v: number;
   readonly config: ListenerConfig;
+  /** The family of the socket sent along (a `:port` UDP listener may fall back to IPv4). */
+  readonly socket_family: 'IPv4' | 'IPv6';
 }
 
 /** Stop accepting, let open connections finish for up to `deadline_ms`, then exit 0. */

@@ -154,21 +154,20 @@ export class TcpListener {
     if (this.#relays.size === 0) this.#idle?.();
   }
 
-  /** Stops accepting; resolves when the child's copy of the listening socket is closed. */
-  stopAccepting(): Promise<void> {
-    return new Promise((resolve) => this.#server.close(() => resolve()));
-  }
-
-  /** Resolves once no connection is open. */
-  whenIdle(): Promise<void> {
-    if (this.#relays.size === 0) return Promise.resolve();
-    return new Promise((resolve) => {
+  /**
+   * Stops accepting (the child's copy of the listening socket is closed), lets open connections
+   * finish for up to `deadlineMs`, then resets the rest; resolves when none is left.
+   */
+  async drain(deadlineMs: number): Promise<void> {
+    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    if (this.#relays.size === 0) return;
+    const idle = new Promise<void>((resolve) => {
       this.#idle = resolve;
     });
-  }
-
-  /** Ends every open connection now (shutdown deadline). */
-  closeAll(reason: string): void {
-    for (const relay of this.#relays) relay.destroy(reason);
+    const timer = setTimeout(() => {
+      for (const relay of this.#relays) relay.destroy('shutdown: shutdown_timeout reached');
+    }, deadlineMs);
+    await idle;
+    clearTimeout(timer);
   }
 }

@@ -124,7 +124,7 @@ export class ListenerChild {
     child.on('message', (message: unknown) => this.#onMessage(child, message));
     child.on('error', (error) => this.#logger.error(`listener ${this.name}: child process error: ${error.message}`, { listener: this.name }));
     child.on('exit', (code, signal) => this.#onExit(child, code, signal));
-    const start: SupervisorMessage = { type: 'pp:start', v: PROTOCOL_VERSION, config: this.config };
+    const start: SupervisorMessage = { type: 'pp:start', v: PROTOCOL_VERSION, config: this.config, socket_family: this.#socket!.family };
     child.send(start, this.#socket!.handle as never, (error) => {
       if (error && this.#child === child) this.#logger.error(`listener ${this.name}: cannot hand the socket to the child: ${error.message}`);
     });

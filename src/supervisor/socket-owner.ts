@@ -73,14 +73,29 @@ function bindTcp(config: ListenerConfig): NativeHandle | number {
   return internals.net._createServerHandle(host, port, v6 ? 6 : 4, undefined, v6 && config.ipv6_only ? IPV6_ONLY : 0);
 }
 
+/**
+ * dgram's helper carries a runtime deprecation (DEP0112, aimed at userland code that wants a socket
+ * it will read itself). We want exactly what it does — a bound socket nobody reads here — so its
+ * one-time warning is kept off the daemon's stderr.
+ */
+function createUdpHandle(address: string, port: number, type: 'udp4' | 'udp6', flags: number): NativeHandle | number {
+  const quiet = process.noDeprecation;
+  process.noDeprecation = true;
+  try {
+    return internals.dgram._createSocketHandle(address, port, type, undefined, flags);
+  } finally {
+    process.noDeprecation = quiet;
+  }
+}
+
 function bindUdp(config: ListenerConfig): NativeHandle | number {
   const { host, port } = config.listen;
   if (host === '') {
-    const dual = internals.dgram._createSocketHandle('::', port, 'udp6');
-    return typeof dual === 'number' ? internals.dgram._createSocketHandle('0.0.0.0', port, 'udp4') : dual;
+    const dual = createUdpHandle('::', port, 'udp6', 0);
+    return typeof dual === 'number' ? createUdpHandle('0.0.0.0', port, 'udp4', 0) : dual;
   }
   const v6 = net.isIPv6(host);
-  return internals.dgram._createSocketHandle(host, port, v6 ? 'udp6' : 'udp4', undefined, v6 && config.ipv6_only ? IPV6_ONLY : 0);
+  return createUdpHandle(host, port, v6 ? 'udp6' : 'udp4', v6 && config.ipv6_only ? IPV6_ONLY : 0);
 }
 
 /** Binds the listener's address. The socket stays open until `close()`, whatever its children do. */

@@ -1,0 +1,122 @@
+/**
+ * A UDP listener in the child: the socket the supervisor handed over, the policy asked about each
+ * new session, the sessions relayed by udp-relay.ts. Events leave through `emit`; repeated
+ * problems (oversize datagrams, a target that is down) through an aggregator, never per datagram.
+ */
+import dgram from 'node:dgram';
+import type { AddressInfo } from 'node:net';
+import { formatEndpoint } from '../config/address.js';
+import { CONSUME_DROP, CONSUME_VIOLATION, normalizeAddress, type Ticket, type Verdict } from '../policy/index.js';
+import { MessageAggregator } from '../telemetry/message-aggregator.js';
+import type { ListenerDeps } from './tcp-listener.js';
+import { UdpRelay, type UdpDirection } from './udp-relay.js';
+
+/** After a drain starts, how long replies already on their way get before sessions are ended. */
+const REPLY_GRACE_MS = 1000;
+
+export class UdpListener {
+  readonly #deps: ListenerDeps;
+  readonly #family: 'udp4' | 'udp6';
+  readonly #problems: MessageAggregator;
+  #relay: UdpRelay<Verdict> | undefined;
+
+  constructor(deps: ListenerDeps, family: 'IPv4' | 'IPv6') {
+    this.#deps = deps;
+    this.#family = family === 'IPv6' ? 'udp6' : 'udp4';
+    this.#problems = new MessageAggregator(deps.emit);
+    setInterval(() => this.#problems.flush(), 10_000).unref();
+  }
+
+  get active(): number {
+    return this.#relay?.sessionCount ?? 0;
+  }
+
+  async listen(handle: object): Promise<AddressInfo> {
+    const { config, stats } = this.#deps;
+    const socket = dgram.createSocket({ type: this.#family });
+    await new Promise<void>((resolve, reject) => {
+      socket.once('error', reject);
+      socket.bind(handle as never, () => {
+        socket.off('error', reject);
+        resolve();
+      });
+    });
+    const limiter = this.#deps.policy.limiter;
+    const metered = config.rate_limits.max_bandwidth_per_ip > 0;
+    this.#relay = new UdpRelay<Verdict>({
+      listenerName: config.name,
+      socket,
+      target: config.target,
+      udp: config.udp,
+      stats,
+      maxSessions: config.rate_limits.max_total_connections,
+      hooks: {
+        admit: (ip, port) => this.#admit(ip, port),
+        ...(metered ? { meter: (verdict: Verdict, bytes: number) => this.#meter(verdict as Ticket, bytes) } : {}),
+        release: (verdict) => limiter.release(verdict as Ticket),
+        onEvent: (event) => this.#deps.emit(event),
+        onDrop: (reason, ip, port, direction) => this.#dropped(reason, ip, port, direction),
+        onError: (type, error, ip, port) =>
+          this.#problems.report(`error:${type}`, 'warning', `listener ${config.name}: ${type.replace('_', ' ')} error: ${error.message}`, {
+            listener: config.name,
+            ...(ip !== undefined ? { client: formatEndpoint(ip, port) } : {}),
+          }),
+      },
+    });
+    await this.#relay.start();
+    return socket.address();
+  }
+
+  #admit(ip: string, port: number): Verdict {
+    const { policy, stats, denies, config } = this.#deps;
+    const verdict = policy.admit(ip);
+    if (!verdict.allow) {
+      if (verdict.reason === 'acl') {
+        stats.aclDenied++;
+        stats.aclDrops++;
+        denies.deny(normalizeAddress(ip), port, 'acl', 'deny');
+      } else {
+        stats.rateLimited++;
+        stats.rateLimitDrop(verdict.reason);
+        denies.deny(normalizeAddress(ip), port, verdict.reason, config.rate_limits.action);
+      }
+    } else if (verdict.violation) {
+      denies.deny(verdict.address, port, verdict.violation, config.rate_limits.action);
+    }
+    return verdict;
+  }
+
+  #meter(ticket: Ticket, bytes: number): number {
+    const { policy, stats, denies, config } = this.#deps;
+    const verdict = policy.limiter.consumeDatagram(ticket, bytes);
+    if (verdict === CONSUME_DROP) {
+      stats.rateLimitDrop('bandwidth_limit');
+      denies.deny(ticket.address, 0, 'bandwidth_limit', config.rate_limits.action);
+    } else if (verdict === CONSUME_VIOLATION) {
+      denies.deny(ticket.address, 0, 'bandwidth_limit', config.rate_limits.action);
+    }
+    return verdict;
+  }
+
+  #dropped(reason: string, ip: string, port: number, direction: UdpDirection): void {
+    const { config, denies } = this.#deps;
+    if (reason === 'session_limit') {
+      denies.deny(ip, port, 'session_limit', 'drop');
+    } else if (reason === 'oversize_datagram') {
+      const from = direction === 'sent' ? `client ${formatEndpoint(ip, port)}` : `the target (for ${formatEndpoint(ip, port)})`;
+      this.#problems.report('oversize', 'warning', `listener ${config.name}: dropped a datagram from ${from} larger than udp.buffer_size (${config.udp.buffer_size} bytes)`, {
+        listener: config.name,
+      });
+    } else {
+      this.#problems.report(`drop:${reason}`, 'warning', `listener ${config.name}: could not open a session for ${formatEndpoint(ip, port)}`, { listener: config.name });
+    }
+  }
+
+  /** Stops taking datagrams, lets replies on their way arrive briefly, then ends every session. */
+  async drain(deadlineMs: number): Promise<void> {
+    this.#relay?.stopReceiving();
+    if (this.active > 0) await new Promise((resolve) => setTimeout(resolve, Math.min(deadlineMs, REPLY_GRACE_MS)));
+    await this.#relay?.close({ closeSocket: true });
+    this.#problems.flush();
+  }
+}
