@@ -1,16 +1,22 @@
 /**
- * Entry point of a listener's child process (`node .../child/main.js --listener NAME`; the name is
- * there for `ps`). It waits for `pp:start` with its configuration and listening socket, serves,
- * reports events and counters in batches, drains on `pp:drain`, and exits on its own as soon as the
- * supervisor is gone, so no orphan keeps a port.
+ * Entry point of a listener's child process. Its command line shows `packetpony: NAME` in `ps`.
+ * It waits for `pp:start` with its configuration and listening socket, serves, reports events and
+ * counters in batches, drains on `pp:drain`, hands over to its successor on `pp:handover`, and exits
+ * on its own as soon as the supervisor is gone, so no orphan keeps a port.
  *
  * This file wires the proxy core (src/proxy, which knows sockets) to the IPC channel (src/ipc);
  * neither knows the other.
  */
 import type { AddressInfo } from 'node:net';
 import type { ListenerConfig } from '../config/types.js';
-import { EXIT_CHILD_CONFIG, isSupervisorMessage, type ChildMessage, type StartMessage } from '../ipc/protocol.js';
-import { ListenerPolicy } from '../policy/index.js';
+import {
+  EXIT_CHILD_CONFIG,
+  isSupervisorMessage,
+  type ChildMessage,
+  type ReleaseMessage,
+  type StartMessage,
+} from '../ipc/protocol.js';
+import { Allowlist, ListenerPolicy, RateLimiter, type LimiterSnapshot } from '../policy/index.js';
 import { TcpListener } from '../proxy/tcp-listener.js';
 import { UdpListener } from '../proxy/udp-listener.js';
 import { DenyAggregator } from '../telemetry/deny-aggregator.js';
@@ -24,12 +30,24 @@ const SWEEP_INTERVAL_MS = 1000;
 /** What main needs of a running listener, TCP or UDP. */
 interface RunningListener {
   readonly active: number;
-  drain(deadlineMs: number): Promise<void>;
+  listen(handle: object): Promise<AddressInfo>;
+  stopAccepting(): void;
+  finish(deadlineMs: number): Promise<void>;
 }
 
+interface Prepared {
+  readonly start: StartMessage;
+  readonly handle: object;
+  readonly stats: ListenerStats;
+  readonly reporter: Reporter;
+  readonly denies: DenyAggregator;
+  readonly emit: (event: LogEvent) => void;
+}
+
+let prepared: Prepared | undefined;
+let policy: ListenerPolicy | undefined;
 let running: RunningListener | undefined;
-let reporter: Reporter | undefined;
-let draining = false;
+let stopping = false;
 
 function send(message: ChildMessage, done?: (error: Error | null) => void): void {
   if (!process.connected) {
@@ -44,50 +62,88 @@ async function fatal(code: string, message: string): Promise<never> {
   process.exit(EXIT_CHILD_CONFIG);
 }
 
-async function start(message: StartMessage, handle: object | undefined): Promise<void> {
-  if (running) return;
-  const config: ListenerConfig = message.config;
-  if (!handle) return fatal('PP_ERR_CHILD_NO_SOCKET', 'the supervisor sent no listening socket');
-
+function prepare(start: StartMessage, handle: object | undefined): void {
+  if (prepared) return;
+  if (!handle) {
+    void fatal('PP_ERR_CHILD_NO_SOCKET', 'the supervisor sent no listening socket');
+    return;
+  }
   const stats = new ListenerStats();
-  reporter = new Reporter(stats, (report, done) => send(report, done));
-  const emit = (event: LogEvent): void => reporter!.event(event);
-  const denies = new DenyAggregator(emit, { listener: config.name, protocol: config.protocol });
-  const policy = ListenerPolicy.fromConfig(config, () => performance.now());
+  const reporter = new Reporter(stats, (report, done) => send(report, done));
+  const emit = (event: LogEvent): void => reporter.event(event);
+  const denies = new DenyAggregator(emit, { listener: start.config.name, protocol: start.config.protocol });
   reporter.start();
-  setInterval(() => policy.limiter.sweep(), SWEEP_INTERVAL_MS).unref();
   setInterval(() => denies.flush(), denies.intervalMs).unref();
+  prepared = { start, handle, stats, reporter, denies, emit };
+  if (start.hold) send({ type: 'pp:prepared' });
+  else void begin(null);
+}
 
+async function begin(snapshot: LimiterSnapshot | null): Promise<void> {
+  if (!prepared || running) return;
+  const { start, handle, stats, denies, emit } = prepared;
+  const config: ListenerConfig = start.config;
+  const clock = (): number => performance.now();
+  // The previous child's windows and open connections carry over: a reload is no free pass.
+  policy = snapshot
+    ? new ListenerPolicy(new Allowlist(config.allowlist), RateLimiter.restore(config.rate_limits, clock, snapshot))
+    : ListenerPolicy.fromConfig(config, clock);
+  const limiter = policy.limiter;
+  setInterval(() => limiter.sweep(), SWEEP_INTERVAL_MS).unref();
+  const deps = { config, policy, stats, denies, emit };
+  const listener: RunningListener = config.protocol === 'tcp' ? new TcpListener(deps) : new UdpListener(deps, start.socket_family);
   let address: AddressInfo;
   try {
-    const deps = { config, policy, stats, denies, emit };
-    const listener = config.protocol === 'tcp' ? new TcpListener(deps) : new UdpListener(deps, message.socket_family);
     address = await listener.listen(handle);
-    running = listener;
   } catch (error) {
     const err = error as NodeJS.ErrnoException;
     return fatal(err.code ?? 'PP_ERR_LISTEN', `cannot serve on the socket: ${err.message}`);
   }
+  running = listener;
   send({ type: 'pp:ready', address: { address: address.address, port: address.port, family: address.family } });
 }
 
-async function drain(deadlineMs: number): Promise<void> {
-  if (draining) return;
-  draining = true;
-  await running?.drain(deadlineMs);
-  await reporter?.drain();
+/** Stops accepting, optionally hands the limiter state on, finishes open connections, exits 0. */
+async function stop(deadlineMs: number, handover: boolean): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  running?.stopAccepting();
+  if (handover) send({ type: 'pp:handover-state', snapshot: policy?.limiter.snapshot() ?? null });
+  await running?.finish(deadlineMs);
+  await prepared?.reporter.drain();
   process.exit(0);
+}
+
+function release(message: ReleaseMessage): void {
+  if (!policy) return;
+  if (message.all) policy.limiter.clearInherited();
+  else for (const address of message.addresses) policy.limiter.releaseInherited(address);
 }
 
 process.title = `packetpony: ${process.argv[process.argv.indexOf('--listener') + 1] ?? 'listener'}`;
 // Ctrl-C in a terminal signals the whole process group: only the supervisor decides what happens.
 process.on('SIGINT', () => {});
 // The supervisor's last resort before SIGKILL: end everything, report, exit.
-process.on('SIGTERM', () => void drain(0));
+process.on('SIGTERM', () => void stop(0, false));
 // No supervisor, no reason to live: a dead supervisor must never leave a proxy holding a port.
 process.on('disconnect', () => process.exit(0));
 process.on('message', (message: unknown, handle: unknown) => {
   if (!isSupervisorMessage(message)) return;
-  if (message.type === 'pp:start') void start(message, handle as object | undefined);
-  else if (message.type === 'pp:drain') void drain(message.deadline_ms);
+  switch (message.type) {
+    case 'pp:start':
+      prepare(message, handle as object | undefined);
+      break;
+    case 'pp:begin':
+      void begin(message.snapshot);
+      break;
+    case 'pp:drain':
+      void stop(message.deadline_ms, false);
+      break;
+    case 'pp:handover':
+      void stop(message.deadline_ms, true);
+      break;
+    case 'pp:release':
+      release(message);
+      break;
+  }
 });

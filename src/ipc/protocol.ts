@@ -7,6 +7,7 @@
  * `pp:start` as a handle (see src/supervisor/socket-owner.ts).
  */
 import type { ListenerConfig } from '../config/types.js';
+import type { LimiterSnapshot } from '../policy/snapshot.js';
 import type { LogEvent } from '../telemetry/events.js';
 import type { StatsDelta } from '../telemetry/stats.js';
 
@@ -26,6 +27,34 @@ export interface StartMessage {
   readonly config: ListenerConfig;
   /** The family of the socket sent along (a `:port` UDP listener may fall back to IPv4). */
   readonly socket_family: 'IPv4' | 'IPv6';
+  /**
+   * Live reload: prepare everything, answer `pp:prepared`, and start serving only on `pp:begin`,
+   * which brings the previous child's limiter state.
+   */
+  readonly hold: boolean;
+}
+
+/** Start serving (after a held start), continuing from the previous child's limiter state. */
+export interface BeginMessage {
+  readonly type: 'pp:begin';
+  readonly snapshot: LimiterSnapshot | null;
+}
+
+/**
+ * Live reload, to the child being replaced: stop accepting now, answer with `pp:handover-state`
+ * (the limiter snapshot), then finish open connections within `deadline_ms` and exit 0.
+ */
+export interface HandoverMessage {
+  readonly type: 'pp:handover';
+  readonly deadline_ms: number;
+}
+
+/** To the new child: connections the previous child still had open have closed. */
+export interface ReleaseMessage {
+  readonly type: 'pp:release';
+  readonly addresses: readonly string[];
+  /** The previous child is gone: every connection it had is closed. */
+  readonly all: boolean;
 }
 
 /** Stop accepting, let open connections finish for up to `deadline_ms`, then exit 0. */
@@ -34,7 +63,7 @@ export interface DrainMessage {
   readonly deadline_ms: number;
 }
 
-export type SupervisorMessage = StartMessage | DrainMessage;
+export type SupervisorMessage = StartMessage | DrainMessage | BeginMessage | HandoverMessage | ReleaseMessage;
 
 /** The child is serving on its listening socket. */
 export interface ReadyMessage {
@@ -50,6 +79,17 @@ export interface ReportMessage {
   readonly dropped_events: number;
 }
 
+/** A held child is ready to begin. */
+export interface PreparedMessage {
+  readonly type: 'pp:prepared';
+}
+
+/** The replaced child has stopped accepting; its limiter state for the successor. */
+export interface HandoverStateMessage {
+  readonly type: 'pp:handover-state';
+  readonly snapshot: LimiterSnapshot | null;
+}
+
 /** The child cannot go on; it exits right after sending this. */
 export interface FatalMessage {
   readonly type: 'pp:fatal';
@@ -57,7 +97,7 @@ export interface FatalMessage {
   readonly message: string;
 }
 
-export type ChildMessage = ReadyMessage | ReportMessage | FatalMessage;
+export type ChildMessage = ReadyMessage | ReportMessage | FatalMessage | PreparedMessage | HandoverStateMessage;
 
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null;
@@ -68,9 +108,14 @@ export function isSupervisorMessage(value: unknown): value is SupervisorMessage 
   if (!isObject(value)) return false;
   switch (value.type) {
     case 'pp:start':
-      return value.v === PROTOCOL_VERSION && isObject(value.config);
+      return value.v === PROTOCOL_VERSION && isObject(value.config) && typeof value.hold === 'boolean';
     case 'pp:drain':
+    case 'pp:handover':
       return typeof value.deadline_ms === 'number';
+    case 'pp:begin':
+      return value.snapshot === null || isObject(value.snapshot);
+    case 'pp:release':
+      return Array.isArray(value.addresses) && typeof value.all === 'boolean';
     default:
       return false;
   }
@@ -85,6 +130,10 @@ export function isChildMessage(value: unknown): value is ChildMessage {
       return Array.isArray(value.events) && isObject(value.stats) && typeof value.dropped_events === 'number';
     case 'pp:fatal':
       return typeof value.code === 'string' && typeof value.message === 'string';
+    case 'pp:prepared':
+      return true;
+    case 'pp:handover-state':
+      return value.snapshot === null || isObject(value.snapshot);
     default:
       return false;
   }

@@ -155,11 +155,15 @@ export class TcpListener {
   }
 
   /**
-   * Stops accepting (the child's copy of the listening socket is closed), lets open connections
-   * finish for up to `deadlineMs`, then resets the rest; resolves when none is left.
+   * Stops accepting: the child's copy of the listening socket is closed at once. (net.Server's
+   * close callback is not awaited: it only fires once every connection has ended.)
    */
-  async drain(deadlineMs: number): Promise<void> {
-    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  stopAccepting(): void {
+    this.#server.close();
+  }
+
+  /** Lets open connections finish for up to `deadlineMs`, then resets the rest; resolves when none is left. */
+  async finish(deadlineMs: number): Promise<void> {
     if (this.#relays.size === 0) return;
     const idle = new Promise<void>((resolve) => {
       this.#idle = resolve;

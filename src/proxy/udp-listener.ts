@@ -112,9 +112,13 @@ export class UdpListener {
     }
   }
 
-  /** Stops taking datagrams, lets replies on their way arrive briefly, then ends every session. */
-  async drain(deadlineMs: number): Promise<void> {
+  /** Stops taking datagrams: they wait in the socket for the next child, if there is one. */
+  stopAccepting(): void {
     this.#relay?.stopReceiving();
+  }
+
+  /** Lets replies already on their way arrive briefly, then ends every session with its close event. */
+  async finish(deadlineMs: number): Promise<void> {
     if (this.active > 0) await new Promise((resolve) => setTimeout(resolve, Math.min(deadlineMs, REPLY_GRACE_MS)));
     await this.#relay?.close({ closeSocket: true });
     this.#problems.flush();

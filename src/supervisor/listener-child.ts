@@ -5,54 +5,80 @@
  * spawned, not yet serving), `ready`, `backoff` (the child died; a new one is due), `draining`
  * (stop asked; the child finishes its connections), `stopped`. `#wantUp` is kept apart from the
  * state, so an exit that was asked for is never taken for a crash.
+ *
+ * Live reload (`replace`) never leaves the socket without a server able to take its backlog: the
+ * new child is spawned and prepared first, the old one then stops accepting and hands over its
+ * limiter state, the new one starts accepting with that state. Connection attempts in between wait
+ * in the kernel's backlog (the supervisor keeps the socket open throughout): none is refused. The
+ * old child finishes its connections in the background; as they close, their per-address slots are
+ * released in the new child.
  */
-import { fork, type ChildProcess } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { formatEndpoint } from '../config/address.js';
 import type { ListenerConfig } from '../config/types.js';
-import { isChildMessage, PROTOCOL_VERSION, type ReportMessage, type SupervisorMessage } from '../ipc/protocol.js';
+import { PROTOCOL_VERSION, type ChildMessage, type ReportMessage } from '../ipc/protocol.js';
 import type { Logger } from '../telemetry/logger.js';
+import { ChildProcessHandle, CHILD_ENTRY } from './child-process.js';
 import { Backoff } from './restart-policy.js';
 import { bindListener, type BoundSocket } from './socket-owner.js';
 
-const CHILD_ENTRY = fileURLToPath(new URL('../child/main.js', import.meta.url));
 /** A child that is not serving this long after it was spawned is killed and restarted. */
 const START_TIMEOUT_MS = 15_000;
-/** After the drain deadline, how long a child gets to exit before it is killed. */
+/** How long a replaced child gets to hand over its limiter state. */
+const HANDOVER_TIMEOUT_MS = 5_000;
+/** After a drain deadline, how long a child gets to exit before it is killed. */
 const KILL_GRACE_MS = 3_000;
-const STDERR_LINES_KEPT = 10;
 
 export type ListenerState = 'binding' | 'starting' | 'ready' | 'backoff' | 'draining' | 'stopped';
 
 export interface ListenerChildHooks {
-  /** A batch of events and counters from the child. */
-  report(listener: string, report: ReportMessage): void;
-  /** The child is gone (crash or stop): its connections are no longer open. */
-  childGone(listener: string): void;
+  /** A batch of events and counters from one of the listener's children. */
+  report(listener: string, report: ReportMessage, pid: number): void;
+  /** That child is gone (crash, stop or hand-over done): its connections are no longer open. */
+  childGone(listener: string, pid: number): void;
   /** The state changed (for /ready and metrics). */
   stateChanged?(listener: string, state: ListenerState): void;
 }
 
+export interface ReplaceResult {
+  readonly ok: boolean;
+  readonly message?: string;
+}
+
+/** Whether two configurations listen on the same socket. */
+function sameSocket(a: ListenerConfig, b: ListenerConfig): boolean {
+  return a.protocol === b.protocol && a.listen.host === b.listen.host && a.listen.port === b.listen.port && a.ipv6_only === b.ipv6_only;
+}
+
 export class ListenerChild {
-  readonly config: ListenerConfig;
+  #config: ListenerConfig;
   readonly #logger: Logger;
   readonly #hooks: ListenerChildHooks;
+  readonly #entry: string;
   readonly #bindBackoff = new Backoff();
   readonly #restartBackoff = new Backoff();
   #state: ListenerState = 'stopped';
   #wantUp = false;
   #socket: BoundSocket | undefined;
-  #child: ChildProcess | undefined;
+  #current: ChildProcessHandle | undefined;
+  /** Children handed over or told to drain, finishing their connections. */
+  readonly #retiring = new Set<ChildProcessHandle>();
+  /** The child the current one took over from, whose closing connections free slots in it. */
+  #predecessor: ChildProcessHandle | undefined;
   #timer: NodeJS.Timeout | undefined;
   #lastBindError = '';
-  #stderrTail: string[] = [];
   #stopped: Promise<void> | undefined;
   #restarts = 0;
+  #replacing: Promise<unknown> = Promise.resolve();
 
-  constructor(config: ListenerConfig, logger: Logger, hooks: ListenerChildHooks) {
-    this.config = config;
+  constructor(config: ListenerConfig, logger: Logger, hooks: ListenerChildHooks, options: { childEntry?: string } = {}) {
+    this.#config = config;
     this.#logger = logger;
     this.#hooks = hooks;
+    this.#entry = options.childEntry ?? CHILD_ENTRY;
+  }
+
+  get config(): ListenerConfig {
+    return this.#config;
   }
 
   get state(): ListenerState {
@@ -60,11 +86,17 @@ export class ListenerChild {
   }
 
   get name(): string {
-    return this.config.name;
+    return this.#config.name;
   }
 
+  /** PID of the child serving now. */
   get pid(): number | undefined {
-    return this.#child?.pid;
+    return this.#current?.pid;
+  }
+
+  /** PIDs of every child of this listener, serving or finishing connections. */
+  get pids(): number[] {
+    return [this.#current, ...this.#retiring].flatMap((c) => (c?.pid !== undefined && c.alive ? [c.pid] : []));
   }
 
   /** The address actually bound (port 0 resolved), once bound. */
@@ -88,147 +120,232 @@ export class ListenerChild {
     this.#hooks.stateChanged?.(this.name, state);
   }
 
-  #bindAndSpawn(): void {
+  #clearTimer(): void {
+    clearTimeout(this.#timer);
     this.#timer = undefined;
-    if (!this.#wantUp) return;
-    if (!this.#socket) {
-      const result = bindListener(this.config);
-      if (!result.ok) {
-        this.#setState('binding');
-        const delay = this.#bindBackoff.failed();
-        // Said once per distinct error, not at every retry: the log must not fill with it.
-        if (result.code !== this.#lastBindError) {
-          this.#logger.error(`listener ${this.name}: ${result.message}`, { listener: this.name, code: result.code });
-          this.#lastBindError = result.code;
-        }
-        this.#timer = setTimeout(() => this.#bindAndSpawn(), delay);
-        return;
-      }
-      this.#socket = result.socket;
-      this.#lastBindError = '';
-      this.#bindBackoff.up();
-    }
-    this.#spawn();
   }
 
-  #spawn(): void {
+  #bind(config: ListenerConfig): BoundSocket | undefined {
+    const result = bindListener(config);
+    if (result.ok) {
+      this.#lastBindError = '';
+      return result.socket;
+    }
+    // Said once per distinct error, not at every retry: the log must not fill with it.
+    if (result.code !== this.#lastBindError) {
+      this.#logger.error(`listener ${config.name}: ${result.message}`, { listener: config.name, code: result.code });
+      this.#lastBindError = result.code;
+    }
+    return undefined;
+  }
+
+  #bindAndSpawn(): void {
+    this.#clearTimer();
+    if (!this.#wantUp) return;
+    if (!this.#socket) {
+      this.#socket = this.#bind(this.#config);
+      if (!this.#socket) {
+        this.#setState('binding');
+        this.#timer = setTimeout(() => this.#bindAndSpawn(), this.#bindBackoff.failed());
+        return;
+      }
+      this.#bindBackoff.up();
+    }
+    this.#current = this.#spawn(this.#config, this.#socket, false);
     this.#setState('starting');
-    this.#stderrTail = [];
-    const child = fork(CHILD_ENTRY, ['--listener', this.name], {
-      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
-      serialization: 'json',
-    });
-    this.#child = child;
-    child.stderr!.setEncoding('utf8');
-    child.stderr!.on('data', (chunk: string) => this.#keepStderr(chunk));
-    child.on('message', (message: unknown) => this.#onMessage(child, message));
-    child.on('error', (error) => this.#logger.error(`listener ${this.name}: child process error: ${error.message}`, { listener: this.name }));
-    child.on('exit', (code, signal) => this.#onExit(child, code, signal));
-    const start: SupervisorMessage = { type: 'pp:start', v: PROTOCOL_VERSION, config: this.config, socket_family: this.#socket!.family };
-    child.send(start, this.#socket!.handle as never, (error) => {
-      if (error && this.#child === child) this.#logger.error(`listener ${this.name}: cannot hand the socket to the child: ${error.message}`);
-    });
+    this.#armStartTimer(this.#current);
+  }
+
+  #spawn(config: ListenerConfig, socket: BoundSocket, hold: boolean): ChildProcessHandle {
+    const child = new ChildProcessHandle(config.name, (c, message) => this.#onMessage(c, message), this.#entry);
+    void child.exited.then(() => this.#onExit(child));
+    child
+      .send({ type: 'pp:start', v: PROTOCOL_VERSION, config, socket_family: socket.family, hold }, socket.handle)
+      .catch((error: Error) => {
+        if (child.alive) this.#logger.error(`listener ${config.name}: cannot hand the socket to the child: ${error.message}`);
+      });
+    return child;
+  }
+
+  #armStartTimer(child: ChildProcessHandle): void {
+    this.#clearTimer();
     this.#timer = setTimeout(() => {
       this.#logger.error(`listener ${this.name}: child did not start serving within ${START_TIMEOUT_MS / 1000}s; killing it`);
       child.kill('SIGKILL');
     }, START_TIMEOUT_MS);
   }
 
-  #keepStderr(chunk: string): void {
-    for (const line of chunk.split('\n')) {
-      if (line.trim() === '') continue;
-      this.#stderrTail.push(line.length > 500 ? `${line.slice(0, 500)}…` : line);
-      if (this.#stderrTail.length > STDERR_LINES_KEPT) this.#stderrTail.shift();
-    }
-  }
-
-  #onMessage(child: ChildProcess, message: unknown): void {
-    if (child !== this.#child || !isChildMessage(message)) return;
+  #onMessage(child: ChildProcessHandle, message: ChildMessage): void {
     switch (message.type) {
       case 'pp:ready':
-        clearTimeout(this.#timer);
-        this.#timer = undefined;
+        if (child !== this.#current) return;
+        this.#clearTimer();
         this.#restartBackoff.up();
-        if (this.#state === 'starting') {
-          this.#setState('ready');
-          this.#logger.info(`listener ${this.name} up`, {
-            listener: this.name,
-            protocol: this.config.protocol,
-            address: this.boundAddress ?? '',
-            target: this.config.target_address,
-            pid: child.pid ?? 0,
-          });
-        }
+        this.#setState('ready');
+        this.#logger.info(`listener ${this.name} up`, {
+          listener: this.name,
+          protocol: this.#config.protocol,
+          address: this.boundAddress ?? '',
+          target: this.#config.target_address,
+          pid: child.pid ?? 0,
+        });
         break;
       case 'pp:report':
-        this.#hooks.report(this.name, message);
+        this.#hooks.report(this.name, message, child.pid ?? 0);
+        if (child === this.#predecessor) this.#forwardReleases(message);
         break;
       case 'pp:fatal':
         this.#logger.error(`listener ${this.name}: ${message.message}`, { listener: this.name, code: message.code });
         break;
+      default:
+        break;
     }
   }
 
-  #onExit(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
-    if (child !== this.#child) return;
-    this.#child = undefined;
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
-    this.#hooks.childGone(this.name);
+  /** Connections the predecessor closed free their per-address slots in the current child. */
+  #forwardReleases(report: ReportMessage): void {
+    const addresses: string[] = [];
+    for (const event of report.events) {
+      if (event.kind === 'connection' && (event.event_type === 'close' || event.event_type === 'error')) addresses.push(event.source_ip);
+    }
+    if (addresses.length > 0) this.#current?.send({ type: 'pp:release', addresses, all: false }).catch(() => {});
+  }
+
+  #onExit(child: ChildProcessHandle): void {
+    this.#hooks.childGone(this.name, child.pid ?? 0);
+    if (this.#retiring.delete(child)) {
+      if (child === this.#predecessor) {
+        this.#predecessor = undefined;
+        this.#current?.send({ type: 'pp:release', addresses: [], all: true }).catch(() => {});
+      }
+      return;
+    }
+    if (child !== this.#current) return; // a held child that never took over
+    this.#current = undefined;
+    this.#clearTimer();
     if (!this.#wantUp) {
       this.#setState('stopped');
       return;
     }
-    const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
     const delay = this.#restartBackoff.failed();
     this.#restarts++;
-    const tail = this.#stderrTail.length > 0 ? `; last stderr lines: ${this.#stderrTail.join(' | ')}` : '';
-    this.#logger.error(`listener ${this.name}: child ${how}; restarting in ${delay} ms${tail}`, {
+    const tail = child.stderrTail.length > 0 ? `; last stderr lines: ${child.stderrTail.join(' | ')}` : '';
+    this.#logger.error(`listener ${this.name}: child ${child.describeExit()}; restarting in ${delay} ms${tail}`, {
       listener: this.name,
       pid: child.pid ?? 0,
-      ...(signal ? { signal } : { code: code ?? -1 }),
     });
     this.#setState('backoff');
     this.#timer = setTimeout(() => this.#bindAndSpawn(), delay);
   }
 
+  /** Lets a child finish its connections (deadline, then killed) without waiting for it. */
+  #retire(child: ChildProcessHandle, deadlineMs: number, handover: boolean): void {
+    this.#retiring.add(child);
+    const kill = setTimeout(() => child.kill('SIGKILL'), deadlineMs + KILL_GRACE_MS);
+    void child.exited.then(() => clearTimeout(kill));
+    if (!handover) child.send({ type: 'pp:drain', deadline_ms: deadlineMs }).catch(() => child.kill('SIGTERM'));
+  }
+
   /**
-   * Stops accepting at once (the socket is closed here and in the child) and lets open connections
-   * finish for up to `deadlineMs`; resolves when the child has exited.
+   * Live reload of this listener with a changed configuration (same name). Resolves once the new
+   * child serves, or with ok: false — the running child untouched — when the new one cannot start.
+   */
+  replace(config: ListenerConfig, deadlineMs: number): Promise<ReplaceResult> {
+    const run = this.#replacing.then(() => this.#replace(config, deadlineMs));
+    this.#replacing = run.catch(() => undefined);
+    return run;
+  }
+
+  async #replace(config: ListenerConfig, deadlineMs: number): Promise<ReplaceResult> {
+    const old = this.#current;
+    const moved = !sameSocket(this.#config, config);
+    if (!this.#wantUp) {
+      this.#config = config;
+      return { ok: true };
+    }
+    if (!old || this.#state !== 'ready') {
+      // Nothing serving to hand over from: start over with the new configuration.
+      this.#clearTimer();
+      this.#config = config;
+      if (old) {
+        this.#current = undefined;
+        this.#retire(old, 0, false);
+      }
+      if (moved) {
+        this.#socket?.handle.close();
+        this.#socket = undefined;
+      }
+      this.#bindAndSpawn();
+      return { ok: true };
+    }
+
+    const socket = moved ? this.#bind(config) : this.#socket!;
+    if (!socket) return { ok: false, message: `cannot listen on ${config.listen_address}; the previous address keeps serving` };
+    const next = this.#spawn(config, socket, true);
+    try {
+      await next.waitFor('pp:prepared', START_TIMEOUT_MS);
+    } catch (error) {
+      next.kill('SIGKILL');
+      if (moved) socket.handle.close();
+      const tail = next.stderrTail.length > 0 ? ` (${next.stderrTail.join(' | ')})` : '';
+      return { ok: false, message: `the new child could not start: ${(error as Error).message}${tail}; the running one keeps serving` };
+    }
+
+    // From here the old child stops accepting; until the new one begins, attempts wait in the backlog.
+    let snapshot = null;
+    try {
+      const state = old.waitFor('pp:handover-state', HANDOVER_TIMEOUT_MS);
+      await old.send({ type: 'pp:handover', deadline_ms: deadlineMs });
+      snapshot = (await state).snapshot;
+    } catch {
+      // The old child died or did not answer: the new one starts with fresh limiter state.
+    }
+    this.#retire(old, deadlineMs, true);
+    this.#predecessor = old.alive ? old : undefined;
+    if (moved) {
+      this.#socket?.handle.close();
+      this.#socket = socket;
+    }
+    this.#config = config;
+    this.#current = next;
+    this.#setState('starting');
+    this.#armStartTimer(next);
+    try {
+      await next.send({ type: 'pp:begin', snapshot });
+      await next.waitFor('pp:ready', START_TIMEOUT_MS);
+    } catch {
+      // Its exit takes the usual crash path: restarted with backoff on the new configuration.
+      return { ok: false, message: 'the new child failed after taking over; it is being restarted' };
+    }
+    return { ok: true };
+  }
+
+  /**
+   * Stops accepting at once (the socket is closed here and in the children) and lets open
+   * connections finish for up to `deadlineMs`; resolves when every child of the listener has exited.
    */
   stop(deadlineMs: number): Promise<void> {
     if (this.#stopped) return this.#stopped;
     this.#wantUp = false;
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
+    this.#clearTimer();
     this.#socket?.handle.close();
     this.#socket = undefined;
-    const child = this.#child;
-    if (!child) {
-      this.#setState('stopped');
-      this.#stopped = Promise.resolve();
-      return this.#stopped;
+    const current = this.#current;
+    if (current) {
+      this.#current = undefined;
+      this.#retire(current, deadlineMs, false);
     }
-    this.#setState('draining');
-    this.#stopped = new Promise<void>((resolve) => {
-      const kill = setTimeout(() => child.kill('SIGKILL'), deadlineMs + KILL_GRACE_MS);
-      child.once('exit', () => {
-        clearTimeout(kill);
-        resolve();
-      });
-      const drain: SupervisorMessage = { type: 'pp:drain', deadline_ms: deadlineMs };
-      if (child.connected) child.send(drain, (error) => error && child.kill('SIGTERM'));
-      else child.kill('SIGTERM');
-    });
+    this.#setState(this.#retiring.size > 0 ? 'draining' : 'stopped');
+    this.#stopped = Promise.all([...this.#retiring].map((child) => child.exited)).then(() => this.#setState('stopped'));
     return this.#stopped;
   }
 
   /** Immediate stop (second SIGINT): no draining. */
   kill(): void {
     this.#wantUp = false;
-    clearTimeout(this.#timer);
+    this.#clearTimer();
     this.#socket?.handle.close();
     this.#socket = undefined;
-    this.#child?.kill('SIGKILL');
+    for (const child of [this.#current, ...this.#retiring]) child?.kill('SIGKILL');
   }
 }

@@ -9,8 +9,8 @@ import { ListenerChild, type ListenerState } from './listener-child.js';
 
 export interface SupervisorHooks {
   /** Counters and state for metrics (the telemetry layer plugs in here). */
-  report?(listener: string, report: ReportMessage): void;
-  childGone?(listener: string): void;
+  report?(listener: string, report: ReportMessage, pid: number): void;
+  childGone?(listener: string, pid: number): void;
   stateChanged?(listener: string, state: ListenerState): void;
 }
 
@@ -38,8 +38,8 @@ export class Supervisor {
   start(): void {
     for (const listener of this.#config.listeners) {
       const child = new ListenerChild(listener, this.#logger, {
-        report: (name, report) => this.#onReport(name, report),
-        childGone: (name) => this.#hooks.childGone?.(name),
+        report: (name, report, pid) => this.#onReport(name, report, pid),
+        childGone: (name, pid) => this.#hooks.childGone?.(name, pid),
         stateChanged: (name, state) => this.#hooks.stateChanged?.(name, state),
       });
       this.#children.set(listener.name, child);
@@ -47,7 +47,7 @@ export class Supervisor {
     }
   }
 
-  #onReport(name: string, report: ReportMessage): void {
+  #onReport(name: string, report: ReportMessage, pid: number): void {
     for (const event of report.events) this.#logger.log(event);
     if (report.dropped_events > 0) {
       this.#logger.warn(`listener ${name}: ${report.dropped_events} events were dropped because the supervisor could not keep up`, {
@@ -55,7 +55,7 @@ export class Supervisor {
         count: report.dropped_events,
       });
     }
-    this.#hooks.report?.(name, report);
+    this.#hooks.report?.(name, report, pid);
   }
 
   /** Stops accepting everywhere at once, then waits for open connections up to shutdown_timeout. */

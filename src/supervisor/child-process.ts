@@ -1,0 +1,133 @@
+/**
+ * One spawned child process of a listener: the fork, its IPC messages, the tail of its stderr, and
+ * request/answer waits ("send pp:start, wait for pp:prepared") that give up when the child exits or
+ * a deadline passes. Listener-level decisions (restarts, hand-overs) are listener-child.ts's.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { isChildMessage, type ChildMessage, type SupervisorMessage } from '../ipc/protocol.js';
+import { PacketPonyError } from '../errors.js';
+
+export const CHILD_ENTRY = fileURLToPath(new URL('../child/main.js', import.meta.url));
+const STDERR_LINES_KEPT = 10;
+
+export class ChildGoneError extends PacketPonyError {
+  constructor(what: string) {
+    super('PP_ERR_CHILD_GONE', what);
+  }
+}
+
+export interface ChildExit {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+}
+
+type Waiter = {
+  readonly type: ChildMessage['type'];
+  readonly resolve: (message: ChildMessage) => void;
+  readonly reject: (error: Error) => void;
+};
+
+export class ChildProcessHandle {
+  readonly listener: string;
+  readonly process: ChildProcess;
+  readonly exited: Promise<ChildExit>;
+  #stderrTail: string[] = [];
+  #waiters = new Set<Waiter>();
+  #exit: ChildExit | undefined;
+
+  constructor(listener: string, onMessage: (child: ChildProcessHandle, message: ChildMessage) => void, entry = CHILD_ENTRY) {
+    this.listener = listener;
+    this.process = fork(entry, ['--listener', listener], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], serialization: 'json' });
+    this.process.stderr!.setEncoding('utf8');
+    this.process.stderr!.on('data', (chunk: string) => this.#keepStderr(chunk));
+    this.process.on('message', (message: unknown) => {
+      if (!isChildMessage(message)) return;
+      for (const waiter of this.#waiters) {
+        if (waiter.type === message.type) {
+          this.#waiters.delete(waiter);
+          waiter.resolve(message);
+        }
+      }
+      onMessage(this, message);
+    });
+    this.exited = new Promise((resolve) => {
+      this.process.on('exit', (code, signal) => {
+        this.#exit = { code, signal };
+        for (const waiter of this.#waiters) waiter.reject(new ChildGoneError(`the child ${this.#describeExit()}`));
+        this.#waiters.clear();
+        resolve(this.#exit);
+      });
+    });
+    // A failed spawn also ends with 'exit'; the error itself only needs to be kept from throwing.
+    this.process.on('error', () => {});
+  }
+
+  get pid(): number | undefined {
+    return this.process.pid;
+  }
+
+  get alive(): boolean {
+    return this.#exit === undefined;
+  }
+
+  get stderrTail(): readonly string[] {
+    return this.#stderrTail;
+  }
+
+  #describeExit(): string {
+    const exit = this.#exit;
+    if (!exit) return 'is running';
+    return exit.signal ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`;
+  }
+
+  describeExit(): string {
+    return this.#describeExit();
+  }
+
+  #keepStderr(chunk: string): void {
+    for (const line of chunk.split('\n')) {
+      if (line.trim() === '') continue;
+      this.#stderrTail.push(line.length > 500 ? `${line.slice(0, 500)}…` : line);
+      if (this.#stderrTail.length > STDERR_LINES_KEPT) this.#stderrTail.shift();
+    }
+  }
+
+  /** Sends a message (with a socket handle for pp:start); resolves once it is written. */
+  send(message: SupervisorMessage, handle?: object): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (!this.process.connected) {
+        reject(new ChildGoneError('the child is not connected'));
+        return;
+      }
+      this.process.send(message, handle as never, (error) => (error ? reject(error) : resolve()));
+    });
+  }
+
+  /** The next message of `type`; rejects if the child exits first or `timeoutMs` passes. */
+  waitFor<T extends ChildMessage['type']>(type: T, timeoutMs: number): Promise<Extract<ChildMessage, { type: T }>> {
+    if (!this.alive) return Promise.reject(new ChildGoneError(`the child ${this.#describeExit()}`));
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#waiters.delete(waiter);
+        reject(new PacketPonyError('PP_ERR_CHILD_TIMEOUT', `the child did not answer ${type} within ${timeoutMs / 1000}s`));
+      }, timeoutMs);
+      const waiter: Waiter = {
+        type,
+        resolve: (message) => {
+          clearTimeout(timer);
+          resolve(message as Extract<ChildMessage, { type: T }>);
+        },
+        reject: (error) => {
+          clearTimeout(timer);
+          reject(error);
+        },
+      };
+      this.#waiters.add(waiter);
+    });
+  }
+
+  kill(signal: NodeJS.Signals = 'SIGTERM'): void {
+    if (this.alive) this.process.kill(signal);
+  }
+}
