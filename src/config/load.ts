@@ -166,6 +166,11 @@ function isWildcard(host: string): boolean {
   return host === '' || host === '0.0.0.0' || host === '::';
 }
 
+/** Whether two listeners' sockets could not both be bound (same protocol and port, overlapping hosts). */
+export function listenersClash(a: ListenerConfig, b: ListenerConfig): boolean {
+  return a.protocol === b.protocol && a.listen.port !== 0 && a.listen.port === b.listen.port && addressesClash(a, b);
+}
+
 /** Whether two sockets of the same protocol and port could not both be bound. */
 function addressesClash(a: ListenerConfig, b: ListenerConfig): boolean {
   const ha = a.listen.host;

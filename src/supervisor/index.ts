@@ -8,6 +8,7 @@ import type { DaemonConfig } from '../config/types.js';
 import { packageVersion } from '../paths.js';
 import { Logger } from '../telemetry/logger.js';
 import { StdoutSink } from '../telemetry/sinks/stdout.js';
+import { ConfigWatcher } from './config-watcher.js';
 import { Supervisor } from './supervisor.js';
 
 export interface DaemonOptions {
@@ -17,7 +18,7 @@ export interface DaemonOptions {
 
 export async function runDaemon(config: DaemonConfig, options: DaemonOptions): Promise<void> {
   const logger = new Logger([new StdoutSink({ json: config.logging.stdout.use_json })]);
-  const supervisor = new Supervisor(config, logger);
+  const supervisor = new Supervisor(config, logger, { configFile: options.configFile, confDir: options.confDir });
 
   process.on('uncaughtException', (error) => {
     // The children keep serving on their own; taking the supervisor down would take them with it.
@@ -33,7 +34,8 @@ export async function runDaemon(config: DaemonConfig, options: DaemonOptions): P
       supervisor.kill();
       process.exit(130);
     }
-    logger.notice(`${signal} received: no new connections; open ones get up to ${formatDuration(config.server.shutdown_timeout)} to finish`);
+    logger.notice(`${signal} received: no new connections; open ones get up to ${formatDuration(supervisor.config.server.shutdown_timeout)} to finish`);
+    void watcher.close();
     supervisor
       .shutdown()
       .then(async () => {
@@ -48,7 +50,12 @@ export async function runDaemon(config: DaemonConfig, options: DaemonOptions): P
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
-  process.on('SIGHUP', () => logger.warn('SIGHUP received: configuration reload is not available yet; restart to apply changes'));
+  const watcher = new ConfigWatcher(options.configFile, config.conf_dir, (reason) => void reload(`file change: ${reason}`));
+  const reload = async (trigger: string): Promise<void> => {
+    await supervisor.reload(trigger);
+    await watcher.retarget(supervisor.config.conf_dir);
+  };
+  process.on('SIGHUP', () => void reload('SIGHUP'));
   process.on('SIGUSR1', () => logger.reopen());
 
   logger.info(`packetpony ${packageVersion()} starting`, {
@@ -58,4 +65,5 @@ export async function runDaemon(config: DaemonConfig, options: DaemonOptions): P
     listeners: config.listeners.length,
   });
   supervisor.start();
+  await watcher.start();
 }
