@@ -62,8 +62,11 @@ export class ListenerChild {
   #current: ChildProcessHandle | undefined;
   /** Children handed over or told to drain, finishing their connections. */
   readonly #retiring = new Set<ChildProcessHandle>();
-  /** The child the current one took over from, whose closing connections free slots in it. */
-  #predecessor: ChildProcessHandle | undefined;
+  /**
+   * Children that handed their limiter state on (directly or down a chain of reloads) and still
+   * finish connections: each of their closing connections frees a slot in the current child.
+   */
+  readonly #handedOver = new Set<ChildProcessHandle>();
   #timer: NodeJS.Timeout | undefined;
   #lastBindError = '';
   #stopped: Promise<void> | undefined;
@@ -192,7 +195,7 @@ export class ListenerChild {
         break;
       case 'pp:report':
         this.#hooks.report(this.name, message, child.pid ?? 0);
-        if (child === this.#predecessor) this.#forwardReleases(message);
+        if (this.#handedOver.has(child)) this.#forwardReleases(message);
         break;
       case 'pp:fatal':
         this.#logger.error(`listener ${this.name}: ${message.message}`, { listener: this.name, code: message.code });
@@ -214,8 +217,9 @@ export class ListenerChild {
   #onExit(child: ChildProcessHandle): void {
     this.#hooks.childGone(this.name, child.pid ?? 0);
     if (this.#retiring.delete(child)) {
-      if (child === this.#predecessor) {
-        this.#predecessor = undefined;
+      // Once no earlier child is left, nothing inherited can still be open (a safety net for
+      // close events that never arrived).
+      if (this.#handedOver.delete(child) && this.#handedOver.size === 0) {
         this.#current?.send({ type: 'pp:release', addresses: [], all: true }).catch(() => {});
       }
       return;
@@ -301,7 +305,7 @@ export class ListenerChild {
       // The old child died or did not answer: the new one starts with fresh limiter state.
     }
     this.#retire(old, deadlineMs, true);
-    this.#predecessor = old.alive ? old : undefined;
+    if (old.alive) this.#handedOver.add(old);
     if (moved) {
       this.#socket?.handle.close();
       this.#socket = socket;

@@ -66,7 +66,7 @@ export async function startDaemon(t: ExecutionContext, files: Record<string, str
     }
   });
 
-  const waitForLine = (pattern: RegExp, timeoutMs = 10_000, from = 0): Promise<string> =>
+  const waitForLine = (pattern: RegExp, timeoutMs = 30_000, from = 0): Promise<string> =>
     waitFor(() => {
       if (child.exitCode !== null && !lines.slice(from).some((l) => pattern.test(l))) {
         throw new Error(`daemon exited (${child.exitCode}) before printing ${pattern}; stderr: ${stderr}\nstdout:\n${lines.join('\n')}`);
