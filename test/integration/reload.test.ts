@@ -12,7 +12,7 @@ import { connect, readAll, sha256, startEchoServer, startExchangeServer } from '
 import { waitFor } from '../helpers/wait-for.js';
 
 function listenerFile(target: string, extra = '', listen = '127.0.0.1:0'): string {
-  return `protocol: tcp\nlisten_address: "${listen}"\ntarget_address: "${target}"\nallowlist: ["127.0.0.0/8"]\n${extra}`;
+  return `protocol: tcp\nlisten_address: "${listen}"\ntarget_address: "${target}"\nallowlist: ["127.0.0.0/8", "::1"]\n${extra}`;
 }
 
 /** A backend that answers every connection with its own tag, so tests see which target served. */
@@ -55,6 +55,7 @@ test('a file dropped into conf.d goes live; removing it stops the listener', asy
   const a = await taggedServer(t, 'A');
   const daemon = await startDaemon(t, { 'conf.d/first.yaml': listenerFile(`127.0.0.1:${a}`) });
   await daemon.port('first');
+  const firstPid = await daemon.childPid('first');
   writeFileSync(join(daemon.dir, 'conf.d/second.yaml'), listenerFile(`127.0.0.1:${a}`));
   const port = await daemon.port('second');
   t.is(await fetchTag(port), 'A');
@@ -64,6 +65,29 @@ test('a file dropped into conf.d goes live; removing it stops the listener', asy
   await daemon.waitForLine(/listener second removed/);
   await waitFor(async () => (await attempt(port)) === 'refused' || undefined, 'the removed listener to refuse');
   t.is(await fetchTag(await daemon.port('first')), 'A', 'the other listener is untouched');
+  t.is(await daemon.childPid('first'), firstPid, 'same child: not restarted by the reloads');
+});
+
+test('a changed address binds the new one and drains the old', async (t) => {
+  const echo = await startEchoServer(t);
+  const daemon = await startDaemon(t, { 'conf.d/web.yaml': listenerFile(`127.0.0.1:${echo}`) });
+  const oldPort = await daemon.port('web');
+  const open = await connect(oldPort);
+  const openData = readAll(open);
+  open.write('old address, ');
+  await daemon.waitForLine(/Connection opened: listener=web/);
+
+  const from = daemon.lines.length;
+  writeFileSync(join(daemon.dir, 'conf.d/web.yaml'), listenerFile(`127.0.0.1:${echo}`, '', '[::1]:0'));
+  const up = await daemon.waitForLine(/listener web up /, 30_000, from);
+  const newPort = Number(/address=\S*:(\d+)/.exec(up)![1]);
+  const socket = await connect(newPort, '::1');
+  const back = readAll(socket);
+  socket.end('new address');
+  t.is((await back).toString(), 'new address');
+  await waitFor(async () => (await attempt(oldPort)) === 'refused' || undefined, 'the old address to refuse');
+  open.end('still open');
+  t.is((await openData).toString(), 'old address, still open');
 });
 
 test('a changed target applies to new connections; the open one stays on the old target', async (t) => {
