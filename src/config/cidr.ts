@@ -19,6 +19,11 @@ export function parseAllowlistEntry(raw: string): CidrResult {
   const text = raw.trim();
   const slash = text.indexOf('/');
   const addressText = slash < 0 ? text : text.slice(0, slash);
+  if (addressText.includes(':') && addressText.includes('.') && !/^::ffff:/i.test(addressText)) {
+    // "IPv4-compatible" IPv6 (::10.0.0.0) is deprecated, and ipaddr.js 2.5 reads it as IPv4-mapped,
+    // which would make the rule match IPv4 clients: ask for what was meant instead.
+    return { ok: false, message: `"${raw}": an IPv4 address inside IPv6 must be written IPv4-mapped ("::ffff:${addressText.slice(addressText.lastIndexOf(':') + 1)}"), or as plain IPv4` };
+  }
   const address = parseAddress(addressText);
   if (!address) return { ok: false, message: `"${raw}" is not an IP address or CIDR network: write ${EXAMPLES}` };
   const bits = address.kind() === 'ipv4' ? 32 : 128;
