@@ -62,3 +62,17 @@ export class UsageError extends PacketPonyError {
     super('PP_ERR_USAGE', message);
   }
 }
+
+/** A log destination cannot be used: the JSON log file cannot be opened, a syslog address is malformed. */
+export class LogSinkError extends PacketPonyError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('PP_ERR_LOG_SINK', message, options);
+  }
+}
+
+/** The HTTP server for metrics and health checks cannot listen on its address. */
+export class MetricsListenError extends PacketPonyError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('PP_ERR_METRICS_LISTEN', message, options);
+  }
+}

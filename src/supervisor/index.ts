@@ -4,11 +4,12 @@
  * It never imports src/proxy or src/child (the child's side).
  */
 import { formatDuration } from '../config/units.js';
-import type { DaemonConfig } from '../config/types.js';
+import type { DaemonConfig, MainSettings } from '../config/types.js';
+import { PacketPonyError } from '../errors.js';
 import { packageVersion } from '../paths.js';
-import { Logger } from '../telemetry/logger.js';
-import { StdoutSink } from '../telemetry/sinks/stdout.js';
+import { Telemetry } from '../telemetry/telemetry.js';
 import { ConfigWatcher } from './config-watcher.js';
+import { MetricsServer, notReady } from './metrics-server.js';
 import { Supervisor } from './supervisor.js';
 
 export interface DaemonOptions {
@@ -16,9 +17,39 @@ export interface DaemonOptions {
   readonly confDir?: string;
 }
 
+/** A start-up failure a user can fix: said on stderr, exit status 1 (as for a bad configuration). */
+function startupFailure(error: unknown): never {
+  if (!(error instanceof PacketPonyError)) throw error;
+  process.stderr.write(`packetpony: ${error.message}\n`);
+  process.exit(1);
+}
+
 export async function runDaemon(config: DaemonConfig, options: DaemonOptions): Promise<void> {
-  const logger = new Logger([new StdoutSink({ json: config.logging.stdout.use_json })]);
-  const supervisor = new Supervisor(config, logger, { configFile: options.configFile, confDir: options.confDir });
+  // Log sinks first: a JSON log file that cannot be opened stops the start here, before anything runs.
+  let telemetry: Telemetry;
+  try {
+    telemetry = new Telemetry(config, () => supervisor.listeners);
+  } catch (error) {
+    startupFailure(error);
+  }
+  const logger = telemetry.logger;
+  const metricsServer = new MetricsServer({
+    metrics: telemetry.metrics,
+    notReady: () => notReady(supervisor.config.listeners, supervisor.listeners),
+    logger,
+  });
+  /** A reloaded main file: sinks and the metrics server follow it; what fails keeps its old form. */
+  const applyMainSettings = async (main: MainSettings): Promise<void> => {
+    await telemetry.applySettings(main).catch((error: Error) => logger.error(`logging settings not applied: ${error.message}; the previous log sinks keep running`));
+    await metricsServer.apply(main.metrics.prometheus).catch((error: Error) => logger.error(`metrics settings not applied: ${error.message}; the metrics server stays as it was`));
+  };
+  const supervisor: Supervisor = new Supervisor(config, logger, { configFile: options.configFile, confDir: options.confDir }, {
+    ...telemetry.hooks,
+    reloaded: async (result, main) => {
+      telemetry.configReloaded(result);
+      if (main) await applyMainSettings(main);
+    },
+  });
 
   process.on('uncaughtException', (error) => {
     // The children keep serving on their own; taking the supervisor down would take them with it.
@@ -39,8 +70,9 @@ export async function runDaemon(config: DaemonConfig, options: DaemonOptions): P
     supervisor
       .shutdown()
       .then(async () => {
+        await metricsServer.close();
         logger.info('packetpony stopped');
-        await logger.close();
+        await telemetry.close();
         process.exit(0);
       })
       .catch((error: unknown) => {
@@ -56,7 +88,11 @@ export async function runDaemon(config: DaemonConfig, options: DaemonOptions): P
     await watcher.retarget(supervisor.config.conf_dir);
   };
   process.on('SIGHUP', () => void reload('SIGHUP'));
-  process.on('SIGUSR1', () => logger.reopen());
+  process.on('SIGUSR1', () => {
+    telemetry.reopen();
+    // Queued after the reopen: this line is the first of the new file.
+    logger.info('SIGUSR1 received: log files reopened');
+  });
 
   logger.info(`packetpony ${packageVersion()} starting`, {
     server: config.server.name,
@@ -64,6 +100,13 @@ export async function runDaemon(config: DaemonConfig, options: DaemonOptions): P
     conf_dir: config.conf_dir,
     listeners: config.listeners.length,
   });
+  try {
+    await metricsServer.apply(config.metrics.prometheus);
+  } catch (error) {
+    logger.error(error instanceof Error ? error.message : String(error));
+    await telemetry.close();
+    startupFailure(error);
+  }
   supervisor.start();
   await watcher.start();
 }

@@ -1,0 +1,327 @@
+/**
+ * Every metric the daemon exposes, in one prom-client Registry owned by the supervisor (never the
+ * global default registry: tests and embedders get independent instances).
+ *
+ * Traffic counters are fed from the children's StatsDelta reports (every 200 ms): deltas are added,
+ * so totals are summed over all children of a listener and never go down when a child dies or is
+ * replaced. `connections_active` is a level: the sum of the last level each living child reported,
+ * and a child that is gone counts zero. Listener state and the children's process figures are read
+ * when scraped. No label ever holds a client address: label values are listener names and small
+ * fixed sets, so cardinality is bounded by the configuration.
+ */
+import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+import type { Protocol } from '../../config/types.js';
+import type { StatsDelta } from '../stats.js';
+import { DURATION_BUCKETS } from '../stats.js';
+import { BucketedHistogram } from './bucketed-histogram.js';
+import { sampleProcess, type ProcessSample } from './process-sample.js';
+
+/** What the metrics need to know about a listener (the supervisor's ListenerChild fits). */
+export interface ListenerView {
+  readonly name: string;
+  readonly config: { readonly protocol: Protocol };
+  /** `ready` counts as up. */
+  readonly state: string;
+  /** Every living child process of the listener (serving or finishing connections). */
+  readonly pids: readonly number[];
+}
+
+/** The part of a pp:report the metrics use. */
+export interface ReportCounts {
+  readonly stats: StatsDelta;
+  readonly dropped_events: number;
+}
+
+export type ReloadResult = 'ok' | 'rejected' | 'partial';
+
+export const RELOAD_RESULTS: readonly ReloadResult[] = ['ok', 'rejected', 'partial'];
+/** `sink` label values of packetpony_log_events_dropped_total; `ipc` is a child's own queue. */
+export const DROP_SINKS = ['stdout', 'jsonlog', 'syslog', 'ipc'] as const;
+const STATUSES = ['accepted', 'acl_denied', 'rate_limited'] as const;
+const RATE_LIMIT_REASONS = ['connection_limit', 'attempt_limit', 'bandwidth_limit', 'total_limit'] as const;
+/** How long one reading of the children's /proc files serves concurrent and repeated scrapes. */
+const SAMPLE_TTL_MS = 500;
+/** PIDs remembered as gone, so a report that arrives after its child's exit cannot revive it. */
+const GONE_PIDS_KEPT = 256;
+
+function count(value: unknown): number {
+  // The children are ours, but a counter must never be fed NaN or a negative number.
+  return typeof value === 'number' && value > 0 && Number.isFinite(value) ? value : 0;
+}
+
+type Samples = Map<string, Map<number, ProcessSample>>;
+
+export class Metrics {
+  readonly registry = new Registry();
+  readonly #listeners: () => Iterable<ListenerView>;
+
+  readonly #connections = new Counter({
+    name: 'packetpony_connections_total',
+    help: 'Total number of connections',
+    labelNames: ['listener', 'protocol', 'status'] as const,
+    registers: [this.registry],
+  });
+  readonly #active = new Gauge({
+    name: 'packetpony_connections_active',
+    help: 'Number of active connections',
+    labelNames: ['listener', 'protocol'] as const,
+    registers: [this.registry],
+  });
+  readonly #bytes = new Counter({
+    name: 'packetpony_bytes_transferred_total',
+    help: 'Total bytes transferred',
+    labelNames: ['listener', 'direction'] as const,
+    registers: [this.registry],
+  });
+  readonly #packets = new Counter({
+    name: 'packetpony_packets_transferred_total',
+    help: 'Total packets transferred (UDP only)',
+    labelNames: ['listener', 'direction'] as const,
+    registers: [this.registry],
+  });
+  readonly #duration = new BucketedHistogram({
+    name: 'packetpony_connection_duration_seconds',
+    help: 'Connection duration in seconds',
+    labelNames: ['listener', 'protocol'] as const,
+    buckets: DURATION_BUCKETS,
+    registry: this.registry,
+  });
+  readonly #rateLimitDrops = new Counter({
+    name: 'packetpony_rate_limit_drops_total',
+    help: 'Total connections dropped due to rate limiting',
+    labelNames: ['listener', 'reason'] as const,
+    registers: [this.registry],
+  });
+  readonly #aclDrops = new Counter({
+    name: 'packetpony_acl_drops_total',
+    help: 'Total connections dropped due to ACL',
+    labelNames: ['listener'] as const,
+    registers: [this.registry],
+  });
+  readonly #errors = new Counter({
+    name: 'packetpony_errors_total',
+    help: 'Total errors encountered',
+    labelNames: ['listener', 'type'] as const,
+    registers: [this.registry],
+  });
+  readonly #restarts = new Counter({
+    name: 'packetpony_child_restarts_total',
+    help: "Restarts of a listener's child process after it died",
+    labelNames: ['listener'] as const,
+    registers: [this.registry],
+  });
+  readonly #reloads = new Counter({
+    name: 'packetpony_config_reloads_total',
+    help: 'Configuration reloads by result: ok, partial (some files rejected), rejected (nothing applied)',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+  readonly #logDropped = new Counter({
+    name: 'packetpony_log_events_dropped_total',
+    help: 'Log events dropped because a sink could not keep up or failed (ipc: dropped by a child before reaching the supervisor)',
+    labelNames: ['sink'] as const,
+    registers: [this.registry],
+  });
+
+  /** The protocol each listener's series were created with. */
+  readonly #known = new Map<string, Protocol>();
+  /** Last active level reported per listener and child PID. */
+  readonly #activeByPid = new Map<string, Map<number, number>>();
+  readonly #gone = new Set<number>();
+  /** CPU seconds of a listener's children that are gone, so the CPU counter never goes down. */
+  readonly #cpuOfGone = new Map<string, number>();
+  /** Last CPU seconds read per listener and living child. */
+  readonly #cpuSeen = new Map<string, Map<number, number>>();
+  #samples: { at: number; value: Promise<Samples> } | undefined;
+
+  constructor(listeners: () => Iterable<ListenerView>) {
+    this.#listeners = listeners;
+    // The supervisor's own process_* and nodejs_* metrics, under their usual names.
+    collectDefaultMetrics({ register: this.registry });
+    for (const result of RELOAD_RESULTS) this.#reloads.inc({ result }, 0);
+    for (const sink of DROP_SINKS) this.#logDropped.inc({ sink }, 0);
+
+    const up: Gauge<'listener' | 'protocol'> = new Gauge({
+      name: 'packetpony_listener_up',
+      help: 'Whether the listener is bound and its child process is serving (1) or not (0)',
+      labelNames: ['listener', 'protocol'] as const,
+      registers: [this.registry],
+      collect: () => {
+        up.reset();
+        for (const listener of this.#listeners()) {
+          up.set({ listener: listener.name, protocol: listener.config.protocol }, listener.state === 'ready' ? 1 : 0);
+        }
+      },
+    });
+
+    const rss: Gauge<'listener'> = new Gauge({
+      name: 'packetpony_child_resident_memory_bytes',
+      help: "Resident memory of the listener's child processes in bytes",
+      labelNames: ['listener'] as const,
+      registers: [this.registry],
+      collect: async () => this.#fill(rss, await this.#sampleChildren(), (s) => s.residentBytes),
+    });
+    const fds: Gauge<'listener'> = new Gauge({
+      name: 'packetpony_child_open_fds',
+      help: "Open file descriptors of the listener's child processes",
+      labelNames: ['listener'] as const,
+      registers: [this.registry],
+      collect: async () => this.#fill(fds, await this.#sampleChildren(), (s) => s.openFds),
+    });
+    const cpu: Counter<'listener'> = new Counter({
+      name: 'packetpony_child_cpu_seconds_total',
+      help: "User and system CPU time of the listener's child processes in seconds",
+      labelNames: ['listener'] as const,
+      registers: [this.registry],
+      collect: async () => {
+        const samples = await this.#sampleChildren();
+        cpu.reset();
+        for (const [listener, byPid] of samples) {
+          const seen = this.#cpuSeen.get(listener) ?? new Map<number, number>();
+          this.#cpuSeen.set(listener, seen);
+          for (const [pid, sample] of byPid) seen.set(pid, Math.max(seen.get(pid) ?? 0, sample.cpuSeconds));
+          let total = this.#cpuOfGone.get(listener) ?? 0;
+          for (const seconds of seen.values()) total += seconds;
+          cpu.inc({ listener }, total);
+        }
+      },
+    });
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  /** The exposition text for a scrape. */
+  render(): Promise<string> {
+    // Series of listeners that have not reported yet exist from the first scrape on.
+    for (const listener of this.#listeners()) this.#ensure(listener.name, listener.config.protocol);
+    return this.registry.metrics();
+  }
+
+  #protocolOf(listener: string): Protocol {
+    for (const view of this.#listeners()) if (view.name === listener) return view.config.protocol;
+    return this.#known.get(listener) ?? 'tcp';
+  }
+
+  /** Creates a listener's series at zero, so they are scraped before the first connection. */
+  #ensure(listener: string, protocol: Protocol): void {
+    if (this.#known.get(listener) === protocol) return;
+    this.#known.set(listener, protocol);
+    for (const status of STATUSES) this.#connections.inc({ listener, protocol, status }, 0);
+    this.#active.set({ listener, protocol }, this.#activeSum(listener));
+    this.#bytes.inc({ listener, direction: 'sent' }, 0);
+    this.#bytes.inc({ listener, direction: 'received' }, 0);
+    if (protocol === 'udp') {
+      this.#packets.inc({ listener, direction: 'sent' }, 0);
+      this.#packets.inc({ listener, direction: 'received' }, 0);
+    }
+    this.#duration.zero({ listener, protocol });
+    for (const reason of RATE_LIMIT_REASONS) this.#rateLimitDrops.inc({ listener, reason }, 0);
+    if (protocol === 'udp') this.#rateLimitDrops.inc({ listener, reason: 'session_limit' }, 0);
+    this.#aclDrops.inc({ listener }, 0);
+    this.#restarts.inc({ listener }, 0);
+  }
+
+  #activeSum(listener: string): number {
+    let sum = 0;
+    for (const level of this.#activeByPid.get(listener)?.values() ?? []) sum += level;
+    return sum;
+  }
+
+  /** A child's pp:report: its counter deltas and current active level. */
+  report(listener: string, report: ReportCounts, pid: number): void {
+    const protocol = this.#protocolOf(listener);
+    this.#ensure(listener, protocol);
+    const s = report.stats;
+    if (count(s.accepted)) this.#connections.inc({ listener, protocol, status: 'accepted' }, count(s.accepted));
+    if (count(s.acl_denied)) this.#connections.inc({ listener, protocol, status: 'acl_denied' }, count(s.acl_denied));
+    if (count(s.rate_limited)) this.#connections.inc({ listener, protocol, status: 'rate_limited' }, count(s.rate_limited));
+    if (count(s.bytes_sent)) this.#bytes.inc({ listener, direction: 'sent' }, count(s.bytes_sent));
+    if (count(s.bytes_received)) this.#bytes.inc({ listener, direction: 'received' }, count(s.bytes_received));
+    if (count(s.packets_sent)) this.#packets.inc({ listener, direction: 'sent' }, count(s.packets_sent));
+    if (count(s.packets_received)) this.#packets.inc({ listener, direction: 'received' }, count(s.packets_received));
+    if (count(s.acl_drops)) this.#aclDrops.inc({ listener }, count(s.acl_drops));
+    for (const reason in s.rate_limit_drops) {
+      const n = count(s.rate_limit_drops[reason as keyof StatsDelta['rate_limit_drops']]);
+      if (n) this.#rateLimitDrops.inc({ listener, reason }, n);
+    }
+    for (const type in s.errors) {
+      const n = count(s.errors[type as keyof StatsDelta['errors']]);
+      if (n) this.#errors.inc({ listener, type }, n);
+    }
+    if (count(s.duration_count) && Array.isArray(s.duration_counts)) {
+      this.#duration.add({ listener, protocol }, s.duration_counts.map(count), count(s.duration_sum), count(s.duration_count));
+    }
+    if (count(report.dropped_events)) this.#logDropped.inc({ sink: 'ipc' }, count(report.dropped_events));
+
+    if (!this.#gone.has(pid)) {
+      let levels = this.#activeByPid.get(listener);
+      if (!levels) this.#activeByPid.set(listener, (levels = new Map()));
+      levels.set(pid, count(s.active));
+      this.#active.set({ listener, protocol }, this.#activeSum(listener));
+    }
+  }
+
+  /** A child exited: its connections are no longer open, its CPU time is kept in the total. */
+  childGone(listener: string, pid: number): void {
+    this.#gone.add(pid);
+    if (this.#gone.size > GONE_PIDS_KEPT) this.#gone.delete(this.#gone.values().next().value!);
+    this.#activeByPid.get(listener)?.delete(pid);
+    const protocol = this.#known.get(listener);
+    if (protocol) this.#active.set({ listener, protocol }, this.#activeSum(listener));
+    const seen = this.#cpuSeen.get(listener);
+    const cpu = seen?.get(pid);
+    if (cpu !== undefined) {
+      this.#cpuOfGone.set(listener, (this.#cpuOfGone.get(listener) ?? 0) + cpu);
+      seen!.delete(pid);
+    }
+  }
+
+  /** Listener state changes: entering `backoff` means its child died and will be restarted. */
+  stateChanged(listener: string, state: string): void {
+    if (state === 'backoff') this.#restarts.inc({ listener });
+  }
+
+  /** A configuration reload ended (the reload code calls this once per reload). */
+  configReloaded(result: ReloadResult): void {
+    this.#reloads.inc({ result });
+  }
+
+  /** Log events a sink had to drop. */
+  logEventsDropped(sink: string, n: number): void {
+    if (count(n)) this.#logDropped.inc({ sink }, n);
+  }
+
+  #sampleChildren(): Promise<Samples> {
+    const now = Date.now();
+    if (this.#samples && now - this.#samples.at < SAMPLE_TTL_MS) return this.#samples.value;
+    const value = (async () => {
+      const samples: Samples = new Map();
+      await Promise.all(
+        [...this.#listeners()].map(async (listener) => {
+          const byPid = new Map<number, ProcessSample>();
+          samples.set(listener.name, byPid);
+          await Promise.all(
+            listener.pids.map(async (pid) => {
+              const sample = await sampleProcess(pid);
+              if (sample) byPid.set(pid, sample);
+            }),
+          );
+        }),
+      );
+      return samples;
+    })();
+    this.#samples = { at: now, value };
+    return value;
+  }
+
+  #fill(gauge: Gauge<'listener'>, samples: Samples, pick: (sample: ProcessSample) => number): void {
+    gauge.reset();
+    for (const [listener, byPid] of samples) {
+      let total = 0;
+      for (const sample of byPid.values()) total += pick(sample);
+      gauge.set({ listener }, total);
+    }
+  }
+}

@@ -1,0 +1,57 @@
+/** The log formats are a compatibility contract: field names, order and spelling are the original's. */
+import test from 'ava';
+import { formatJson, formatSyslogBody, formatText } from '../../../src/telemetry/format.js';
+import { deny, message, tcpClose, udpUpdate } from './fixtures.js';
+
+test('a TCP close event as JSON: the original fields, in order', (t) => {
+  const line = formatJson(tcpClose());
+  t.deepEqual(Object.keys(JSON.parse(line) as object), [
+    'timestamp', 'listener_name', 'protocol', 'source_ip', 'source_port', 'target_ip', 'target_port',
+    'event_type', 'bytes_sent', 'bytes_received', 'duration_ms',
+  ]);
+  t.regex(line, /^\{"timestamp":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.123Z","listener_name":"web","protocol":"tcp","source_ip":"192\.168\.1\.50","source_port":12345,"target_ip":"192\.168\.1\.100","target_port":80,"event_type":"close","bytes_sent":1024,"bytes_received":4096,"duration_ms":5230\}$/);
+});
+
+test('UDP events add packets_sent and packets_received before duration_ms; errors come last', (t) => {
+  const parsed = JSON.parse(formatJson(udpUpdate({ error: 'target unreachable' }))) as Record<string, unknown>;
+  t.deepEqual(Object.keys(parsed).slice(8), ['bytes_sent', 'bytes_received', 'packets_sent', 'packets_received', 'duration_ms', 'error']);
+  t.is(parsed.packets_sent, 3);
+  t.is(parsed.packets_received, 2);
+});
+
+test('deny events name the reason, the action and the count', (t) => {
+  t.deepEqual(JSON.parse(formatJson(deny({ count: 7 }))), {
+    timestamp: new Date(deny().timestamp).toISOString(),
+    listener_name: 'web',
+    protocol: 'tcp',
+    source_ip: '203.0.113.9',
+    source_port: 4000,
+    event_type: 'deny',
+    reason: 'connection_limit',
+    action: 'drop',
+    count: 7,
+  });
+});
+
+test('messages as JSON: timestamp, lower-case level, message, then fields', (t) => {
+  t.deepEqual(Object.keys(JSON.parse(formatJson(message('listener web up', 'notice', { listener: 'web', pid: 3 }))) as object), [
+    'timestamp', 'level', 'message', 'listener', 'pid',
+  ]);
+});
+
+test('stdout text lines as SPEC.md shows them', (t) => {
+  t.is(
+    formatText(tcpClose()),
+    '[2026-01-07 10:38:44] Connection closed: listener=web protocol=tcp src=192.168.1.50:12345 dst=192.168.1.100:80 duration=5230ms bytes_sent=1024 bytes_recv=4096',
+  );
+  t.is(
+    formatText(tcpClose({ event_type: 'open', source_ip: '::1' })),
+    '[2026-01-07 10:38:44] Connection opened: listener=web protocol=tcp src=[::1]:12345 dst=192.168.1.100:80',
+  );
+  t.is(formatText(message('disk "full"', 'error', { path: '/var/log/x y' })), '[2026-01-07 10:38:44] [ERROR] disk "full" path="/var/log/x y"');
+});
+
+test('the syslog body as SPEC.md shows it', (t) => {
+  t.is(formatSyslogBody(tcpClose({ event_type: 'open' })), 'listener=web proto=tcp event=open src=192.168.1.50:12345 dst=192.168.1.100:80');
+  t.is(formatSyslogBody(deny({ count: 2 })), 'listener=web proto=tcp event=deny src=203.0.113.9:4000 reason=connection_limit action=drop count=2');
+});
