@@ -21,8 +21,9 @@ import { SinkQueue } from './sink-queue.js';
 /** Events per write: large enough to make a burst cheap, small enough to keep a write short. */
 const BATCH_EVENTS = 512;
 
+/** `ENOSPC: no space left on device`: node's message without the repeated syscall and path. */
 function describe(error: NodeJS.ErrnoException): string {
-  return error.code ? `${error.code}: ${error.message.replace(/^[A-Z]+: /, '')}` : error.message;
+  return error.code ? `${error.code}: ${error.message.replace(/^[A-Z]+: /, '').replace(/, \w+ '.*'$/, '')}` : error.message;
 }
 
 export interface JsonFileSinkOptions {

@@ -39,7 +39,7 @@ test('a missing folder is a start-up error naming the path', (t) => {
   const error = t.throws(() => new JsonFileSink({ path, context: recordingContext() }), { instanceOf: PacketPonyError });
   t.is((error as PacketPonyError).code, 'PP_ERR_LOG_SINK');
   t.true(error!.message.includes(path));
-  t.regex(error!.message, /ENOENT.*folder does not exist/);
+  t.regex(error!.message, /ENOENT: no such file or directory: its folder does not exist/);
 });
 
 test('a folder given as the file is a start-up error too', (t) => {
