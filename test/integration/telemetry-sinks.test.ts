@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { configDir } from '../helpers/config-dir.js';
 import { startDaemon } from '../helpers/daemon.js';
 import { runCli } from '../helpers/run-cli.js';
-import { connect, readAll, startEchoServer, startExchangeServer } from '../helpers/servers.js';
+import { connect, readAll, refusingPort, startEchoServer, startExchangeServer } from '../helpers/servers.js';
 import { waitFor } from '../helpers/wait-for.js';
 import {
   mainFile,
@@ -238,3 +238,28 @@ test('a metrics address in use: exit 1 with a clear message', async (t) => {
   t.false(result.stdout.includes('listener any up'), 'no listener was started');
 });
 
+
+test('shutdown writes out what the sinks hold, and a dead syslog server does not hold the exit up', async (t) => {
+  const receiver = await syslogTcpReceiver(t);
+  const echo = await startEchoServer(t);
+  const dead = await refusingPort(t);
+  const dir = tempDir(t);
+  const start = (name: string, syslogPort: number): ReturnType<typeof startDaemon> =>
+    startDaemon(t, {
+      'packetpony.yaml': mainFile({ logging: `jsonlog:\n  enabled: true\n  path: "${join(dir, `${name}.json`)}"\nsyslog:\n  enabled: true\n  network: tcp\n  address: "127.0.0.1:${syslogPort}"`, metrics: false }),
+      [`conf.d/${name}.yaml`]: tcpListener(`127.0.0.1:${echo}`),
+    });
+  const [alive, orphan] = await Promise.all([start('alive', receiver.port), start('orphan', dead)]);
+  await Promise.all([alive.port('alive'), orphan.port('orphan')]);
+  await roundTrip(await alive.port('alive'));
+  process.kill(alive.pid, 'SIGTERM');
+  process.kill(orphan.pid, 'SIGTERM');
+  t.deepEqual(await alive.exited, { code: 0, signal: null });
+  t.deepEqual(await orphan.exited, { code: 0, signal: null });
+  for (const name of ['alive', 'orphan']) {
+    t.is(jsonLines(join(dir, `${name}.json`)).at(-1)!.message, 'packetpony stopped', name);
+  }
+  t.regex(receiver.messages.at(-1)!, /packetpony\[\d+\]: packetpony stopped$/);
+  t.true(receiver.messages.some((m) => m.includes('event=close')));
+  t.regex(orphan.stderr(), /log sink syslog: cannot send to tcp 127\.0\.0\.1:\d+: .*ECONNREFUSED/);
+});
