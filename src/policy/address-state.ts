@@ -9,6 +9,31 @@ import { CONSUME_DROP, CONSUME_OK, CONSUME_VIOLATION, type LimitReason } from '.
 
 type Quiet = { -readonly [R in LimitReason]?: number };
 
+/**
+ * What consume() meters: a TCP chunk (`stream`), which can be paused; or a UDP datagram, which
+ * cannot, from the client (`datagram`) or from the target (`reply`).
+ */
+export type MeteredUnit = 'stream' | 'datagram' | 'reply';
+
+/**
+ * The least pacing balance a throttled address needs for a datagram of `bytes` to pass; below it
+ * the datagram is dropped (a datagram cannot wait without a queue) and, dropped, not counted.
+ *
+ * A client's datagram must be paid for in full. If it could run the balance into debt, as a TCP
+ * chunk does, the target's answer to it would find the address in the debt its own question made
+ * and be dropped: under a request/response protocol (DNS, a game, a VPN) nearly every exchange
+ * would fail, and the useful rate would fall far below throttle_minimum (measured: 3 MB of
+ * acknowledged 8 KB datagrams took 113 s instead of about 4 s). A target's datagram may run up a
+ * debt of one burst instead, so an answer is not dropped for the cost of its question, while a
+ * target that streams is still held to the pace: the debt is bounded, and it is paid off before
+ * the client may send again. A datagram larger than one burst needs a full bucket (client) or
+ * none in debt (target), or it could never pass.
+ */
+function datagramFloor(bytes: number, burst: number, unit: MeteredUnit): number {
+  const cost = bytes < burst ? bytes : burst;
+  return unit === 'reply' ? cost - burst : cost;
+}
+
 export class AddressState {
   readonly address: string;
   /** A bandwidth cap is on: chunks must be counted. */
@@ -93,8 +118,8 @@ export class AddressState {
     return true;
   }
 
-  /** See CONSUME_* in verdict.ts. `stream`: TCP, which can pause; otherwise a datagram, which cannot. */
-  consume(now: number, bytes: number, settings: LimitSettings, stream: boolean): number {
+  /** See CONSUME_* in verdict.ts and MeteredUnit for `unit`. */
+  consume(now: number, bytes: number, settings: LimitSettings, unit: MeteredUnit): number {
     const window = this.#bandwidth;
     if (window === null) return CONSUME_OK;
     const cap = settings.limits.max_bandwidth_per_ip;
@@ -107,7 +132,7 @@ export class AddressState {
         window.add(now, bytes);
         return window.count(now) > cap && this.mayReport(BANDWIDTH, now, settings) ? CONSUME_VIOLATION : CONSUME_OK;
       case 'throttle':
-        return this.#pace(window, now, bytes, settings, stream);
+        return this.#pace(window, now, bytes, settings, unit);
     }
   }
 
@@ -117,7 +142,7 @@ export class AddressState {
    * until it is paid off. The debt is shared, so N connections of one address wait in turn and
    * their sum, not each of them, moves throttle_minimum per window.
    */
-  #pace(window: SlidingWindow, now: number, bytes: number, settings: LimitSettings, stream: boolean): number {
+  #pace(window: SlidingWindow, now: number, bytes: number, settings: LimitSettings, unit: MeteredUnit): number {
     if (this.#throttled) {
       this.#refill(now, settings);
       // Leaving takes both a full bucket (the client paused: one that reads as soon as its pause
@@ -134,13 +159,11 @@ export class AddressState {
       this.#tokens = 0;
       this.#tokensAt = now;
     }
-    // Datagrams cannot be held back without a queue: one that finds the address in debt is dropped
-    // and, being dropped, not counted.
-    if (!stream && this.#tokens < 0) return CONSUME_DROP;
+    if (unit !== 'stream' && this.#tokens < datagramFloor(bytes, settings.paceBurst, unit)) return CONSUME_DROP;
     this.#tokens -= bytes;
     window.add(now, bytes);
     if (this.mayReport(BANDWIDTH, now, settings)) return CONSUME_VIOLATION;
-    if (!stream || this.#tokens >= 0) return CONSUME_OK;
+    if (unit !== 'stream' || this.#tokens >= 0) return CONSUME_OK;
     return Math.ceil(-this.#tokens / settings.paceRate);
   }
 

@@ -150,17 +150,18 @@ export class RateLimiter {
    */
   consume(ticket: Ticket, bytes: number): number {
     const state = ticket[kState];
-    return state.metered ? state.consume(this.#clock(), bytes, this.#settings, true) : CONSUME_OK;
+    return state.metered ? state.consume(this.#clock(), bytes, this.#settings, 'stream') : CONSUME_OK;
   }
 
   /**
-   * One UDP datagram of `bytes`, either way. CONSUME_OK, CONSUME_DROP (drop this datagram; it was
-   * not counted) or CONSUME_VIOLATION (forward it, log). Never a pause: a throttled address's
-   * datagrams beyond its pace are dropped instead, since holding them would need a queue.
+   * One UDP datagram of `bytes`, from the client or, with `fromTarget`, from the target.
+   * CONSUME_OK, CONSUME_DROP (drop this datagram; it was not counted) or CONSUME_VIOLATION (forward
+   * it, log). Never a pause: a throttled address's datagrams beyond its pace are dropped instead,
+   * since holding them would need a queue; which ones, see datagramFloor in address-state.ts.
    */
-  consumeDatagram(ticket: Ticket, bytes: number): number {
+  consumeDatagram(ticket: Ticket, bytes: number, fromTarget = false): number {
     const state = ticket[kState];
-    return state.metered ? state.consume(this.#clock(), bytes, this.#settings, false) : CONSUME_OK;
+    return state.metered ? state.consume(this.#clock(), bytes, this.#settings, fromTarget ? 'reply' : 'datagram') : CONSUME_OK;
   }
 
   /** An inherited connection of `address` (see restore) closed in the previous child. */

@@ -121,3 +121,28 @@ export function pendingWriteBytes(socket: Socket): number {
   const size = handle === null ? undefined : handle.writeQueueSize;
   return typeof size === 'number' ? size : -1;
 }
+
+/**
+ * Ends a socket with a TCP RST (socket.resetAndDestroy()), also when its write side is being shut
+ * down. libuv refuses to reset a stream whose shutdown request is pending (uv_tcp_close_reset:
+ * UV_EINVAL), and Node 20 then emits an 'error' and drops the handle without closing it: no
+ * 'close' event ever comes and the descriptor leaks. The relay meets that window whenever one
+ * side's FIN has just been passed on (end(), then shutdown until the next poll) and the other
+ * direction is cut in the same loop turn — a bandwidth drop, a timeout, a reset from the peer.
+ * Then the reset waits for the shutdown to complete ('finish'), which takes at most one turn, as
+ * the write queue is already empty when Node asks for the shutdown; a socket destroyed meanwhile
+ * needs nothing more.
+ */
+export function resetSocket(socket: Socket): void {
+  if (socket.destroyed) return;
+  if (socket.writableEnded && !socket.writableFinished && socket.writableLength === 0) {
+    socket.once('finish', () => resetSocket(socket));
+    return;
+  }
+  try {
+    socket.resetAndDestroy();
+  } catch {
+    // Not a TCP handle (cannot happen for the relay's sockets): a plain close will do.
+    socket.destroy();
+  }
+}

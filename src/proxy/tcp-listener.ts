@@ -5,7 +5,7 @@
  */
 import net from 'node:net';
 import type { ListenerConfig } from '../config/types.js';
-import { CONSUME_VIOLATION, normalizeAddress, type ListenerPolicy, type Ticket } from '../policy/index.js';
+import { CONSUME_DROP, normalizeAddress, type ListenerPolicy, type Ticket } from '../policy/index.js';
 import type { DenyAggregator } from '../telemetry/deny-aggregator.js';
 import type { ConnectionEvent, LogEvent } from '../telemetry/events.js';
 import type { ListenerStats } from '../telemetry/stats.js';
@@ -98,12 +98,16 @@ export class TcpListener {
   }
 
   #meterFor(context: ConnectionContext): Meter {
-    const limiter = this.#deps.policy.limiter;
+    const { policy, stats, denies, config } = this.#deps;
+    const limiter = policy.limiter;
     return (bytes) => {
       const verdict = limiter.consume(context.ticket, bytes);
-      if (verdict !== CONSUME_VIOLATION) return verdict;
-      this.#deps.denies.deny(context.ip, context.port, 'bandwidth_limit', this.#deps.config.rate_limits.action);
-      return 0;
+      if (verdict >= 0) return verdict;
+      // The relay ends the connection on a drop, but only the listener knows why: counted and
+      // logged here, like every other refusal, so a cut transfer is never a silent one.
+      if (verdict === CONSUME_DROP) stats.rateLimitDrop('bandwidth_limit');
+      denies.deny(context.ip, context.port, 'bandwidth_limit', config.rate_limits.action);
+      return verdict === CONSUME_DROP ? verdict : 0;
     };
   }
 

@@ -63,7 +63,7 @@ import net from 'node:net';
 import type { Endpoint, TcpSettings } from '../config/types.js';
 import type { ErrorType, ListenerStats } from '../telemetry/stats.js';
 import { Flow, type FlowOwner, type Meter, type RelayDirection } from './relay-flow.js';
-import { adoptStaticBuffer } from './stream-handle.js';
+import { adoptStaticBuffer, resetSocket } from './stream-handle.js';
 import { defaultResolver, ResolveError, type ResolvedAddress, type TargetResolver } from './target-resolver.js';
 
 export { METER_DROP, METER_OK, type Meter, type RelayDirection } from './relay-flow.js';
@@ -532,12 +532,8 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
 function kill(socket: net.Socket, reset: boolean): void {
   if (socket.destroyed) return;
   if (reset) {
-    try {
-      socket.resetAndDestroy();
-      return;
-    } catch {
-      // Not a TCP handle (cannot happen for our sockets); a plain close will do.
-    }
+    resetSocket(socket);
+    return;
   }
   socket.destroy();
 }

@@ -9,7 +9,7 @@ import { formatEndpoint } from '../config/address.js';
 import { CONSUME_DROP, CONSUME_VIOLATION, normalizeAddress, type Ticket, type Verdict } from '../policy/index.js';
 import { MessageAggregator } from '../telemetry/message-aggregator.js';
 import type { ListenerDeps } from './tcp-listener.js';
-import { UdpRelay, type UdpDirection } from './udp-relay.js';
+import { DEFAULT_MAX_SESSIONS, UdpRelay, type UdpDirection } from './udp-relay.js';
 
 /** After a drain starts, how long replies already on their way get before sessions are ended. */
 const REPLY_GRACE_MS = 1000;
@@ -49,10 +49,18 @@ export class UdpListener {
       target: config.target,
       udp: config.udp,
       stats,
-      maxSessions: config.rate_limits.max_total_connections,
+      // log_only lets a session over max_total_connections through, so there the relay's own
+      // ceiling (the descriptor guard) is the only bound; otherwise the policy has already refused
+      // at max_total_connections and the relay's cap is the same figure.
+      maxSessions:
+        config.rate_limits.action === 'log_only'
+          ? Math.max(config.rate_limits.max_total_connections, DEFAULT_MAX_SESSIONS)
+          : config.rate_limits.max_total_connections,
       hooks: {
         admit: (ip, port) => this.#admit(ip, port),
-        ...(metered ? { meter: (verdict: Verdict, bytes: number) => this.#meter(verdict as Ticket, bytes) } : {}),
+        ...(metered
+          ? { meter: (verdict: Verdict, bytes: number, direction: UdpDirection, port: number) => this.#meter(verdict as Ticket, bytes, direction, port) }
+          : {}),
         release: (verdict) => limiter.release(verdict as Ticket),
         onEvent: (event) => this.#deps.emit(event),
         onDrop: (reason, ip, port, direction) => this.#dropped(reason, ip, port, direction),
@@ -86,14 +94,14 @@ export class UdpListener {
     return verdict;
   }
 
-  #meter(ticket: Ticket, bytes: number): number {
+  #meter(ticket: Ticket, bytes: number, direction: UdpDirection, port: number): number {
     const { policy, stats, denies, config } = this.#deps;
-    const verdict = policy.limiter.consumeDatagram(ticket, bytes);
+    const verdict = policy.limiter.consumeDatagram(ticket, bytes, direction === 'received');
     if (verdict === CONSUME_DROP) {
       stats.rateLimitDrop('bandwidth_limit');
-      denies.deny(ticket.address, 0, 'bandwidth_limit', config.rate_limits.action);
+      denies.deny(ticket.address, port, 'bandwidth_limit', config.rate_limits.action);
     } else if (verdict === CONSUME_VIOLATION) {
-      denies.deny(ticket.address, 0, 'bandwidth_limit', config.rate_limits.action);
+      denies.deny(ticket.address, port, 'bandwidth_limit', config.rate_limits.action);
     }
     return verdict;
   }

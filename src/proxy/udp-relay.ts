@@ -40,8 +40,8 @@
  * (The socket reads into a 64 KiB buffer, larger than any UDP payload, so the length is exact.)
  * Empty datagrams are forwarded.
  *
- * Metering. `meter(admission, bytes, direction)` is asked per datagram, both ways, before it is
- * forwarded. 0 forwards it; -1 drops it; a positive answer (a TCP-style pause: the address is
+ * Metering. `meter(admission, bytes, direction, clientPort)` is asked per datagram, both ways,
+ * before it is forwarded (the port is there for the caller's logs). 0 forwards it; -1 drops it; a positive answer (a TCP-style pause: the address is
  * ahead of its throttled pace) also drops it, since UDP can only be throttled by dropping — holding
  * datagrams back would need a queue and add latency a datagram protocol does not expect. Any other
  * negative answer (the policy's "violation, log it") forwards it.
@@ -109,7 +109,7 @@ export interface UdpRelayHooks<A extends UdpAdmission = UdpAdmission> {
    */
   readonly admit?: (clientIp: string, clientPort: number) => A;
   /** Per datagram, both ways, before forwarding; see the header for the answers. */
-  readonly meter?: (admission: A, bytes: number, direction: UdpDirection) => number;
+  readonly meter?: (admission: A, bytes: number, direction: UdpDirection, clientPort: number) => number;
   /** The session of an admitted client ended (or could not be opened after all). */
   readonly release?: (admission: A) => void;
   /** An open, update or close event that passed the logging thresholds. */
@@ -164,7 +164,7 @@ export class UdpRelay<A extends UdpAdmission = UdpAdmission> {
   readonly #resolver: TargetResolver;
   readonly #clock: () => number;
   readonly #admit: ((clientIp: string, clientPort: number) => A) | undefined;
-  readonly #meter: ((admission: A, bytes: number, direction: UdpDirection) => number) | undefined;
+  readonly #meter: ((admission: A, bytes: number, direction: UdpDirection, clientPort: number) => number) | undefined;
   readonly #release: ((admission: A) => void) | undefined;
   readonly #onEvent: ((event: ConnectionEvent) => void) | undefined;
   readonly #onDrop: UdpRelayHooks<A>['onDrop'];
@@ -304,7 +304,7 @@ export class UdpRelay<A extends UdpAdmission = UdpAdmission> {
     }
     const meter = this.#meter;
     if (meter !== undefined) {
-      const verdict = meter(session.admission, bytes, 'sent');
+      const verdict = meter(session.admission, bytes, 'sent', session.clientPort);
       if (verdict > 0 || verdict === -1) return;
     }
     session.upstream.send(msg);
@@ -324,7 +324,7 @@ export class UdpRelay<A extends UdpAdmission = UdpAdmission> {
     }
     const meter = this.#meter;
     if (meter !== undefined) {
-      const verdict = meter(session.admission, bytes, 'received');
+      const verdict = meter(session.admission, bytes, 'received', session.clientPort);
       if (verdict > 0 || verdict === -1) return;
     }
     this.#socket.send(msg, session.clientPort, session.clientAddress);

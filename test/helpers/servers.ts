@@ -101,3 +101,38 @@ export async function refusingPort(t: ExecutionContext, host = '127.0.0.1'): Pro
   t.teardown(() => result.socket.handle.close());
   return result.socket.port;
 }
+
+/** An echo server that counts the connections it accepted: proof that a refused client never reached it. */
+export async function startCountingEchoServer(t: ExecutionContext, host = '127.0.0.1'): Promise<{ port: number; accepted: () => number }> {
+  let accepted = 0;
+  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    accepted++;
+    socket.pipe(socket);
+  });
+  const port = await listen(t, server, host);
+  return { port, accepted: () => accepted };
+}
+
+/**
+ * Sends each connection as many random bytes as its first line asks for (`"<bytes> <id>\n"`),
+ * then ends; `sent.get(id)` is the sha256 of what it sent, for checking what arrived.
+ */
+export async function startDownloadServer(t: ExecutionContext, host = '127.0.0.1'): Promise<{ port: number; sent: Map<string, string> }> {
+  const sent = new Map<string, string>();
+  const server = net.createServer((socket) => {
+    let request = '';
+    const onData = (chunk: Buffer): void => {
+      request += chunk.toString('latin1');
+      const newline = request.indexOf('\n');
+      if (newline === -1) return;
+      socket.off('data', onData);
+      const [bytes, id] = request.slice(0, newline).split(' ');
+      const payload = randomBytes(Number(bytes));
+      sent.set(id ?? '', createHash('sha256').update(payload).digest('hex'));
+      socket.end(payload);
+    };
+    socket.on('data', onData);
+  });
+  const port = await listen(t, server, host);
+  return { port, sent };
+}

@@ -181,6 +181,72 @@ test('throttle for datagrams: beyond the pace they are dropped, never delayed', 
   t.true(Math.abs(forwarded - expected) <= 0.05 * expected, `forwarded ${forwarded}, expected about ${expected}`);
 });
 
+/**
+ * A request/response protocol under throttle: a client that retries every 10 ms until its request
+ * is answered, far above the pace. Returns the bytes of completed exchanges in 10 minutes.
+ */
+function exchanges(request: number, reply: number): { exchanged: number; expected: number } {
+  const clock = fakeClock();
+  const minimum = 60 * KB;
+  const limiter = new RateLimiter(
+    limits({ max_bandwidth_per_ip: 600 * KB, bandwidth_window: MINUTE, action: 'throttle', throttle_minimum: minimum }),
+    clock.read,
+  );
+  const session = ticket(limiter.admit(A));
+  let exchanged = 0;
+  for (clock.now = 0; clock.now < 10 * MINUTE; clock.now += 10) {
+    if (limiter.consumeDatagram(session, request) === CONSUME_DROP) continue;
+    if (limiter.consumeDatagram(session, reply, true) !== CONSUME_DROP) exchanged += request + reply;
+  }
+  return { exchanged, expected: 600 * KB + 10 * minimum };
+}
+
+// Regression: a request used to be let into debt, so the reply found the address in debt and was
+// dropped nearly every time; exchanges then ran at a small fraction of the pace.
+for (const [request, reply] of [[KB, 100], [100, KB], [KB, KB]] as const) {
+  test(`throttle for datagrams: ${request}-byte requests with ${reply}-byte replies still exchange at about the pace`, (t) => {
+    const { exchanged, expected } = exchanges(request, reply);
+    t.true(exchanged >= 0.9 * expected, `exchanged ${exchanged}, expected about ${expected}`);
+    t.true(exchanged <= 1.05 * expected, `exchanged ${exchanged}, more than the pace allows (${expected})`);
+  });
+}
+
+test('throttle for datagrams: a target that streams is held to the pace too', (t) => {
+  const clock = fakeClock();
+  const minimum = 60 * KB;
+  const limiter = new RateLimiter(
+    limits({ max_bandwidth_per_ip: 600 * KB, bandwidth_window: MINUTE, action: 'throttle', throttle_minimum: minimum }),
+    clock.read,
+  );
+  const session = ticket(limiter.admit(A));
+  let forwarded = 0;
+  for (clock.now = 0; clock.now < 10 * MINUTE; clock.now += 10) {
+    if (limiter.consumeDatagram(session, KB, true) !== CONSUME_DROP) forwarded += KB;
+  }
+  const expected = 600 * KB + 10 * minimum;
+  t.true(Math.abs(forwarded - expected) <= 0.05 * expected, `forwarded ${forwarded}, expected about ${expected}`);
+});
+
+test('throttle for datagrams: one larger than a burst still passes, at the pace', (t) => {
+  const clock = fakeClock();
+  // A burst is throttle_minimum / 20 = 3 KB: 8 KB datagrams need a full bucket.
+  const minimum = 60 * KB;
+  const limiter = new RateLimiter(
+    limits({ max_bandwidth_per_ip: 600 * KB, bandwidth_window: MINUTE, action: 'throttle', throttle_minimum: minimum }),
+    clock.read,
+  );
+  const session = ticket(limiter.admit(A));
+  for (const fromTarget of [false, true]) {
+    let forwarded = 0;
+    const start = clock.now;
+    for (; clock.now < start + 10 * MINUTE; clock.now += 10) {
+      if (limiter.consumeDatagram(session, 8 * KB, fromTarget) !== CONSUME_DROP) forwarded += 8 * KB;
+    }
+    t.true(forwarded >= 5 * minimum, `${fromTarget ? 'target' : 'client'}: forwarded ${forwarded}`);
+    t.true(forwarded <= 600 * KB + 11 * minimum, `${fromTarget ? 'target' : 'client'}: forwarded ${forwarded}`);
+  }
+});
+
 test('log_only passes every byte and reports the violation once per window', (t) => {
   const clock = fakeClock();
   const limiter = new RateLimiter(limits({ max_bandwidth_per_ip: MB, bandwidth_window: MINUTE, action: 'log_only' }), clock.read);

@@ -1,0 +1,341 @@
+/**
+ * Allowlists and per-IP rate limits on TCP listeners, end to end (issue 6; ORIGINAL.md "Rate
+ * limits — ours" and "Access control"). Different clients are different loopback source addresses
+ * (127.0.0.2, 127.0.0.3, …). Rates are checked against generous fractions of the configured
+ * values and the measured figures are logged; no test passes or fails on a speed alone.
+ */
+import test, { type ExecutionContext } from 'ava';
+import { randomBytes } from 'node:crypto';
+import { startDaemon } from '../helpers/daemon.js';
+import { connectionLines, denyLines, field, numberField, refusalsIn, sourcePort, waitForConnectionLines, waitForDeny } from '../helpers/log-lines.js';
+import { MAIN_FILE_WITH_METRICS, waitForSample } from '../helpers/metrics.js';
+import { connect, startCountingEchoServer, startDownloadServer } from '../helpers/servers.js';
+import { slots } from '../helpers/slots.js';
+import { attempt, download, hangUp } from '../helpers/tcp-clients.js';
+import { waitFor } from '../helpers/wait-for.js';
+
+const MB = 1024 * 1024;
+/** Daemons of this file running at once (see slots.ts). */
+const slot = slots(3);
+
+function tcpListener(target: string, options: { allow?: string; limits?: string; listen?: string } = {}): string {
+  const limits = options.limits ? `rate_limits:\n${options.limits.replace(/^/gm, '  ')}\n` : '';
+  return `protocol: tcp\nlisten_address: "${options.listen ?? '127.0.0.1:0'}"\ntarget_address: "${target}"\nallowlist: ${options.allow ?? '["127.0.0.0/8", "::1"]'}\n${limits}`;
+}
+
+function mbps(bytes: number, ms: number): string {
+  return `${(bytes / MB / (ms / 1000)).toFixed(2)} MB/s`;
+}
+
+// ---- allowlist ------------------------------------------------------------------------------
+
+test('allowlist: a client outside it never reaches the target and is logged as denied', async (t) => {
+  await slot(t);
+  const echo = await startCountingEchoServer(t);
+  const daemon = await startDaemon(t, {
+    'packetpony.yaml': MAIN_FILE_WITH_METRICS,
+    'conf.d/acl.yaml': tcpListener(`127.0.0.1:${echo.port}`, { allow: '["127.0.0.1/32"]' }),
+  });
+  const port = await daemon.port('acl');
+  t.is(await attempt(t, port, { localAddress: '127.0.0.2' }), null, 'refused');
+  const deny = await waitForDeny(daemon, 'acl', 'acl', '127.0.0.2');
+  t.regex(deny, /\] Connection denied: listener=acl protocol=tcp src=127\.0\.0\.2:\d+ reason=acl action=deny$/);
+  t.is(echo.accepted(), 0, 'the target never saw the denied client');
+  t.is(connectionLines(daemon, 'opened', 'acl').length, 0);
+
+  t.not(await attempt(t, port), null, '127.0.0.1 is allowed');
+  t.is(echo.accepted(), 1);
+  t.is(await waitForSample(daemon, 'packetpony_acl_drops_total', { listener: 'acl' }, 1), 1);
+  t.is(await waitForSample(daemon, 'packetpony_connections_total', { listener: 'acl', status: 'acl_denied' }, 1), 1);
+});
+
+test('allowlist on dual-stack listeners: IPv4 clients meet the IPv4 rules, and ::/0 does not admit them', async (t) => {
+  await slot(t);
+  const echo = await startCountingEchoServer(t);
+  const daemon = await startDaemon(t, {
+    'conf.d/v4rule.yaml': tcpListener(`127.0.0.1:${echo.port}`, { allow: '["127.0.0.1/32"]', listen: ':0' }),
+    'conf.d/v6rule.yaml': tcpListener(`127.0.0.1:${echo.port}`, { allow: '["::/0"]', listen: '[::]:0' }),
+  });
+  const v4rule = await daemon.port('v4rule');
+  const v6rule = await daemon.port('v6rule');
+
+  // The listener sees ::ffff:127.0.0.1; 127.0.0.1/32 must admit it, and the logs say 127.0.0.1.
+  const admitted = await attempt(t, v4rule, { host: '127.0.0.1' });
+  t.not(admitted, null);
+  const [open] = await waitForConnectionLines(daemon, 'opened', 'v4rule', 1);
+  t.regex(open!, new RegExp(`src=127\\.0\\.0\\.1:${admitted!.localPort} dst=`));
+  t.is(await attempt(t, v4rule, { host: '::1' }), null, 'an IPv6 client is not in 127.0.0.1/32');
+  t.regex(await waitForDeny(daemon, 'v4rule', 'acl'), /src=\[::1\]:\d+ reason=acl/);
+
+  const mapped = await attempt(t, v6rule, { host: '127.0.0.1' });
+  t.is(mapped, null, '::/0 is every IPv6 client, and no IPv4 one');
+  t.regex(await waitForDeny(daemon, 'v6rule', 'acl'), /src=127\.0\.0\.1:\d+ reason=acl action=deny$/);
+  t.not(await attempt(t, v6rule, { host: '::1' }), null);
+  t.is(echo.accepted(), 2);
+});
+
+// ---- count limits × actions ---------------------------------------------------------------
+
+type CountLimit = 'connection_limit' | 'attempt_limit' | 'total_limit';
+type Action = 'drop' | 'throttle' | 'log_only';
+
+const LIMIT_YAML: Record<CountLimit, string> = {
+  connection_limit: 'max_connections_per_ip: 2',
+  attempt_limit: 'max_connection_attempts_per_ip: 2\nattempts_window: "1m"',
+  total_limit: 'max_total_connections: 2',
+};
+
+const ACTION_YAML: Record<Action, string> = {
+  drop: 'action: drop',
+  // throttle paces bandwidth; there is no slower way to open a connection, so counts refuse.
+  throttle: 'action: throttle\nmax_bandwidth_per_ip: "100MB"\nbandwidth_window: "1m"\nthrottle_minimum: "10MB"',
+  log_only: 'action: log_only',
+};
+
+/**
+ * Two clients use up the limit; a third connection breaks it. Who the clients are depends on the
+ * limit: per-address limits are used up by 127.0.0.2 (and 127.0.0.3 must be unaffected), the
+ * listener-wide one by 127.0.0.2 and 127.0.0.3 (and 127.0.0.4 is the one over it).
+ */
+const countLimit = test.macro({
+  title: (_, limit: CountLimit, action: Action) =>
+    `${limit} × ${action}: over the limit is ${action === 'log_only' ? 'logged and let through' : 'refused'}${limit === 'total_limit' ? '' : '; other addresses are unaffected'}`,
+  exec: countLimitExec,
+});
+
+async function countLimitExec(t: ExecutionContext, limit: CountLimit, action: Action): Promise<void> {
+  await slot(t);
+  const echo = await startCountingEchoServer(t);
+  const daemon = await startDaemon(t, {
+    'conf.d/lim.yaml': tcpListener(`127.0.0.1:${echo.port}`, { limits: `${LIMIT_YAML[limit]}\n${ACTION_YAML[action]}` }),
+  });
+  const port = await daemon.port('lim');
+  const perAddress = limit !== 'total_limit';
+  const first = perAddress ? ['127.0.0.2', '127.0.0.2'] : ['127.0.0.2', '127.0.0.3'];
+  for (const source of first) {
+    const socket = await attempt(t, port, { localAddress: source });
+    t.not(socket, null, `connection from ${source} within the limit`);
+    // Attempts count when made: closing changes nothing. Connections count while open: keep them.
+    if (limit === 'attempt_limit') await hangUp(socket!);
+  }
+  const over = perAddress ? '127.0.0.2' : '127.0.0.4';
+  const third = await attempt(t, port, { localAddress: over });
+  const line = await waitForDeny(daemon, 'lim', limit, over);
+  if (action === 'log_only') {
+    t.not(third, null, 'log_only lets it through');
+    t.regex(line, new RegExp(`\\] Limit exceeded: listener=lim protocol=tcp src=${over.replaceAll('.', '\\.')}:${third!.localPort} reason=${limit} action=log_only$`));
+    t.is(echo.accepted(), 3);
+  } else {
+    t.is(third, null, `${action} refuses it`);
+    t.regex(line, new RegExp(`\\] Connection denied: listener=lim protocol=tcp src=${over.replaceAll('.', '\\.')}:\\d+ reason=${limit} action=${action}$`));
+    t.is(echo.accepted(), 2, 'the refused connection never reached the target');
+  }
+  if (perAddress) {
+    t.not(await attempt(t, port, { localAddress: '127.0.0.3' }), null, 'another address has its own quota');
+    t.is(denyLines(daemon, 'lim', limit, '127.0.0.3').length, 0);
+  }
+}
+for (const limit of ['connection_limit', 'attempt_limit', 'total_limit'] as const) {
+  for (const action of ['drop', 'throttle', 'log_only'] as const) test(countLimit, limit, action);
+}
+
+test('max_connections_per_ip is a concurrency cap: closing a connection frees its slot at once', async (t) => {
+  await slot(t);
+  const echo = await startCountingEchoServer(t);
+  // connections_window is the original's key; a window-based count would keep the slot for an hour.
+  const daemon = await startDaemon(t, {
+    'conf.d/cap.yaml': tcpListener(`127.0.0.1:${echo.port}`, { limits: 'max_connections_per_ip: 2\nconnections_window: "1h"' }),
+  });
+  const port = await daemon.port('cap');
+  const a = await attempt(t, port, { localAddress: '127.0.0.2' });
+  const b = await attempt(t, port, { localAddress: '127.0.0.2' });
+  t.truthy(a && b);
+  t.is(await attempt(t, port, { localAddress: '127.0.0.2' }), null);
+  await hangUp(a!);
+  // The close event is emitted after the slot is released: from then on, one attempt must do.
+  await waitForConnectionLines(daemon, 'closed', 'cap', 1);
+  const c = await attempt(t, port, { localAddress: '127.0.0.2' });
+  t.not(c, null, 'the freed slot is usable');
+  t.is(await attempt(t, port, { localAddress: '127.0.0.2' }), null, 'and the cap still holds');
+  t.is(echo.accepted(), 3);
+});
+
+test('max_connection_attempts_per_ip: refused attempts count, so a client that keeps hammering stays blocked', async (t) => {
+  await slot(t);
+  const echo = await startCountingEchoServer(t);
+  const windowMs = 2000;
+  const daemon = await startDaemon(t, {
+    'conf.d/hammer.yaml': tcpListener(`127.0.0.1:${echo.port}`, { limits: `max_connection_attempts_per_ip: 3\nattempts_window: "${windowMs}ms"` }),
+  });
+  const port = await daemon.port('hammer');
+  for (let i = 0; i < 3; i++) await hangUp((await attempt(t, port, { localAddress: '127.0.0.2' }))!);
+  // Hammer for longer than the window: if refused attempts did not count, the three admitted ones
+  // would leave the window after 2 s and the hammering would get through.
+  const hammerUntil = performance.now() + windowMs * 1.5;
+  let refused = 0;
+  let admittedWhileHammering = 0;
+  let otherAdmitted = false;
+  while (performance.now() < hammerUntil) {
+    const socket = await attempt(t, port, { localAddress: '127.0.0.2' });
+    if (socket === null) refused++;
+    else admittedWhileHammering++;
+    if (!otherAdmitted) otherAdmitted = (await attempt(t, port, { localAddress: '127.0.0.3' })) !== null;
+    await new Promise((resolve) => setTimeout(resolve, 150)); // the client's pace, not synchronisation
+  }
+  t.log(`${refused} refused attempts over ${windowMs * 1.5} ms`);
+  t.is(admittedWhileHammering, 0);
+  t.true(refused >= 5, `${refused}`);
+  t.true(otherAdmitted, '127.0.0.3 is not affected');
+  // A client that comes back after pauses longer than half the window (at most two attempts per
+  // window) is admitted again once the hammering has left the window.
+  const back = await waitFor(async () => {
+    await new Promise((resolve) => setTimeout(resolve, windowMs * 0.6));
+    return (await attempt(t, port, { localAddress: '127.0.0.2' })) ?? undefined;
+  }, 'an attempt after the window to be admitted', 20_000);
+  t.truthy(back);
+  t.is(echo.accepted(), 5);
+});
+
+// ---- bandwidth × actions ------------------------------------------------------------------
+
+function bandwidthLimits(action: Action, windowS: number): string {
+  return `max_bandwidth_per_ip: "1MB"\nbandwidth_window: "${windowS}s"\naction: ${action}${action === 'throttle' ? '\nthrottle_minimum: "1MB"' : ''}`;
+}
+
+test('bandwidth × drop: a 3 MB download under a 1 MB cap is cut near 1 MB; other addresses keep their quota', async (t) => {
+  await slot(t);
+  const server = await startDownloadServer(t);
+  const daemon = await startDaemon(t, {
+    'packetpony.yaml': MAIN_FILE_WITH_METRICS,
+    'conf.d/bw.yaml': tcpListener(`127.0.0.1:${server.port}`, { limits: bandwidthLimits('drop', 30) }),
+  });
+  const port = await daemon.port('bw');
+  const cut = await download(t, port, 3 * MB, 'a', { localAddress: '127.0.0.2' });
+  const [close] = await waitForConnectionLines(daemon, 'closed', 'bw', 1);
+  const relayed = numberField(close!, 'bytes_sent') + numberField(close!, 'bytes_recv');
+  // The cut is a reset, which also discards what still sat in the socket buffers: the client may
+  // get less than the daemon forwarded.
+  t.log(`the daemon forwarded ${relayed} bytes before the cut, the client received ${cut.bytes} (${cut.error ?? 'EOF'})`);
+  t.true(relayed <= MB, `${relayed} bytes passed a 1 MB cap`);
+  t.true(relayed >= MB / 2, `cut at ${relayed} bytes, far below the cap`);
+  t.true(cut.bytes <= relayed);
+  t.regex(close!, /error="dropped by the rate limit \(target → client\)"$/);
+  const deny = await waitForDeny(daemon, 'bw', 'bandwidth_limit', '127.0.0.2');
+  t.regex(deny, /\] Connection denied: listener=bw protocol=tcp src=127\.0\.0\.2:\d+ reason=bandwidth_limit action=drop$/);
+  t.is(await waitForSample(daemon, 'packetpony_rate_limit_drops_total', { listener: 'bw', reason: 'bandwidth_limit' }, 1), 1);
+
+  // The window still holds 127.0.0.2's megabyte (all but the chunk that was refused): a new
+  // connection gets at most what is left…
+  const again = await download(t, port, 100 * 1024, 'b', { localAddress: '127.0.0.2' });
+  t.true(again.bytes < 100 * 1024, `${again.bytes}`);
+  // …while 127.0.0.3 has a megabyte of its own.
+  const other = await download(t, port, 3 * MB, 'c', { localAddress: '127.0.0.3' });
+  const otherClose = await waitFor(() => connectionLines(daemon, 'closed', 'bw').find((l) => l.includes(' src=127.0.0.3:')), 'the close of 127.0.0.3');
+  const otherRelayed = numberField(otherClose!, 'bytes_recv');
+  t.log(`127.0.0.3: the daemon forwarded ${otherRelayed} bytes, the client received ${other.bytes}`);
+  t.true(otherRelayed >= MB / 2 && otherRelayed <= MB, `${otherRelayed}`);
+});
+
+test('bandwidth × drop counts both directions: 768 KB echoed is 1.5 MB and is cut', async (t) => {
+  await slot(t);
+  const echo = await startCountingEchoServer(t);
+  const daemon = await startDaemon(t, { 'conf.d/both.yaml': tcpListener(`127.0.0.1:${echo.port}`, { limits: bandwidthLimits('drop', 30) }) });
+  const socket = await connect(await daemon.port('both'));
+  const back = new Promise<number>((resolve) => {
+    let bytes = 0;
+    socket.on('data', (chunk: Buffer) => (bytes += chunk.length));
+    socket.on('error', () => {});
+    socket.on('close', () => resolve(bytes));
+  });
+  socket.end(randomBytes(768 * 1024));
+  const received = await back;
+  const [close] = await waitForConnectionLines(daemon, 'closed', 'both', 1);
+  const relayed = numberField(close!, 'bytes_sent') + numberField(close!, 'bytes_recv');
+  t.log(`relayed ${relayed} bytes (${numberField(close!, 'bytes_sent')} up, ${numberField(close!, 'bytes_recv')} down); client got ${received} back`);
+  t.true(received < 768 * 1024, 'the echo did not come back whole');
+  t.true(relayed <= MB && relayed > 768 * 1024, `${relayed}`);
+  t.regex(close!, /error="dropped by the rate limit/);
+});
+
+test('bandwidth × throttle: a 3 MB download continues at about throttle_minimum per window', async (t) => {
+  await slot(t);
+  const server = await startDownloadServer(t);
+  const windowS = 2;
+  const daemon = await startDaemon(t, { 'conf.d/slow.yaml': tcpListener(`127.0.0.1:${server.port}`, { limits: bandwidthLimits('throttle', windowS) }) });
+  const port = await daemon.port('slow');
+  const throttled = download(t, port, 3 * MB, 'big', { localAddress: '127.0.0.2' });
+  // Another address under the cap is not slowed down by the first one's throttling.
+  const other = await download(t, port, 512 * 1024, 'small', { localAddress: '127.0.0.3' });
+  const big = await throttled;
+  t.true(big.complete, big.error);
+  t.is(big.sha256, server.sent.get('big')!, 'every byte arrived, unchanged');
+  t.true(other.complete);
+  t.is(other.sha256, server.sent.get('small')!);
+  t.true(other.elapsedMs < big.elapsedMs, 'the other address finished first');
+
+  // The first megabyte passes at once; the two after it at 1 MB per 2 s window.
+  const rate = MB / (windowS * 1000);
+  const theoreticalMs = (2 * MB) / rate;
+  const throttledRate = mbps(2 * MB, big.elapsedMs);
+  t.log(`3 MB took ${big.elapsedMs.toFixed(0)} ms (theory ≥ ${theoreticalMs} ms at ${mbps(MB, windowS * 1000)}); overall ${mbps(3 * MB, big.elapsedMs)}, beyond the cap ≈ ${throttledRate}; 512 KB from 127.0.0.3 took ${other.elapsedMs.toFixed(0)} ms`);
+  t.true(big.elapsedMs >= theoreticalMs * 0.5, `3 MB in ${big.elapsedMs} ms: not throttled`);
+  const line = await waitForDeny(daemon, 'slow', 'bandwidth_limit', '127.0.0.2');
+  t.regex(line, /reason=bandwidth_limit action=throttle/);
+  t.is(denyLines(daemon, 'slow', 'bandwidth_limit', '127.0.0.3').length, 0);
+});
+
+test('bandwidth × throttle is shared by the connections of one address', async (t) => {
+  await slot(t);
+  const server = await startDownloadServer(t);
+  const windowS = 2;
+  const daemon = await startDaemon(t, { 'conf.d/shared.yaml': tcpListener(`127.0.0.1:${server.port}`, { limits: bandwidthLimits('throttle', windowS) }) });
+  const port = await daemon.port('shared');
+  const started = performance.now();
+  const results = await Promise.all(['x', 'y', 'z'].map((id) => download(t, port, MB, id, { localAddress: '127.0.0.2' })));
+  const elapsed = performance.now() - started;
+  for (const [i, id] of ['x', 'y', 'z'].entries()) t.is(results[i]!.sha256, server.sent.get(id)!);
+  const theoreticalMs = (2 * MB) / (MB / (windowS * 1000));
+  t.log(`3 × 1 MB in parallel took ${elapsed.toFixed(0)} ms (theory ≥ ${theoreticalMs} ms), ${results.map((r) => r.elapsedMs.toFixed(0)).join(' / ')} ms each`);
+  t.true(elapsed >= theoreticalMs * 0.5, 'three connections did not get three paces');
+});
+
+test('bandwidth × log_only: a 3 MB download passes whole and the violation is logged once', async (t) => {
+  await slot(t);
+  const server = await startDownloadServer(t);
+  const daemon = await startDaemon(t, { 'conf.d/watch.yaml': tcpListener(`127.0.0.1:${server.port}`, { limits: bandwidthLimits('log_only', 30) }) });
+  const port = await daemon.port('watch');
+  const result = await download(t, port, 3 * MB, 'all');
+  t.true(result.complete);
+  t.is(result.sha256, server.sent.get('all')!);
+  const line = await waitForDeny(daemon, 'watch', 'bandwidth_limit');
+  t.regex(line, /\] Limit exceeded: listener=watch protocol=tcp src=127\.0\.0\.1:\d+ reason=bandwidth_limit action=log_only$/);
+  const [close] = await waitForConnectionLines(daemon, 'closed', 'watch', 1);
+  t.is(sourcePort(line), sourcePort(close!));
+  t.is(numberField(close!, 'bytes_recv'), 3 * MB);
+  t.is(denyLines(daemon, 'watch', 'bandwidth_limit').length, 1, 'once per address per window, not per chunk');
+});
+
+// ---- aggregation ----------------------------------------------------------------------------
+
+async function refuseMany(t: ExecutionContext, port: number, count: number): Promise<void> {
+  for (let i = 0; i < count; i++) t.is(await attempt(t, port, { localAddress: '127.0.0.2' }), null);
+}
+
+test('deny events are aggregated: many refusals from one source make one line, then one count', async (t) => {
+  await slot(t);
+  const echo = await startCountingEchoServer(t);
+  const daemon = await startDaemon(t, { 'conf.d/agg.yaml': tcpListener(`127.0.0.1:${echo.port}`, { allow: '["127.0.0.1/32"]' }) });
+  const port = await daemon.port('agg');
+  await refuseMany(t, port, 25);
+  const first = await waitForDeny(daemon, 'agg', 'acl', '127.0.0.2');
+  t.is(field(first, 'count'), undefined, 'the first refusal is logged at once, on its own');
+  // The rest come as a count when the aggregation interval ends.
+  const lines = await waitFor(() => {
+    const all = denyLines(daemon, 'agg', 'acl', '127.0.0.2');
+    return refusalsIn(all) >= 25 ? all : undefined;
+  }, 'the count line', 20_000);
+  t.log(lines.join('\n'));
+  t.is(refusalsIn(lines), 25);
+  t.true(lines.length <= 3, `${lines.length} lines for 25 refusals`);
+  t.is(echo.accepted(), 0);
+});
