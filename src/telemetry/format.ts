@@ -53,6 +53,11 @@ function messageTail(event: MessageEvent): string {
   return line;
 }
 
+/** A violation that was let through: log_only, or a throttled (slowed, not refused) transfer. */
+function letThrough(event: DenyEvent): boolean {
+  return event.action === 'log_only' || (event.action === 'throttle' && event.reason === 'bandwidth_limit');
+}
+
 /** One stdout text line, without the newline. */
 export function formatText(event: LogEvent): string {
   const stamp = `[${textTimestamp(event.timestamp)}]`;
@@ -60,7 +65,7 @@ export function formatText(event: LogEvent): string {
     case 'connection':
       return `${stamp} ${VERBS[event.event_type]}: ${connectionTail(event)}`;
     case 'deny':
-      return `${stamp} ${event.action === 'log_only' ? 'Limit exceeded' : 'Connection denied'}: ${denyTail(event)}`;
+      return `${stamp} ${letThrough(event) ? 'Limit exceeded' : 'Connection denied'}: ${denyTail(event)}`;
     case 'message':
       return `${stamp} [${event.level.toUpperCase()}] ${messageTail(event)}`;
   }

@@ -269,7 +269,7 @@ test('bandwidth × throttle: a 3 MB transfer completes at about throttle_minimum
   t.log(`3 MB took ${result.elapsedMs.toFixed(0)} ms (theory ≥ ${theoreticalMs} ms at ${(rate * 1000 / MB).toFixed(2)} MB/s), ${(3 / (result.elapsedMs / 1000)).toFixed(2)} MB/s overall, ${result.retransmits} resends`);
   t.true(result.elapsedMs >= theoreticalMs * 0.5, `3 MB in ${result.elapsedMs} ms: not throttled`);
   const line = await waitForDeny(daemon, 'slow', 'bandwidth_limit', '127.0.0.2');
-  t.regex(line, new RegExp(`src=127\\.0\\.0\\.2:${client.localPort} reason=bandwidth_limit action=throttle`));
+  t.regex(line, new RegExp(`Limit exceeded: .*src=127\\.0\\.0\\.2:${client.localPort} reason=bandwidth_limit action=throttle`));
 });
 
 test('bandwidth × log_only: a 3 MB transfer passes whole and the violation is logged once', async (t) => {

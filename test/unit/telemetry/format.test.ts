@@ -55,3 +55,11 @@ test('the syslog body as SPEC.md shows it', (t) => {
   t.is(formatSyslogBody(tcpClose({ event_type: 'open' })), 'listener=web proto=tcp event=open src=192.168.1.50:12345 dst=192.168.1.100:80');
   t.is(formatSyslogBody(deny({ count: 2 })), 'listener=web proto=tcp event=deny src=203.0.113.9:4000 reason=connection_limit action=drop count=2');
 });
+
+test('a violation let through reads "Limit exceeded"; a refusal reads "Connection denied"', (t) => {
+  t.regex(formatText(deny({ action: 'log_only' })), /\] Limit exceeded: /);
+  t.regex(formatText(deny({ action: 'throttle', reason: 'bandwidth_limit' })), /\] Limit exceeded: .* reason=bandwidth_limit action=throttle$/);
+  t.regex(formatText(deny({ action: 'throttle', reason: 'connection_limit' })), /\] Connection denied: .* action=throttle$/);
+  t.regex(formatText(deny({ action: 'drop' })), /\] Connection denied: /);
+  t.regex(formatText(deny({ action: 'deny', reason: 'acl' })), /\] Connection denied: .* reason=acl action=deny$/);
+});
