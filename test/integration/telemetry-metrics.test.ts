@@ -1,5 +1,7 @@
 /**
  * Metrics and the health endpoints end to end: real traffic through the daemon's children, the
+ *
+ * Serial: each test runs a daemon with its children, and these machines may have two cores.
  * supervisor's registry scraped over HTTP.
  */
 import test from 'ava';
@@ -42,7 +44,7 @@ function deniedConnection(port: number): Promise<void> {
   });
 }
 
-test('every family and label after real TCP and UDP traffic, with exact byte counts', async (t) => {
+test.serial('every family and label after real TCP and UDP traffic, with exact byte counts', async (t) => {
   const exchange = await startExchangeServer(t, 2000);
   const echo = await startEchoServer(t);
   const udp = await udpEcho(t);
@@ -133,7 +135,7 @@ test('every family and label after real TCP and UDP traffic, with exact byte cou
   t.is(await health.text(), '{"status":"healthy","service":"packetpony"}');
 });
 
-test('counters survive a child killed with SIGKILL and never go down; its open connections stop counting as active', async (t) => {
+test.serial('counters survive a child killed with SIGKILL and never go down; its open connections stop counting as active', async (t) => {
   const echo = await startEchoServer(t);
   const daemon = await startDaemon(t, { 'packetpony.yaml': mainFile(), 'conf.d/k.yaml': tcpListener(`127.0.0.1:${echo}`) });
   const metrics = await metricsPort(daemon);
@@ -181,7 +183,7 @@ test('counters survive a child killed with SIGKILL and never go down; its open c
   await monotonic();
 });
 
-test('/ready is 503 naming the listener while its port is taken, 200 once it is free', async (t) => {
+test.serial('/ready is 503 naming the listener while its port is taken, 200 once it is free', async (t) => {
   const blocker = net.createServer();
   await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
   let blocked = true;
@@ -217,7 +219,7 @@ test('/ready is 503 naming the listener while its port is taken, 200 once it is 
   t.is((await scrape(metrics)).get('packetpony_listener_up{listener="taken",protocol="tcp"}'), 1);
 });
 
-test('reloads are counted by result; a reload moves the metrics server and adds a JSON sink, keeping every counter', async (t) => {
+test.serial('reloads are counted by result; a reload moves the metrics server and adds a JSON sink, keeping every counter', async (t) => {
   const echo = await startEchoServer(t);
   const daemon = await startDaemon(t, { 'packetpony.yaml': mainFile(), 'conf.d/r.yaml': tcpListener(`127.0.0.1:${echo}`) });
   const first = await metricsPort(daemon);

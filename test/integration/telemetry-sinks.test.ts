@@ -1,5 +1,7 @@
 /**
  * Log sinks end to end: the real daemon and its children, receivers on loopback and in temp folders.
+ *
+ * Serial: each test runs a daemon with its children, and these machines may have two cores.
  */
 import test from 'ava';
 import { existsSync, readFileSync, renameSync } from 'node:fs';
@@ -43,7 +45,7 @@ async function roundTrip(port: number, text = 'ping'): Promise<{ localPort: numb
 const CONNECTION_KEYS = ['timestamp', 'listener_name', 'protocol', 'source_ip', 'source_port', 'target_ip', 'target_port', 'event_type', 'bytes_sent', 'bytes_received', 'duration_ms'];
 const RFC3339 = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
 
-test('JSON file and stdout: the original fields, and bytes_sent counting client → target, for a known TCP transfer', async (t) => {
+test.serial('JSON file and stdout: the original fields, and bytes_sent counting client → target, for a known TCP transfer', async (t) => {
   const backend = await startExchangeServer(t, 3000);
   const dir = tempDir(t);
   const path = join(dir, 'events.json');
@@ -79,7 +81,7 @@ test('JSON file and stdout: the original fields, and bytes_sent counting client 
   t.regex(daemon.lines.find((l) => l.includes('Connection opened: listener=tcp1'))!, new RegExp(`Connection opened: listener=tcp1 protocol=tcp src=127\\.0\\.0\\.1:${localPort} dst=127\\.0\\.0\\.1:${backend.port}$`));
 });
 
-test('JSON file: a UDP session reports packets and bytes each way', async (t) => {
+test.serial('JSON file: a UDP session reports packets and bytes each way', async (t) => {
   const echo = await udpEcho(t);
   const path = join(tempDir(t), 'events.json');
   const daemon = await startDaemon(t, {
@@ -94,7 +96,7 @@ test('JSON file: a UDP session reports packets and bytes each way', async (t) =>
   t.regex(await daemon.waitForLine(/Connection closed: listener=dns /), /bytes_sent=600 bytes_recv=600 pkts_sent=3 pkts_recv=3$/);
 });
 
-test('syslog over udp: RFC 3164 with host name, the tag and the daemon PID, facility daemon', async (t) => {
+test.serial('syslog over udp: RFC 3164 with host name, the tag and the daemon PID, facility daemon', async (t) => {
   const receiver = await syslogUdpReceiver(t);
   const echo = await startEchoServer(t);
   const daemon = await startDaemon(t, {
@@ -109,7 +111,7 @@ test('syslog over udp: RFC 3164 with host name, the tag and the daemon PID, faci
   t.regex(receiver.messages.find((m) => m.includes('listener s1 up'))!, new RegExp(`^${header}listener s1 up listener=s1 protocol=tcp`));
 });
 
-test('syslog over tcp with priority "warning": denials arrive (severity warning), connection events do not', async (t) => {
+test.serial('syslog over tcp with priority "warning": denials arrive (severity warning), connection events do not', async (t) => {
   const receiver = await syslogTcpReceiver(t);
   const echo = await startEchoServer(t);
   const daemon = await startDaemon(t, {
@@ -129,7 +131,7 @@ test('syslog over tcp with priority "warning": denials arrive (severity warning)
   t.false(receiver.messages.some((m) => / event=(open|close) |listener \S+ up/.test(m)), receiver.messages.join('\n'));
 });
 
-test('syslog on a local datagram socket: glibc-style lines without host name', async (t) => {
+test.serial('syslog on a local datagram socket: glibc-style lines without host name', async (t) => {
   const receiver = unixReceiver(t);
   const echo = await startEchoServer(t);
   const daemon = await startDaemon(t, {
@@ -141,7 +143,7 @@ test('syslog on a local datagram socket: glibc-style lines without host name', a
   t.regex(close, new RegExp(`^<30>[A-Z][a-z]{2} [ \\d]\\d \\d\\d:\\d\\d:\\d\\d pplocal\\[${daemon.pid}\\]: listener=u1 proto=tcp event=close src=127\\.0\\.0\\.1:${localPort} dst=127\\.0\\.0\\.1:${echo} duration=\\d+ms bytes_sent=4 bytes_recv=4$`));
 });
 
-test('SIGUSR1 after the log file was renamed: the old file keeps what was written, the new one gets the rest, no line lost', async (t) => {
+test.serial('SIGUSR1 after the log file was renamed: the old file keeps what was written, the new one gets the rest, no line lost', async (t) => {
   const echo = await startEchoServer(t);
   const path = join(tempDir(t), 'events.json');
   const daemon = await startDaemon(t, {
@@ -166,7 +168,7 @@ test('SIGUSR1 after the log file was renamed: the old file keeps what was writte
   t.false(jsonLines(`${path}.1`).some((e) => e.message === 'SIGUSR1 received: log files reopened'));
 });
 
-test('a JSON log folder that does not exist: exit 1 before anything runs, naming the path', async (t) => {
+test.serial('a JSON log folder that does not exist: exit 1 before anything runs, naming the path', async (t) => {
   const missing = join(tempDir(t), 'not-there', 'events.json');
   const dir = configDir(t, {
     'packetpony.yaml': mainFile({ logging: `jsonlog:\n  enabled: true\n  path: "${missing}"`, metrics: false }),
@@ -178,7 +180,7 @@ test('a JSON log folder that does not exist: exit 1 before anything runs, naming
   t.false(result.stdout.includes('listener any up'), 'no listener was started');
 });
 
-test('a full disk under the JSON file is reported once and counted; proxying goes on', async (t) => {
+test.serial('a full disk under the JSON file is reported once and counted; proxying goes on', async (t) => {
   if (!existsSync('/dev/full')) return t.pass('no /dev/full here');
   const echo = await startEchoServer(t);
   const daemon = await startDaemon(t, {
@@ -194,7 +196,7 @@ test('a full disk under the JSON file is reported once and counted; proxying goe
   t.is(daemon.lines.filter((l) => l.includes('[ERROR] log sink jsonlog: cannot write to /dev/full: ENOSPC')).length, 1);
 });
 
-test('a syslog server that stops: proxying is not held up, the queue is bounded, drops are counted', async (t) => {
+test.serial('a syslog server that stops: proxying is not held up, the queue is bounded, drops are counted', async (t) => {
   const receiver = await syslogTcpReceiver(t);
   const echo = await udpEcho(t);
   const daemon = await startDaemon(t, {
@@ -222,7 +224,7 @@ test('a syslog server that stops: proxying is not held up, the queue is bounded,
   await waitFor(() => daemon.lines.filter((l) => l.includes('Connection update: listener=chatty')).length >= count * 2, 'every update line on stdout', 30_000);
 });
 
-test('a metrics address in use: exit 1 with a clear message', async (t) => {
+test.serial('a metrics address in use: exit 1 with a clear message', async (t) => {
   const net = await import('node:net');
   const blocker = net.createServer();
   await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
@@ -239,7 +241,7 @@ test('a metrics address in use: exit 1 with a clear message', async (t) => {
 });
 
 
-test('shutdown writes out what the sinks hold, and a dead syslog server does not hold the exit up', async (t) => {
+test.serial('shutdown writes out what the sinks hold, and a dead syslog server does not hold the exit up', async (t) => {
   const receiver = await syslogTcpReceiver(t);
   const echo = await startEchoServer(t);
   const dead = await refusingPort(t);
