@@ -38,16 +38,26 @@ export async function runDaemon(config: DaemonConfig, options: DaemonOptions): P
     notReady: () => notReady(supervisor.config.listeners, supervisor.listeners),
     logger,
   });
-  /** A reloaded main file: sinks and the metrics server follow it; what fails keeps its old form. */
-  const applyMainSettings = async (main: MainSettings): Promise<void> => {
-    await telemetry.applySettings(main).catch((error: Error) => logger.error(`logging settings not applied: ${error.message}; the previous log sinks keep running`));
-    await metricsServer.apply(main.metrics.prometheus).catch((error: Error) => logger.error(`metrics settings not applied: ${error.message}; the metrics server stays as it was`));
+  /**
+   * A reloaded main file: sinks and the metrics server follow it; what fails keeps its old form.
+   * Resolves with whether everything was applied.
+   */
+  const applyMainSettings = async (main: MainSettings): Promise<boolean> => {
+    const sinks = await telemetry.applySettings(main).then(
+      () => true,
+      (error: Error) => (logger.error(`logging settings not applied: ${error.message}; the previous log sinks keep running`), false),
+    );
+    const server = await metricsServer.apply(main.metrics.prometheus).then(
+      () => true,
+      (error: Error) => (logger.error(`metrics settings not applied: ${error.message}; the metrics server stays as it was`), false),
+    );
+    return sinks && server;
   };
   const supervisor: Supervisor = new Supervisor(config, logger, { configFile: options.configFile, confDir: options.confDir }, {
     ...telemetry.hooks,
     reloaded: async (result, main) => {
-      telemetry.configReloaded(result);
-      if (main) await applyMainSettings(main);
+      const applied = main ? await applyMainSettings(main) : true;
+      telemetry.configReloaded(result === 'ok' && !applied ? 'partial' : result);
     },
   });
 

@@ -246,4 +246,18 @@ test.serial('reloads are counted by result; a reload moves the metrics server an
 
   await roundTrip(await daemon.port('r'));
   await waitFor(() => existsSync(path) && readFileSync(path, 'utf8').includes('"event_type":"close"'), 'the new JSON sink to get the next connection');
+
+  // A metrics address that cannot be bound: the reload counts as partial, the server stays put.
+  const blocker = net.createServer();
+  await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => blocker.close());
+  const taken = (blocker.address() as net.AddressInfo).port;
+  writeFileSync(main, `logging:\n  stdout:\n    enabled: true\nmetrics:\n  prometheus:\n    enabled: true\n    listen_address: "127.0.0.1:${taken}"\n    path: /prom\n`);
+  process.kill(daemon.pid, 'SIGHUP');
+  await daemon.waitForLine(new RegExp(`metrics settings not applied: cannot listen on 127\\.0\\.0\\.1:${taken} .*EADDRINUSE`), 15_000, from);
+  const after = await waitFor(async () => {
+    const text = await (await fetch(`http://127.0.0.2:${moved}/prom`)).text();
+    return /packetpony_config_reloads_total\{result="partial"\} [1-9]/.test(text) ? text : undefined;
+  }, 'the partial reload counted at the address kept');
+  t.true(after.includes('packetpony_connections_total{listener="r",protocol="tcp",status="accepted"} 2\n'));
 });
