@@ -10,6 +10,7 @@ import { packageVersion } from '../paths.js';
 import { Telemetry } from '../telemetry/telemetry.js';
 import { ConfigWatcher } from './config-watcher.js';
 import { MetricsServer, notReady } from './metrics-server.js';
+import { reloadingMessage, sdNotify } from './sd-notify.js';
 import { Supervisor } from './supervisor.js';
 
 export interface DaemonOptions {
@@ -55,9 +56,13 @@ export async function runDaemon(config: DaemonConfig, options: DaemonOptions): P
   };
   const supervisor: Supervisor = new Supervisor(config, logger, { configFile: options.configFile, confDir: options.confDir }, {
     ...telemetry.hooks,
+    reloading: () => sdNotify(reloadingMessage()),
     reloaded: async (result, main) => {
       const applied = main ? await applyMainSettings(main) : true;
-      telemetry.configReloaded(result === 'ok' && !applied ? 'partial' : result);
+      const final = result === 'ok' && !applied ? 'partial' : result;
+      telemetry.configReloaded(final);
+      sdNotify(`READY=1\nSTATUS=${statusLine(supervisor)}`);
+      return final;
     },
   });
 
@@ -75,6 +80,7 @@ export async function runDaemon(config: DaemonConfig, options: DaemonOptions): P
       supervisor.kill();
       process.exit(130);
     }
+    sdNotify('STOPPING=1');
     logger.notice(`${signal} received: no new connections; open ones get up to ${formatDuration(supervisor.config.server.shutdown_timeout)} to finish`);
     void watcher.close();
     supervisor
@@ -119,4 +125,23 @@ export async function runDaemon(config: DaemonConfig, options: DaemonOptions): P
   }
   supervisor.start();
   await watcher.start();
+  await settled(supervisor);
+  sdNotify(`READY=1\nSTATUS=${statusLine(supervisor)}`);
+}
+
+/** How long start-up waits for every listener to serve (or to be known failing) before READY=1. */
+const START_SETTLE_MS = 10_000;
+
+/** Resolves once every listener serves, or is known to be failing (binding or backing off). */
+async function settled(supervisor: Supervisor): Promise<void> {
+  const deadline = Date.now() + START_SETTLE_MS;
+  while (Date.now() < deadline && supervisor.listeners.some((l) => l.state === 'starting')) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+function statusLine(supervisor: Supervisor): string {
+  const listeners = supervisor.listeners;
+  const serving = listeners.filter((l) => l.state === 'ready').length;
+  return `${serving} of ${listeners.length} listeners serving`;
 }

@@ -19,8 +19,12 @@ export interface SupervisorHooks {
   stateChanged?(listener: string, state: ListenerState): void;
   /** A reload is starting (systemd: RELOADING=1). */
   reloading?(): void;
-  /** A reload ended; `main` is set when the main file's settings were applied. */
-  reloaded?(result: ReloadResult, main: MainSettings | undefined): void | Promise<void>;
+  /**
+   * A reload's listeners are applied; `main` is set when the main file's settings are to be applied
+   * too (log sinks, metrics server). Returns the final result, which may be worse (partial) when
+   * those settings could not be applied.
+   */
+  reloaded?(result: ReloadResult, main: MainSettings | undefined): ReloadResult | Promise<ReloadResult>;
 }
 
 export class Supervisor {
@@ -84,22 +88,23 @@ export class Supervisor {
   async #reload(trigger: string): Promise<ReloadResult> {
     if (this.#stopping) return 'rejected';
     this.#hooks.reloading?.();
-    const result = await this.#apply(trigger).catch((error: unknown) => {
+    const outcome = await this.#apply(trigger).catch((error: unknown) => {
       this.#logger.error(`configuration reload failed: ${error instanceof Error ? error.message : String(error)}; the running configuration stays`);
-      return 'rejected' as const;
+      return { result: 'rejected' as const, summary: undefined };
     });
-    await this.#hooks.reloaded?.(result, result === 'rejected' ? undefined : this.#config);
+    const result = (await this.#hooks.reloaded?.(outcome.result, outcome.result === 'rejected' ? undefined : this.#config)) ?? outcome.result;
+    if (outcome.summary) this.#logger.info(`configuration reloaded (${trigger})`, { ...outcome.summary, result });
     return result;
   }
 
-  async #apply(trigger: string): Promise<ReloadResult> {
+  async #apply(trigger: string): Promise<{ result: ReloadResult; summary?: Record<string, number> }> {
     let report;
     try {
       report = readConfig(this.#load);
     } catch (error) {
       if (!(error instanceof PacketPonyError)) throw error;
       this.#logger.error(`configuration reload (${trigger}) rejected: ${error.message}; the running configuration stays`);
-      return 'rejected';
+      return { result: 'rejected' };
     }
     for (const issue of report.issues) {
       if (issue.severity === 'error') this.#logger.error(`config: ${formatIssue(issue)}`);
@@ -109,7 +114,7 @@ export class Supervisor {
     const plan = planReload(running, report);
     if (!plan.main) {
       this.#logger.error(`configuration reload (${trigger}) rejected: the main file has errors; everything keeps running as it was`);
-      return 'rejected';
+      return { result: 'rejected' };
     }
     for (const name of plan.kept) {
       if (running.get(name) && report.files.some((f) => !f.ok && f.path === running.get(name)!.source_file)) {
@@ -144,15 +149,14 @@ export class Supervisor {
     this.#config = { ...plan.main, listeners: this.listeners.map((l) => l.config) };
 
     const failed = report.errorCount > 0 || plan.conflicts.length > 0 || changes.includes(false);
-    this.#logger.info(`configuration reloaded (${trigger})`, {
+    const summary = {
       added: plan.add.length,
       changed: plan.change.length,
       removed: plan.remove.length,
       unchanged: plan.unchanged.length - plan.kept.length,
       kept_last_good: plan.kept.length,
-      result: failed ? 'partial' : 'ok',
-    });
-    return failed ? 'partial' : 'ok';
+    };
+    return { result: failed ? 'partial' : 'ok', summary };
   }
 
   /** Stops accepting everywhere at once, then waits for open connections up to shutdown_timeout. */

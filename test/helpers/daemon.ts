@@ -26,12 +26,27 @@ export interface Daemon {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
+/**
+ * Daemons of this test process. If it ends without running the teardowns (a timeout), they must not
+ * outlive it; their children follow them by themselves.
+ */
+const running = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
+
 export const MAIN_FILE = 'logging:\n  stdout:\n    enabled: true\n';
 
-export async function startDaemon(t: ExecutionContext, files: Record<string, string>, args: string[] = []): Promise<Daemon> {
+export async function startDaemon(
+  t: ExecutionContext,
+  files: Record<string, string>,
+  args: string[] = [],
+  env: Record<string, string> = {},
+): Promise<Daemon> {
   const dir = configDir(t, { 'packetpony.yaml': MAIN_FILE, ...files });
   const child = spawn(process.execPath, [CLI, '--config', join(dir, 'packetpony.yaml'), ...args], {
     cwd: dir,
+    env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const lines: string[] = [];
@@ -51,6 +66,8 @@ export async function startDaemon(t: ExecutionContext, files: Record<string, str
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     child.on('exit', (code, signal) => resolve({ code, signal }));
   });
+  running.add(child);
+  void exited.then(() => running.delete(child));
   t.teardown(async () => {
     if (child.exitCode === null && child.signalCode === null) {
       child.kill('SIGKILL');

@@ -483,10 +483,8 @@ test('every system call of the installed daemon at work is allowed by the unit\'
 
 // ---- readiness ----
 
-// Fails until the supervisor calls sdNotify (src/supervisor/sd-notify.ts): READY=1 once every
-// listener serves, STOPPING=1 when draining. The unit is Type=notify, so without it systemd gives
-// up on the start after TimeoutStartSec. Remove `.failing` once the calls are wired in.
-test.failing('the installed daemon tells systemd when it is ready and when it stops', async (t) => {
+// The unit is Type=notify: without READY=1 systemd would give up on the start after TimeoutStartSec.
+test('the installed daemon tells systemd when it is ready and when it stops', async (t) => {
   const i = installed();
   const targets = await echoServers(t);
   const notifyPath = join(tempDir(t, 'pp-notify-'), 'notify');
@@ -496,7 +494,7 @@ test.failing('the installed daemon tells systemd when it is ready and when it st
   const daemon = run(t, [i.bin, '--config', daemonConfig(t, targets, 'logging:\n  stdout:\n    enabled: true')], { ...process.env, NOTIFY_SOCKET: notifyPath });
   await daemon.waitForLine(/listener echo-tcp up /);
   await daemon.waitForLine(/listener echo-udp up /);
-  await waitFor(() => received.some((m) => m.split('\n').includes('READY=1')), 'READY=1', 3000);
+  await waitFor(() => received.some((m) => m.split('\n').includes('READY=1')), 'READY=1', 15_000);
   daemon.process.kill('SIGTERM');
   t.is(await daemon.exited, 0);
   t.true(received.some((m) => m.split('\n').includes('STOPPING=1')), `STOPPING=1 among ${JSON.stringify(received)}`);
