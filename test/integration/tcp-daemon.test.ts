@@ -212,3 +212,41 @@ test('a taken port is reported once with a hint; the other listener runs; it com
   t.is(await daemon.port('blocked', 60_000), takenPort);
   t.is(daemon.lines.filter((l) => l.includes('listener blocked: cannot listen')).length, 1, 'reported once');
 });
+
+test('at the shutdown deadline the connections still open are closed and logged; exit code 0', async (t) => {
+  const echo = await startEchoServer(t);
+  const daemon = await startDaemon(t, {
+    'packetpony.yaml': 'logging:\n  stdout:\n    enabled: true\nserver:\n  shutdown_timeout: "1s"\n',
+    'conf.d/web.yaml': listenerFile(`127.0.0.1:${echo}`),
+  });
+  const socket = await connect(await daemon.port('web'));
+  socket.on('error', () => {});
+  const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()));
+  socket.write('never ends');
+  await daemon.waitForLine(/Connection opened: listener=web/);
+  process.kill(daemon.pid, 'SIGTERM');
+  await closed;
+  const { code } = await daemon.exited;
+  t.is(code, 0);
+  t.true(daemon.lines.some((l) => /Connection closed: listener=web .*bytes_sent=10 bytes_recv=10 error="shutdown: shutdown_timeout reached"/.test(l)), daemon.lines.join('\n'));
+});
+
+test('a second SIGINT stops at once, without draining', async (t) => {
+  const echo = await startEchoServer(t);
+  const daemon = await startDaemon(t, {
+    'packetpony.yaml': 'logging:\n  stdout:\n    enabled: true\nserver:\n  shutdown_timeout: "10m"\n',
+    'conf.d/web.yaml': listenerFile(`127.0.0.1:${echo}`),
+  });
+  const childPid = await daemon.childPid('web');
+  const socket = await connect(await daemon.port('web'));
+  socket.on('error', () => {});
+  socket.write('held open');
+  await daemon.waitForLine(/Connection opened: listener=web/);
+  process.kill(daemon.pid, 'SIGINT');
+  await daemon.waitForLine(/SIGINT received/);
+  process.kill(daemon.pid, 'SIGINT');
+  const { code } = await daemon.exited;
+  t.is(code, 130);
+  t.truthy(await daemon.waitForLine(/second SIGINT: stopping now without draining/));
+  await waitFor(() => !alive(childPid), 'the child to be gone', 5000);
+});
