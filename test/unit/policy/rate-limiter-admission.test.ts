@@ -1,32 +1,6 @@
 import test from 'ava';
-import type { RateLimits } from '../../../src/config/types.js';
-import { ListenerPolicy, RateLimiter, type AdmitVerdict, type Ticket } from '../../../src/policy/index.js';
-
-const OFF: RateLimits = {
-  max_connections_per_ip: 0,
-  connections_window: 0,
-  max_connection_attempts_per_ip: 0,
-  attempts_window: 0,
-  max_bandwidth_per_ip: 0,
-  bandwidth_window: 0,
-  max_total_connections: 0,
-  action: 'drop',
-  throttle_minimum: 0,
-};
-
-function limits(overrides: Partial<RateLimits>): RateLimits {
-  return { ...OFF, ...overrides };
-}
-
-function fakeClock(): { now: number; read: () => number } {
-  const clock = { now: 0, read: () => clock.now };
-  return clock;
-}
-
-function ticket(verdict: AdmitVerdict): Ticket {
-  if (!verdict.allow) throw new Error(`expected an admission, got ${verdict.reason}`);
-  return verdict;
-}
+import { OFF, limits, fakeClock, ticket } from './fixtures.js';
+import { ListenerPolicy, RateLimiter, type AdmitVerdict } from '../../../src/policy/index.js';
 
 function reason(verdict: AdmitVerdict): string {
   return verdict.allow ? 'allowed' : verdict.reason;

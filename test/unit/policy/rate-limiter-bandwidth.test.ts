@@ -1,11 +1,10 @@
 import test from 'ava';
-import type { RateLimits } from '../../../src/config/types.js';
+import { limits, fakeClock, ticket } from './fixtures.js';
 import {
   CONSUME_DROP,
   CONSUME_OK,
   CONSUME_VIOLATION,
   RateLimiter,
-  type AdmitVerdict,
   type Ticket,
 } from '../../../src/policy/index.js';
 
@@ -13,32 +12,6 @@ const MINUTE = 60_000;
 const KB = 1024;
 const MB = 1024 * KB;
 const CHUNK = 64 * KB;
-
-const OFF: RateLimits = {
-  max_connections_per_ip: 0,
-  connections_window: 0,
-  max_connection_attempts_per_ip: 0,
-  attempts_window: 0,
-  max_bandwidth_per_ip: 0,
-  bandwidth_window: 0,
-  max_total_connections: 0,
-  action: 'drop',
-  throttle_minimum: 0,
-};
-
-function limits(overrides: Partial<RateLimits>): RateLimits {
-  return { ...OFF, ...overrides };
-}
-
-function fakeClock(): { now: number; read: () => number } {
-  const clock = { now: 0, read: () => clock.now };
-  return clock;
-}
-
-function ticket(verdict: AdmitVerdict): Ticket {
-  if (!verdict.allow) throw new Error(`expected an admission, got ${verdict.reason}`);
-  return verdict;
-}
 
 const A = '192.0.2.1';
 const B = '192.0.2.2';
