@@ -13,6 +13,7 @@ import { connect, startCountingEchoServer, startDownloadServer } from '../helper
 import { slots } from '../helpers/slots.js';
 import { attempt, download, hangUp } from '../helpers/tcp-clients.js';
 import { waitFor } from '../helpers/wait-for.js';
+import { ACTION_YAML, LIMIT_YAML, type Action, type CountLimit } from '../helpers/limit-yaml.js';
 
 const MB = 1024 * 1024;
 /** Daemons of this file running at once (see slots.ts). */
@@ -75,22 +76,6 @@ test('allowlist on dual-stack listeners: IPv4 clients meet the IPv4 rules, and :
 });
 
 // ---- count limits × actions ---------------------------------------------------------------
-
-type CountLimit = 'connection_limit' | 'attempt_limit' | 'total_limit';
-type Action = 'drop' | 'throttle' | 'log_only';
-
-const LIMIT_YAML: Record<CountLimit, string> = {
-  connection_limit: 'max_connections_per_ip: 2',
-  attempt_limit: 'max_connection_attempts_per_ip: 2\nattempts_window: "1m"',
-  total_limit: 'max_total_connections: 2',
-};
-
-const ACTION_YAML: Record<Action, string> = {
-  drop: 'action: drop',
-  // throttle paces bandwidth; there is no slower way to open a connection, so counts refuse.
-  throttle: 'action: throttle\nmax_bandwidth_per_ip: "100MB"\nbandwidth_window: "1m"\nthrottle_minimum: "10MB"',
-  log_only: 'action: log_only',
-};
 
 /**
  * Two clients use up the limit; a third connection breaks it. Who the clients are depends on the

@@ -12,6 +12,7 @@ import { MAIN_FILE_WITH_METRICS, waitForSample } from '../helpers/metrics.js';
 import { slots } from '../helpers/slots.js';
 import { ackSequence, echo, reliableTransfer, startUdpBackend, udpClient, uniqueBytes, type UdpBackend, type UdpClient } from '../helpers/udp.js';
 import { waitFor } from '../helpers/wait-for.js';
+import { ACTION_YAML, LIMIT_YAML, type Action, type CountLimit } from '../helpers/limit-yaml.js';
 
 const MB = 1024 * 1024;
 /** Daemons of this file running at once (see slots.ts). */
@@ -93,21 +94,6 @@ test('allowlist on dual-stack listeners: IPv4 clients meet the IPv4 rules, and :
 });
 
 // ---- count limits × actions ---------------------------------------------------------------
-
-type CountLimit = 'connection_limit' | 'attempt_limit' | 'total_limit';
-type Action = 'drop' | 'throttle' | 'log_only';
-
-const LIMIT_YAML: Record<CountLimit, string> = {
-  connection_limit: 'max_connections_per_ip: 2',
-  attempt_limit: 'max_connection_attempts_per_ip: 2\nattempts_window: "1m"',
-  total_limit: 'max_total_connections: 2',
-};
-
-const ACTION_YAML: Record<Action, string> = {
-  drop: 'action: drop',
-  throttle: 'action: throttle\nmax_bandwidth_per_ip: "100MB"\nbandwidth_window: "1m"\nthrottle_minimum: "10MB"',
-  log_only: 'action: log_only',
-};
 
 /**
  * Two sessions use up the limit (per-address limits: two source ports of 127.0.0.2; the
