@@ -1,0 +1,80 @@
+/**
+ * What the kernel says about a process, read from /proc: resident memory, descriptors, CPU time.
+ * Used to state bounds (the child's RSS, its open descriptors) as figures, not adjectives.
+ */
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+
+/** Resident set size in bytes (VmRSS). */
+export function rss(pid: number): number {
+  const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (!match) throw new Error(`no VmRSS for ${pid}`);
+  return Number(match[1]) * 1024;
+}
+
+/** Open file descriptors. */
+export function fdCount(pid: number): number {
+  return readdirSync(`/proc/${pid}/fd`).length;
+}
+
+/** Open descriptors by kind: socket, pipe, anon_inode (epoll, eventfd…), file. */
+export function fdKinds(pid: number): Record<string, number> {
+  const kinds: Record<string, number> = {};
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    let target: string;
+    try {
+      target = readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      continue; // closed while we looked
+    }
+    const kind = /^(\w+):/.exec(target)?.[1] ?? 'file';
+    kinds[kind] = (kinds[kind] ?? 0) + 1;
+  }
+  return kinds;
+}
+
+/** Sockets only. */
+export function socketCount(pid: number): number {
+  return fdKinds(pid).socket ?? 0;
+}
+
+/** User + system CPU seconds the process has used (clock ticks are 1/100 s on Linux). */
+export function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the command name (which may hold spaces) start at ") ".
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/** The soft RLIMIT_NOFILE of a process. */
+export function maxOpenFiles(pid: number): number {
+  const line = readFileSync(`/proc/${pid}/limits`, 'utf8').split('\n').find((l) => l.startsWith('Max open files'));
+  return Number(line?.split(/\s+/)[3]);
+}
+
+/** Samples `read()` every `everyMs` until stopped; keeps the maximum and every sample. */
+export function sampler(read: () => number, everyMs = 100): { readonly max: number; readonly samples: number[]; stop(): number } {
+  const samples: number[] = [];
+  let max = 0;
+  const take = (): void => {
+    try {
+      const value = read();
+      samples.push(value);
+      if (value > max) max = value;
+    } catch {
+      // the process is gone: nothing to sample
+    }
+  };
+  take();
+  const timer = setInterval(take, everyMs);
+  return {
+    get max() {
+      return max;
+    },
+    samples,
+    stop() {
+      clearInterval(timer);
+      take();
+      return max;
+    },
+  };
+}

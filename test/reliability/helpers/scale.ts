@@ -1,0 +1,20 @@
+/**
+ * Sizes of the reliability suite. `npm test` (CI) runs every case at a size that fits in a few
+ * minutes on two cores; `npm run test:reliability` sets PP_RELIABILITY=full and runs the sizes the
+ * issue names (1 GiB, 100,000 sources, 10,000 sessions × 100 datagrams…).
+ */
+export const FULL = process.env.PP_RELIABILITY === 'full';
+
+/** `ci` under `npm test`, `full` under `npm run test:reliability`. */
+export function size<T>(ci: T, full: T): T {
+  return FULL ? full : ci;
+}
+
+export const KiB = 1024;
+export const MiB = 1024 * 1024;
+export const GiB = 1024 * MiB;
+
+/** Human figures for t.log() and the README. */
+export function mib(bytes: number): string {
+  return `${(bytes / MiB).toFixed(1)} MiB`;
+}
