@@ -8,7 +8,18 @@ import type { ConfigIssue } from '../errors.js';
 import { parseListenAddress, parseTargetAddress } from './address.js';
 import { parseAllowlistEntry } from './cidr.js';
 import { fillListenerDefaults } from './schema.js';
-import type { LimitAction, ListenerConfig, Protocol, RateLimits } from './types.js';
+import type {
+  AcceptProxyProtocolSettings,
+  BalanceMode,
+  Endpoint,
+  HealthCheckSettings,
+  LimitAction,
+  ListenerConfig,
+  Protocol,
+  ProxyProtocolVersion,
+  RateLimits,
+  TargetConfig,
+} from './types.js';
 import { formatSize, parseDuration, parseSize } from './units.js';
 import { formatFieldPath, type FieldPath, type YamlSource } from './yaml-source.js';
 
@@ -126,24 +137,18 @@ export function buildListener(
     issues.report([], `the listener is named after its file, "${String(merged.name)}", which is not a valid name: add a "name:" with letters, digits, ".", "_" and "-"`);
   }
   const missing = fillListenerDefaults(merged);
-  for (const problem of missing) issues.report(problem.path, problem.message);
+  // A required key inside a section was already reported by the field check.
+  for (const problem of missing) if (fine(problem.path)) issues.report(problem.path, problem.message);
   if (missing.length > 0 || (issues.failed && schemaProblems.length === 0)) return undefined;
 
   const protocol = merged.protocol as Protocol;
   const listen = fine(['listen_address']) ? parseListenAddress(String(merged.listen_address)) : undefined;
   if (listen && !listen.ok) issues.report(['listen_address'], listen.message);
-  const target = fine(['target_address']) ? parseTargetAddress(String(merged.target_address)) : undefined;
-  if (target && !target.ok) issues.report(['target_address'], target.message);
+  const targets = checkTargets(merged, issues, fine);
 
-  const allowlist: string[] = [];
-  const rawAllowlist = Array.isArray(merged.allowlist) ? (merged.allowlist as unknown[]) : [];
-  rawAllowlist.forEach((entry, i) => {
-    if (typeof entry !== 'string' || !fine(['allowlist', i])) return;
-    const parsed = parseAllowlistEntry(entry);
-    if (parsed.ok) allowlist.push(parsed.cidr);
-    else issues.report(['allowlist', i], parsed.message);
-  });
-  if (rawAllowlist.length === 0 && fine(['allowlist'])) {
+  const allowlist = checkCidrList(merged.allowlist, ['allowlist'], issues, fine);
+  const denylist = checkCidrList(merged.denylist, ['denylist'], issues, fine);
+  if ((!Array.isArray(merged.allowlist) || merged.allowlist.length === 0) && fine(['allowlist'])) {
     issues.report(
       merged.allowlist === undefined ? [] : ['allowlist'],
       'the allowlist is empty or absent, so every client is denied; add e.g. "0.0.0.0/0" and "::/0" to allow everyone',
@@ -168,17 +173,33 @@ export function buildListener(
   if (source.raw[other] !== undefined && (protocol === 'tcp' || protocol === 'udp')) {
     issues.report([other], `"${other}:" settings have no effect on a ${protocol} listener`, 'warning');
   }
-  if (issues.failed || !listen?.ok || !target?.ok) return undefined;
+  const proxy_protocol = (merged.proxy_protocol ?? 'off') as ProxyProtocolVersion;
+  if (protocol === 'udp' && proxy_protocol === 'v1' && fine(['proxy_protocol'])) {
+    issues.report(['proxy_protocol'], '"v1" is the text header of TCP connections: use "v2" for a UDP listener');
+  }
+  const accept_proxy_protocol = checkAcceptProxy(merged.accept_proxy_protocol, protocol, issues, fine);
+  const health_check = checkHealthCheck(merged.health_check, issues, fine);
+  const balance = merged.balance as BalanceMode;
+  if (targets !== undefined && targets.length === 1 && source.raw.balance !== undefined && fine(['balance'])) {
+    issues.report(['balance'], 'has no effect with a single target', 'warning');
+  }
+  if (issues.failed || !listen?.ok || targets === undefined) return undefined;
 
   return {
     name: String(merged.name),
     protocol,
     listen_address: String(merged.listen_address),
-    target_address: String(merged.target_address),
+    target_address: targets.length === 1 && merged.targets === undefined ? String(merged.target_address) : targets.map((t) => t.address).join(','),
     listen: listen.endpoint,
-    target: target.endpoint,
+    target: targets[0]!.endpoint,
+    targets,
+    balance,
+    health_check,
     ipv6_only: false,
     allowlist,
+    denylist,
+    proxy_protocol,
+    accept_proxy_protocol,
     rate_limits,
     tcp: {
       connect_timeout: duration(tcpRaw.connect_timeout),
@@ -204,6 +225,119 @@ export function buildListener(
 
 function section(value: unknown): RawMap {
   return isMap(value) ? value : {};
+}
+
+type Fine = (...paths: FieldPath[]) => boolean;
+
+/**
+ * `target_address` or `targets:`, exactly one of them. Returns every target (one for
+ * `target_address`), or undefined when they are unusable (the problems are reported).
+ */
+function checkTargets(merged: RawMap, issues: ListenerIssues, fine: Fine): TargetConfig[] | undefined {
+  const list = merged.targets;
+  if (merged.target_address !== undefined && list !== undefined) {
+    issues.report(['targets'], '"targets" and "target_address" cannot both be set: list every target under "targets:" (one "- address:" each)');
+    return undefined;
+  }
+  if (list === undefined) {
+    if (merged.target_address === undefined) {
+      issues.report([], 'missing required key "target_address" (e.g. "192.0.2.10:80"), or a "targets:" list');
+      return undefined;
+    }
+    if (!fine(['target_address'])) return undefined;
+    const target = parseTargetAddress(String(merged.target_address));
+    if (!target.ok) {
+      issues.report(['target_address'], target.message);
+      return undefined;
+    }
+    return [{ address: String(merged.target_address), endpoint: target.endpoint, backup: false }];
+  }
+  if (!Array.isArray(list) || !fine(['targets'])) return undefined;
+  const targets: TargetConfig[] = [];
+  const seen = new Map<string, number>();
+  let usable = true;
+  list.forEach((raw: unknown, i) => {
+    if (!isMap(raw) || typeof raw.address !== 'string' || !fine(['targets', i])) {
+      usable = false;
+      return;
+    }
+    const parsed = parseTargetAddress(raw.address);
+    if (!parsed.ok) {
+      issues.report(['targets', i, 'address'], parsed.message);
+      usable = false;
+      return;
+    }
+    const key = endpointKey(parsed.endpoint);
+    const first = seen.get(key);
+    if (first !== undefined) {
+      issues.report(['targets', i, 'address'], `"${raw.address}" is already listed as targets[${first}]; list each target once`);
+      usable = false;
+      return;
+    }
+    seen.set(key, i);
+    targets.push({ address: raw.address.trim(), endpoint: parsed.endpoint, backup: raw.backup === true });
+  });
+  if (!usable) return undefined;
+  if (targets.every((t) => t.backup)) {
+    issues.report(['targets'], 'every target is a backup: at least one must be a regular target (backups are used only while none of those is up)');
+    return undefined;
+  }
+  return targets;
+}
+
+function endpointKey(endpoint: Endpoint): string {
+  return `${endpoint.host.toLowerCase()}|${endpoint.port}`;
+}
+
+/** A list of addresses and CIDR networks (allowlist, denylist, trusted fronts), canonical. */
+function checkCidrList(value: unknown, at: FieldPath, issues: ListenerIssues, fine: Fine): string[] {
+  const out: string[] = [];
+  const raw = Array.isArray(value) ? (value as unknown[]) : [];
+  raw.forEach((entry, i) => {
+    if (typeof entry !== 'string' || !fine([...at, i])) return;
+    const parsed = parseAllowlistEntry(entry);
+    if (parsed.ok) out.push(parsed.cidr);
+    else issues.report([...at, i], parsed.message);
+  });
+  return out;
+}
+
+function checkAcceptProxy(value: unknown, protocol: Protocol, issues: ListenerIssues, fine: Fine): AcceptProxyProtocolSettings | null {
+  if (!isMap(value)) return null;
+  if (protocol === 'udp' && fine(['accept_proxy_protocol'])) {
+    issues.report(['accept_proxy_protocol'], 'is for TCP listeners only: a UDP listener cannot read a PROXY protocol header');
+    return null;
+  }
+  const trusted = checkCidrList(value.trusted, ['accept_proxy_protocol', 'trusted'], issues, fine);
+  const header_timeout = duration(value.header_timeout);
+  if (header_timeout === 0 && fine(['accept_proxy_protocol', 'header_timeout'])) {
+    issues.report(['accept_proxy_protocol', 'header_timeout'], 'must be longer than 0s, e.g. "3s"');
+  }
+  return { trusted, header_timeout };
+}
+
+function checkHealthCheck(value: unknown, issues: ListenerIssues, fine: Fine): HealthCheckSettings | null {
+  if (!isMap(value)) return null;
+  const at = (key: string): FieldPath => ['health_check', key];
+  const settings: HealthCheckSettings = {
+    interval: duration(value.interval),
+    timeout: duration(value.timeout),
+    rise: count(value.rise),
+    fall: count(value.fall),
+    send: typeof value.send === 'string' ? value.send : '',
+    expect: typeof value.expect === 'string' ? value.expect : '',
+  };
+  for (const key of ['interval', 'timeout'] as const) {
+    if (settings[key] === 0 && fine(at(key))) issues.report(at(key), `must be longer than 0s, e.g. "${key === 'interval' ? '5s' : '2s'}"`);
+  }
+  for (const key of ['send', 'expect'] as const) {
+    // One character per byte: anything beyond \xff would have no single-byte meaning.
+    const wide = [...settings[key]].find((c) => c.codePointAt(0)! > 0xff);
+    if (wide !== undefined && fine(at(key))) {
+      issues.report(at(key), `"${wide}" is not a single byte: write bytes as \\x.. escapes in a double-quoted string (every character must be \\x00 to \\xff)`);
+    }
+  }
+  return settings;
 }
 
 function checkRateLimits(raw: RawMap, issues: ListenerIssues, fine: (...paths: FieldPath[]) => boolean): RateLimits {

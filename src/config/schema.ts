@@ -122,6 +122,7 @@ const REQUIRED_HINTS: Readonly<Record<string, string>> = {
   target_address: ' (e.g. "192.0.2.10:80")',
   path: ' (the log file, e.g. "/var/log/packetpony/events.json")',
   address: ' (e.g. "localhost:514", or "/dev/log" with network: unix)',
+  trusted: ' (the addresses of the fronts that send the header, e.g. ["10.0.0.0/8"])',
 };
 
 const DURATION_EXAMPLES = '"500ms", "30s", "1m30s", "1h"';
@@ -143,7 +144,9 @@ function translateOne(error: ErrorObject): SchemaProblem | undefined {
     }
     case 'required': {
       const key = String((error.params as { missingProperty: string }).missingProperty);
-      return { path, key: false, message: `missing required key "${key}"${REQUIRED_HINTS[key] ?? ''}` };
+      // `address` of a target is a target address, not the syslog one.
+      const hint = path[path.length - 2] === 'targets' ? REQUIRED_HINTS.target_address : REQUIRED_HINTS[key];
+      return { path, key: false, message: `missing required key "${key}"${hint ?? ''}` };
     }
     case 'enum': {
       const allowed = (error.params as { allowedValues: unknown[] }).allowedValues.map(String);
@@ -183,6 +186,8 @@ function translateOne(error: ErrorObject): SchemaProblem | undefined {
       };
     case 'minLength':
       return { path, key: false, message: 'must not be empty' };
+    case 'minItems':
+      return { path, key: false, message: 'must not be an empty list' };
     default:
       return { path, key: false, message: error.message ?? 'is invalid' };
   }

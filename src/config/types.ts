@@ -10,6 +10,8 @@
 export type Protocol = 'tcp' | 'udp';
 export type LimitAction = 'drop' | 'throttle' | 'log_only';
 export type SyslogNetwork = 'udp' | 'tcp' | 'unix';
+export type BalanceMode = 'round_robin' | 'least_connections' | 'source_hash';
+export type ProxyProtocolVersion = 'off' | 'v1' | 'v2';
 export type SyslogPriority =
   | 'emerg' | 'alert' | 'crit' | 'err' | 'warning' | 'notice' | 'info' | 'debug';
 
@@ -58,6 +60,34 @@ export interface UdpSettings {
   readonly logging: UdpLoggingSettings;
 }
 
+/** One forwarding target of a listener. */
+export interface TargetConfig {
+  /** As written (`10.0.0.1:80`); the `target` label of packetpony_target_up. */
+  readonly address: string;
+  readonly endpoint: Endpoint;
+  /** Used only while no non-backup target is up. */
+  readonly backup: boolean;
+}
+
+/** Active health checks (`health_check:`); times in ms. */
+export interface HealthCheckSettings {
+  readonly interval: number;
+  readonly timeout: number;
+  readonly rise: number;
+  readonly fall: number;
+  /** Sent once connected (TCP) or as the probe datagram (UDP); one character per byte; '' = nothing. */
+  readonly send: string;
+  /** Must appear in what the target answers; '' = not checked. */
+  readonly expect: string;
+}
+
+/** Reading a PROXY protocol header from trusted fronts (`accept_proxy_protocol:`). */
+export interface AcceptProxyProtocolSettings {
+  /** Canonical CIDRs of the fronts allowed to send one. */
+  readonly trusted: readonly string[];
+  readonly header_timeout: number;
+}
+
 export interface ListenerConfig {
   readonly name: string;
   readonly protocol: Protocol;
@@ -65,7 +95,16 @@ export interface ListenerConfig {
   readonly listen_address: string;
   readonly target_address: string;
   readonly listen: Endpoint;
+  /** The only target, or with `targets:` the first one (for messages). */
   readonly target: Endpoint;
+  /**
+   * Every target, at least one: `target_address` alone gives a list of that one. With `targets:`,
+   * `target_address` above is the addresses joined by commas, for messages.
+   */
+  readonly targets: readonly TargetConfig[];
+  readonly balance: BalanceMode;
+  /** null: no active health checks. */
+  readonly health_check: HealthCheckSettings | null;
   /**
    * Bind `[::]` as IPv6-only. Set when another listener of the same protocol binds `0.0.0.0` on the
    * same port (SPEC's "IPv6 Dual-Stack Proxy" pair); otherwise `[::]` and `:port` are dual-stack.
@@ -73,11 +112,24 @@ export interface ListenerConfig {
   readonly ipv6_only: boolean;
   /** Canonical CIDRs (`10.0.0.0/8`, `2001:db8::/32`, `192.0.2.7/32`). Empty denies everyone. */
   readonly allowlist: readonly string[];
+  /** Canonical CIDRs always refused, checked before the allowlist. Empty: none. */
+  readonly denylist: readonly string[];
+  readonly proxy_protocol: ProxyProtocolVersion;
+  /** null: clients connect directly (no PROXY protocol header is read). */
+  readonly accept_proxy_protocol: AcceptProxyProtocolSettings | null;
   readonly rate_limits: RateLimits;
   readonly tcp: TcpSettings;
   readonly udp: UdpSettings;
   /** The file this listener was read from (a conf.d file or the main file). */
   readonly source_file: string;
+}
+
+/**
+ * Whether a listener chooses among targets and tracks their health (several targets, or health
+ * checks). Without either, a listener dials its one target as it always has, with no pool at all.
+ */
+export function usesTargetPool(config: Pick<ListenerConfig, 'targets' | 'health_check'>): boolean {
+  return config.targets.length > 1 || config.health_check !== null;
 }
 
 export interface StdoutSettings {
