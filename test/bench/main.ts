@@ -1,0 +1,214 @@
+/**
+ * `npm run bench [-- options]`: PacketPony against direct, a bare Node relay, and haproxy / nginx
+ * stream / socat where installed, on one machine over loopback. Each proxy is pinned to one core,
+ * the load generators and backends (and this process) to the other; every cell is run several
+ * times in rotating turns, so the machine's drift spreads over all targets alike, and reported as
+ * the median with min–max and the ratio to direct measured in the same run. Writes the markdown to
+ * .bench/results.md and stdout. Not part of `npm test`.
+ *
+ * Options:
+ *   --quick             2 rounds of 1 s, 500 idle connections (a try, not a result)
+ *   --rounds N          runs per cell (default 5)
+ *   --seconds S         seconds per run (default 3)
+ *   --rows a,b          row ids (tcp1-up, tcp1-down, tcp8-up, tcp8-down, http-ka, http-new,
+ *                       udp64, udp1000, rss, reload); default all
+ *   --targets a,b       target ids (direct, node, pp-off, pp-on, haproxy, nginx, socat); direct is
+ *                       always added, as ratios need it
+ *   --idle N            idle connections for the memory row (default 2000)
+ *   --proxy-core N      core for the proxies (default 0); --load-core N for the rest (default 1)
+ *   --no-install        do not apt-get install missing tools
+ *   --profile DIR       run PacketPony's processes with --cpu-prof into DIR
+ *   --out FILE          also write the markdown there (e.g. test/bench/RESULTS.md)
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { holdServer, httpServer, iperfServer, udpEcho, type Backend, type HoldServer } from './backends.js';
+import { markdown, type Cell, type Results } from './report.js';
+import { ROWS, type BackendKind, type Row, type RunContext } from './rows.js';
+import { ALL_TARGETS, type Proto, type Running, type TargetContext } from './targets.js';
+import { findTools } from './tools.js';
+
+interface Options {
+  rounds: number;
+  seconds: number;
+  rows: string[] | null;
+  targets: string[] | null;
+  idle: number;
+  proxyCore: number;
+  loadCore: number;
+  install: boolean;
+  profile: string | null;
+  out: string | null;
+  quick: boolean;
+}
+
+function parseOptions(argv: readonly string[]): Options {
+  const o: Options = { rounds: 5, seconds: 3, rows: null, targets: null, idle: 2000, proxyCore: 0, loadCore: 1, install: true, profile: null, out: null, quick: false };
+  let roundsSet = false;
+  let secondsSet = false;
+  let idleSet = false;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const value = (): string => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${arg} needs a value`);
+      return v;
+    };
+    switch (arg) {
+      case '--quick': o.quick = true; break;
+      case '--rounds': o.rounds = Number(value()); roundsSet = true; break;
+      case '--seconds': o.seconds = Number(value()); secondsSet = true; break;
+      case '--rows': o.rows = value().split(','); break;
+      case '--targets': o.targets = value().split(','); break;
+      case '--idle': o.idle = Number(value()); idleSet = true; break;
+      case '--proxy-core': o.proxyCore = Number(value()); break;
+      case '--load-core': o.loadCore = Number(value()); break;
+      case '--no-install': o.install = false; break;
+      case '--profile': o.profile = resolve(value()); break;
+      case '--out': o.out = resolve(value()); break;
+      default: throw new Error(`unknown option ${arg} (see the header of test/bench/main.ts)`);
+    }
+  }
+  if (o.quick) {
+    if (!roundsSet) o.rounds = 2;
+    if (!secondsSet) o.seconds = 1;
+    if (!idleSet) o.idle = 500;
+  }
+  if (!(o.rounds >= 1 && o.rounds <= 50 && o.seconds >= 0.5 && o.seconds <= 60 && o.idle >= 10 && o.idle <= 8000)) {
+    throw new Error('out of range: --rounds 1..50, --seconds 0.5..60, --idle 10..8000');
+  }
+  return o;
+}
+
+function machine(): string {
+  const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
+  return `${cpu}, ${os.cpus().length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Linux ${os.release()}, Node ${process.version}`;
+}
+
+function log(text: string): void {
+  process.stderr.write(`bench: ${text}\n`);
+}
+
+async function startBackend(kind: BackendKind, ctx: TargetContext & { loadCore: number }): Promise<Backend> {
+  switch (kind) {
+    case 'iperf': return iperfServer(ctx);
+    case 'http': return httpServer(ctx);
+    case 'udp': return udpEcho(ctx);
+    case 'hold': return holdServer();
+  }
+}
+
+async function main(): Promise<void> {
+  const options = parseOptions(process.argv.slice(2));
+  const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+  const work = join(root, '.bench');
+  mkdirSync(work, { recursive: true });
+  if (os.cpus().length < 2) log('only one core: proxy and load share it; ratios will be meaningless');
+  try {
+    // This process is load too (it drives the runs and holds the idle connections).
+    execFileSync('taskset', ['-pc', String(options.loadCore), String(process.pid)], { stdio: 'ignore' });
+  } catch {
+    log('taskset failed: nothing is pinned');
+  }
+  const tools = findTools(root, { install: options.install });
+  const ctx: TargetContext & { loadCore: number } = {
+    root, work, tools, proxyCore: options.proxyCore, loadCore: options.loadCore,
+    ...(options.profile !== null ? { env: { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${options.profile}` } } : {}),
+  };
+  if (options.profile !== null) mkdirSync(options.profile, { recursive: true });
+  const rows = ROWS.filter((r) => options.rows === null || options.rows.includes(r.id));
+  const targets = ALL_TARGETS.filter((t) => t.id === 'direct' || options.targets === null || options.targets.includes(t.id));
+  const results: Results = new Map();
+  const notes = [...tools.notes];
+
+  // Rows that share a backend run together: one backend, one instance of each proxy for them.
+  const groups = new Map<BackendKind, Row[]>();
+  for (const row of rows) {
+    const why = row.unavailable(tools);
+    if (why !== null) {
+      notes.push(`${row.title}: not measured (${why})`);
+      continue;
+    }
+    groups.set(row.backend, [...(groups.get(row.backend) ?? []), row]);
+  }
+  const started = Date.now();
+  for (const [kind, groupRows] of groups) {
+    const proto: Proto = groupRows[0]!.proto;
+    log(`${kind}: ${groupRows.map((r) => r.id).join(', ')}`);
+    const backend = await startBackend(kind, ctx);
+    const running = new Map<string, Running>();
+    try {
+      for (const target of targets) {
+        const why = target.unavailable(proto, ctx);
+        const wanted = groupRows.filter((r) => r.only === undefined || r.only.includes(target.id));
+        for (const row of groupRows) {
+          if (!results.has(row.id)) results.set(row.id, new Map());
+          if (row.only !== undefined && !row.only.includes(target.id)) continue;
+          results.get(row.id)!.set(target.id, why === null ? { samples: [] } : { samples: [], skipped: why });
+        }
+        if (why !== null || wanted.length === 0) continue;
+        try {
+          running.set(target.id, await target.start(proto, backend.port, ctx));
+        } catch (err) {
+          notes.push(`${target.label} (${kind}): could not start: ${(err as Error).message.slice(0, 200)}`);
+          for (const row of wanted) results.get(row.id)!.set(target.id, { samples: [], skipped: 'could not start' });
+        }
+      }
+      const runCtx = (seconds: number): RunContext => ({
+        tools, loadCore: options.loadCore, seconds, idleConnections: options.idle,
+        ...(kind === 'hold' ? { hold: backend as HoldServer } : {}),
+      });
+      // Warm-up (JIT, first sessions, caches): one short unrecorded run per target.
+      if (kind !== 'hold') {
+        for (const [id, r] of running) {
+          const row = groupRows.find((x) => x.only === undefined || x.only.includes(id))!;
+          if (row.id !== 'reload') await row.measure(r, runCtx(1));
+        }
+      }
+      const ids = [...running.keys()];
+      for (let round = 0; round < options.rounds; round++) {
+        for (const row of groupRows) {
+          // Rotating turns: each round starts one target later.
+          const order = ids.map((_, i) => ids[(i + round) % ids.length]!).filter((id) => row.only === undefined || row.only.includes(id));
+          for (const id of order) {
+            const sample = await row.measure(running.get(id)!, runCtx(options.seconds));
+            (results.get(row.id)!.get(id) as Cell).samples.push(sample);
+            log(`round ${round + 1}/${options.rounds} ${row.id} ${id}: ${Number.isFinite(sample.value) ? sample.value.toFixed(2) : 'failed'}${sample.note !== undefined ? ` (${sample.note.slice(0, 120)})` : ''}`);
+          }
+        }
+      }
+    } finally {
+      for (const r of running.values()) await r.stop();
+      await backend.stop();
+    }
+  }
+
+  const backends: string[] = [];
+  if (groups.has('iperf')) backends.push('TCP rows: iperf3 (client and server on the load core)');
+  if (groups.has('http')) backends.push(`HTTP rows: wrk -t1 -c32 against ${tools.nginx !== null ? 'nginx (1 worker, fixed 36-byte body)' : 'a Node HTTP server'}`);
+  if (groups.has('udp')) backends.push('UDP rows: C client, one 100-byte request in flight per session (200 ms = lost), C echo server');
+  if (groups.has('hold')) backends.push(`memory row: ${options.idle} connections, one ping/pong each, then idle; RSS of the proxy's processes before and after`);
+  const settings = [
+    `Proxy pinned to core ${options.proxyCore}; load generators, backends and the harness on core ${options.loadCore}.`,
+    `${options.rounds} runs of ${options.seconds} s per cell in rotating turns, after one unrecorded warm-up run per target; total ${Math.round((Date.now() - started) / 1000)} s.`,
+    ...backends,
+    'PacketPony off: open allowlist, no limits, default text log lines (to a pipe). On: allowlist of 10 CIDRs, all four limits set far above the load, JSON log file, Prometheus metrics.',
+  ].map((s) => `- ${s}`).join('\n');
+  const text = markdown(rows, targets, results, { date: new Date().toISOString().slice(0, 16).replace('T', ' ') + ' UTC', machine: machine(), settings, notes });
+  writeFileSync(join(work, 'results.md'), text);
+  writeFileSync(join(work, 'results.json'), JSON.stringify(Object.fromEntries([...results].map(([k, v]) => [k, Object.fromEntries(v)])), null, 1));
+  if (options.out !== null) writeFileSync(options.out, text);
+  process.stdout.write(text);
+  log(`written to ${join(work, 'results.md')}${options.out !== null ? ` and ${options.out}` : ''}`);
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    process.stderr.write(`bench: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+    process.exit(1);
+  },
+);

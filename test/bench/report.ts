@@ -1,0 +1,144 @@
+/** Medians, ranges, ratios to direct, and the markdown the benchmark prints and writes. */
+import type { Row, Sample } from './rows.js';
+import type { Target } from './targets.js';
+
+export interface Cell {
+  readonly samples: Sample[];
+  /** Why the cell was not measured, when it was not. */
+  skipped?: string;
+}
+
+export type Results = Map<string, Map<string, Cell>>; // row id → target id → cell
+
+export function median(values: readonly number[]): number {
+  const v = values.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (v.length === 0) return NaN;
+  const mid = v.length >> 1;
+  return v.length % 2 === 1 ? v[mid]! : (v[mid - 1]! + v[mid]!) / 2;
+}
+
+function finite(cell: Cell | undefined): number[] {
+  return (cell?.samples ?? []).map((s) => s.value).filter((x) => Number.isFinite(x));
+}
+
+export function cellMedian(cell: Cell | undefined): number {
+  return median(finite(cell));
+}
+
+function extraMedian(cell: Cell | undefined, key: string): number {
+  return median((cell?.samples ?? []).map((s) => s.extra?.[key] ?? NaN));
+}
+
+function extraMax(cell: Cell | undefined, key: string): number {
+  const v = (cell?.samples ?? []).map((s) => s.extra?.[key] ?? NaN).filter((x) => Number.isFinite(x));
+  return v.length === 0 ? NaN : Math.max(...v);
+}
+
+export function fmt(value: number): string {
+  if (!Number.isFinite(value)) return '–';
+  const abs = Math.abs(value);
+  if (abs >= 1000) return Math.round(value).toLocaleString('en-US');
+  if (abs >= 100) return value.toFixed(0);
+  if (abs >= 10) return value.toFixed(1);
+  return value.toFixed(2);
+}
+
+export function ratio(row: Row, results: Results, targetId: string): number {
+  if (row.lowerIsBetter === true) return NaN;
+  const cells = results.get(row.id);
+  return cellMedian(cells?.get(targetId)) / cellMedian(cells?.get('direct'));
+}
+
+/** The goals of issue 9, as ×direct with features on (memory: KB per idle connection). */
+export const GOALS: Readonly<Record<string, number>> = {
+  'tcp1-up': 0.65, 'tcp1-down': 0.65, 'tcp8-up': 0.45, 'tcp8-down': 0.45,
+  'http-ka': 0.77, 'http-new': 0.35, udp64: 0.6, udp1000: 0.5, rss: 20,
+};
+
+export interface Meta {
+  readonly date: string;
+  readonly machine: string;
+  readonly settings: string;
+  readonly notes: readonly string[];
+}
+
+function extrasText(row: Row, cell: Cell | undefined): string {
+  if (cell === undefined) return '';
+  const parts: string[] = [];
+  if (row.backend === 'http') {
+    parts.push(`p50 ${fmt(extraMedian(cell, 'p50_ms'))} ms, p99 ${fmt(extraMedian(cell, 'p99_ms'))} ms`);
+    const errors = extraMax(cell, 'errors');
+    if (Number.isFinite(errors)) parts.push(`errors ≤ ${errors}`);
+  }
+  if (row.id === 'reload') {
+    parts.push(`refused ≤ ${fmt(extraMax(cell, 'refused'))}`, `reloads ${fmt(extraMedian(cell, 'reloads'))}/run`);
+  }
+  if (row.backend === 'udp') parts.push(`loss ${fmt(extraMedian(cell, 'loss_pct'))} % (max ${fmt(extraMax(cell, 'loss_pct'))} %)`);
+  if (row.id === 'rss') parts.push(`RSS ${fmt(extraMedian(cell, 'rss_mb'))} MB with the connections open`);
+  const notes = [...new Set((cell.samples ?? []).map((s) => s.note).filter((n): n is string => n !== undefined))];
+  if (notes.length > 0) parts.push(`failed: ${notes.join('; ').slice(0, 160)}`);
+  return parts.join('; ');
+}
+
+export function markdown(rows: readonly Row[], targets: readonly Target[], results: Results, meta: Meta): string {
+  const out: string[] = [];
+  out.push(`# PacketPony benchmark, ${meta.date}`, '', `Machine: ${meta.machine}`, '', meta.settings, '');
+  out.push('## Summary: median, ×direct (the ratio to no proxy in the same run)', '');
+  out.push(`| Row | unit | ${targets.map((t) => t.label).join(' | ')} |`);
+  out.push(`|---|---|${targets.map(() => '---:').join('|')}|`);
+  for (const row of rows) {
+    const cells = results.get(row.id);
+    if (cells === undefined) continue;
+    const tds = targets.map((t) => {
+      const cell = cells.get(t.id);
+      if (cell === undefined || cell.skipped !== undefined) return '–';
+      const m = cellMedian(cell);
+      const r = ratio(row, results, t.id);
+      return t.id === 'direct' || !Number.isFinite(r) ? fmt(m) : `${fmt(m)} ×${r.toFixed(2)}`;
+    });
+    out.push(`| ${row.title} | ${row.unit} | ${tds.join(' | ')} |`);
+  }
+  out.push('', '## Goals (PacketPony, features on)', '');
+  out.push('| Row | goal | features on | met | features off | on vs off |', '|---|---:|---:|:--:|---:|---:|');
+  for (const row of rows) {
+    const cells = results.get(row.id);
+    const goal = GOALS[row.id];
+    if (cells === undefined || goal === undefined) continue;
+    const on = cellMedian(cells.get('pp-on'));
+    const off = cellMedian(cells.get('pp-off'));
+    const value = row.lowerIsBetter === true ? on : ratio(row, results, 'pp-on');
+    const offValue = row.lowerIsBetter === true ? off : ratio(row, results, 'pp-off');
+    const met = !Number.isFinite(value) ? '?' : row.lowerIsBetter === true ? (value <= goal ? 'yes' : 'no') : value >= goal ? 'yes' : 'no';
+    const cost = row.lowerIsBetter === true ? on / off - 1 : 1 - on / off;
+    const goalText = row.lowerIsBetter === true ? `≤ ${goal} ${row.unit}` : `≥ ×${goal}`;
+    const show = (v: number): string => (row.lowerIsBetter === true ? fmt(v) : Number.isFinite(v) ? `×${v.toFixed(2)}` : '–');
+    out.push(`| ${row.title} | ${goalText} | ${show(value)} | ${met} | ${show(offValue)} | ${Number.isFinite(cost) ? `${(cost * 100).toFixed(1)} %` : '–'} |`);
+  }
+  const reload = results.get('reload');
+  if (reload !== undefined) {
+    for (const id of ['pp-off', 'pp-on']) {
+      const cell = reload.get(id);
+      if (cell === undefined || cell.skipped !== undefined) continue;
+      out.push('', `Reload under load, ${id === 'pp-on' ? 'features on' : 'features off'}: refused connections, worst run: ${fmt(extraMax(cell, 'refused'))} (must be 0); other errors, worst run: ${fmt(extraMax(cell, 'errors'))}.`);
+    }
+  }
+  out.push('', '## Details', '', '| Row | target | median | min–max | ×direct | runs | more |', '|---|---|---:|---:|---:|---:|---|');
+  for (const row of rows) {
+    const cells = results.get(row.id);
+    if (cells === undefined) continue;
+    for (const t of targets) {
+      const cell = cells.get(t.id);
+      if (cell === undefined) continue;
+      if (cell.skipped !== undefined) {
+        out.push(`| ${row.title} | ${t.label} | – | – | – | 0 | ${cell.skipped} |`);
+        continue;
+      }
+      const v = finite(cell);
+      const r = ratio(row, results, t.id);
+      const range = v.length === 0 ? '–' : `${fmt(Math.min(...v))}–${fmt(Math.max(...v))}`;
+      out.push(`| ${row.title} | ${t.label} | ${fmt(median(v))} ${row.unit} | ${range} | ${Number.isFinite(r) ? r.toFixed(2) : '–'} | ${v.length}/${cell.samples.length} | ${extrasText(row, cell)} |`);
+    }
+  }
+  if (meta.notes.length > 0) out.push('', '## Notes', '', ...meta.notes.map((n) => `- ${n}`));
+  return out.join('\n') + '\n';
+}

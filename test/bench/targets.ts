@@ -1,0 +1,253 @@
+/**
+ * The things a row measures through: direct (no proxy, the ceiling), the bare Node relay, PacketPony
+ * with features off and on, and haproxy / nginx stream / socat when installed. Each proxy runs
+ * pinned to the proxy core; start() gives the port the load goes to, stop() ends every process the
+ * target started (by PID, descendants included) and removes its files.
+ */
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { freePort, tcpListening, udpBound } from './net-util.js';
+import { processTree, start, stop, waitFor, type Started } from './procs.js';
+import type { Tools } from './tools.js';
+
+export type Proto = 'tcp' | 'udp';
+
+export interface TargetContext {
+  readonly root: string;
+  readonly work: string;
+  readonly tools: Tools;
+  readonly proxyCore: number;
+  /** Extra environment for PacketPony's processes (--profile sets NODE_OPTIONS). */
+  readonly env?: Record<string, string>;
+}
+
+export interface Running {
+  /** Where the load goes. */
+  readonly port: number;
+  /** The processes whose memory the RSS row sums (empty for direct). */
+  pids(): number[];
+  /** Rewrites the listener's file and resolves once the new version serves (PacketPony only). */
+  reload?(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export interface Target {
+  readonly id: string;
+  readonly label: string;
+  /** Why it is left out, or null when it can run. */
+  unavailable(proto: Proto, ctx: TargetContext): string | null;
+  start(proto: Proto, backendPort: number, ctx: TargetContext): Promise<Running>;
+}
+
+let serial = 0;
+function workDir(ctx: TargetContext, id: string): string {
+  const dir = join(ctx.work, `${id}-${process.pid}-${++serial}`);
+  mkdirSync(dir, { recursive: true });
+  return dir;
+}
+
+async function stopTree(p: Started): Promise<void> {
+  const tree = processTree(p.pid);
+  await stop(p);
+  // Descendants left behind (socat's forks, a child that missed its parent's exit): by PID.
+  for (const pid of tree.slice(1)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  }
+}
+
+async function waitBound(proto: Proto, port: number, p: Started, what: string): Promise<void> {
+  await waitFor(() => {
+    if (p.child.exitCode !== null) throw new Error(`${what} exited: ${p.err().slice(-500)}`);
+    return (proto === 'tcp' ? tcpListening(port) : udpBound(port)) || undefined;
+  }, `${what} to listen on ${port}`);
+}
+
+export const direct: Target = {
+  id: 'direct',
+  label: 'direct',
+  unavailable: () => null,
+  start: async (_proto, backendPort) => ({ port: backendPort, pids: () => [], stop: async () => {} }),
+};
+
+export const nodeRelay: Target = {
+  id: 'node',
+  label: 'bare Node',
+  unavailable: () => null,
+  async start(proto, backendPort, ctx) {
+    const script = join(ctx.root, 'dist/test/bench/node-relay.js');
+    const p = start('node-relay', process.execPath, [script, proto, '0', String(backendPort)], { core: ctx.proxyCore });
+    const port = await waitFor(() => {
+      if (p.child.exitCode !== null) throw new Error(`node relay exited: ${p.err()}`);
+      const m = /ready (\d+)/.exec(p.out());
+      return m ? Number(m[1]) : undefined;
+    }, 'the node relay');
+    return { port, pids: () => processTree(p.pid), stop: () => stopTree(p) };
+  },
+};
+
+/** Ten CIDRs, the client's last, so a match walks the list as a real allowlist would. */
+const TEN_CIDRS = [
+  '10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '100.64.0.0/10', '198.18.0.0/15',
+  '2001:db8::/32', 'fd00::/8', '203.0.113.0/24', '198.51.100.0/24', '127.0.0.0/8',
+];
+
+function packetpony(features: boolean): Target {
+  return {
+    id: features ? 'pp-on' : 'pp-off',
+    label: features ? 'PacketPony on' : 'PacketPony off',
+    unavailable: () => null,
+    async start(proto, backendPort, ctx) {
+      const dir = workDir(ctx, features ? 'pp-on' : 'pp-off');
+      mkdirSync(join(dir, 'conf.d'));
+      const port = await freePort();
+      const events = join(dir, 'events.json');
+      const main = features
+        ? `server:\n  shutdown_timeout: "2s"\nlogging:\n  jsonlog:\n    enabled: true\n    path: "${events}"\n` +
+          `metrics:\n  prometheus:\n    enabled: true\n    listen_address: "127.0.0.1:${await freePort()}"\n`
+        : // No sink enabled means text lines on stdout (the product never runs silent); the bench
+          // reads them from a pipe.
+          `server:\n  shutdown_timeout: "2s"\n`;
+      writeFileSync(join(dir, 'packetpony.yaml'), main);
+      let generation = 0;
+      const listener = (): string => {
+        const lines = [
+          `protocol: ${proto}`,
+          `listen_address: "127.0.0.1:${port}"`,
+          `target_address: "127.0.0.1:${backendPort}"`,
+        ];
+        if (features) {
+          lines.push(`allowlist: [${TEN_CIDRS.map((c) => `"${c}"`).join(', ')}]`);
+          // Every limit set, high enough never to trigger; the generation makes each reload a change.
+          lines.push(
+            'rate_limits:',
+            '  max_connections_per_ip: 1000000',
+            '  max_connection_attempts_per_ip: 1000000000',
+            '  attempts_window: "1m"',
+            '  max_bandwidth_per_ip: "100000GB"',
+            '  bandwidth_window: "1m"',
+            `  max_total_connections: ${1_000_000 + generation}`,
+            '  action: drop',
+          );
+        } else {
+          lines.push('allowlist: ["0.0.0.0/0", "::/0"]');
+          if (generation > 0) lines.push(`tcp:\n  connect_timeout: "${10 + generation}s"`);
+        }
+        if (proto === 'udp') lines.push('udp:\n  session_timeout: "30s"');
+        return lines.join('\n') + '\n';
+      };
+      writeFileSync(join(dir, 'conf.d/bench.yaml'), listener());
+      const cli = join(ctx.root, 'dist/src/cli.js');
+      const p = start('packetpony', process.execPath, [cli, '--config', join(dir, 'packetpony.yaml')], { core: ctx.proxyCore, cwd: dir, ...(ctx.env !== undefined ? { env: ctx.env } : {}) });
+      const log = (): string => {
+        if (!features) return p.out();
+        try {
+          return readFileSync(events, 'utf8');
+        } catch {
+          return '';
+        }
+      };
+      const ups = (): number => log().split('listener bench up').length - 1;
+      await waitFor(() => {
+        if (p.child.exitCode !== null) throw new Error(`packetpony exited: ${p.err()} ${p.out()}`);
+        return ups() > 0 || undefined;
+      }, 'packetpony to serve', 20_000);
+      await waitBound(proto, port, p, 'packetpony');
+      return {
+        port,
+        pids: () => processTree(p.pid),
+        async reload() {
+          const before = ups();
+          generation++;
+          // Written to a temporary name and renamed, as an editor or config tool would.
+          writeFileSync(join(dir, 'conf.d/.bench.yaml.tmp'), listener());
+          renameSync(join(dir, 'conf.d/.bench.yaml.tmp'), join(dir, 'conf.d/bench.yaml'));
+          await waitFor(() => ups() > before || undefined, 'the reloaded listener', 15_000);
+        },
+        async stop() {
+          await stopTree(p);
+          rmSync(dir, { recursive: true, force: true });
+        },
+      };
+    },
+  };
+}
+
+export const packetponyOff = packetpony(false);
+export const packetponyOn = packetpony(true);
+
+export const haproxy: Target = {
+  id: 'haproxy',
+  label: 'HAProxy',
+  unavailable: (proto, ctx) => (ctx.tools.haproxy === null ? 'not installed' : proto === 'udp' ? 'TCP only' : null),
+  async start(_proto, backendPort, ctx) {
+    const dir = workDir(ctx, 'haproxy');
+    const port = await freePort();
+    const cfg = join(dir, 'haproxy.cfg');
+    writeFileSync(cfg, [
+      'global', '  maxconn 9000', '  nbthread 1',
+      'defaults', '  mode tcp', '  timeout connect 5s', '  timeout client 10m', '  timeout server 10m',
+      'frontend bench', `  bind 127.0.0.1:${port}`, '  default_backend target',
+      'backend target', `  server s1 127.0.0.1:${backendPort}`, '',
+    ].join('\n'));
+    const p = start('haproxy', ctx.tools.haproxy!, ['-db', '-f', cfg], { core: ctx.proxyCore });
+    await waitBound('tcp', port, p, 'haproxy');
+    return {
+      port,
+      pids: () => processTree(p.pid),
+      async stop() {
+        await stopTree(p);
+        rmSync(dir, { recursive: true, force: true });
+      },
+    };
+  },
+};
+
+export const nginxStream: Target = {
+  id: 'nginx',
+  label: 'nginx stream',
+  unavailable: (_proto, ctx) => (ctx.tools.nginx === null ? 'not installed' : ctx.tools.nginxStreamModule === null ? 'no stream module' : null),
+  async start(proto, backendPort, ctx) {
+    const dir = workDir(ctx, 'nginx');
+    const port = await freePort();
+    const conf = join(dir, 'nginx.conf');
+    writeFileSync(conf, [
+      ctx.tools.nginxStreamModule !== null ? `load_module ${ctx.tools.nginxStreamModule};` : '',
+      'daemon off;', 'user root;', 'worker_processes 1;', 'worker_rlimit_nofile 65536;',
+      `pid ${dir}/nginx.pid;`, `error_log ${dir}/error.log error;`,
+      'events { worker_connections 20000; }',
+      'stream {',
+      `  server { listen 127.0.0.1:${port}${proto === 'udp' ? ' udp' : ''}; proxy_pass 127.0.0.1:${backendPort}; proxy_timeout 10m; }`,
+      '}', '',
+    ].join('\n'));
+    const p = start('nginx-stream', ctx.tools.nginx!, ['-p', dir, '-c', conf, '-e', join(dir, 'error.log')], { core: ctx.proxyCore });
+    await waitBound(proto, port, p, 'nginx');
+    return {
+      port,
+      pids: () => processTree(p.pid),
+      async stop() {
+        await stopTree(p);
+        rmSync(dir, { recursive: true, force: true });
+      },
+    };
+  },
+};
+
+export const socat: Target = {
+  id: 'socat',
+  label: 'socat',
+  unavailable: (proto, ctx) => (ctx.tools.socat === null ? 'not installed' : proto === 'udp' ? 'left out: a process per UDP peer' : null),
+  async start(_proto, backendPort, ctx) {
+    const port = await freePort();
+    const p = start('socat', ctx.tools.socat!, [
+      `TCP4-LISTEN:${port},bind=127.0.0.1,reuseaddr,fork,backlog=1024`, `TCP4:127.0.0.1:${backendPort}`,
+    ], { core: ctx.proxyCore });
+    await waitBound('tcp', port, p, 'socat');
+    return { port, pids: () => processTree(p.pid), stop: () => stopTree(p) };
+  },
+};
+
+export const ALL_TARGETS: readonly Target[] = [direct, nodeRelay, packetponyOff, packetponyOn, haproxy, nginxStream, socat];
