@@ -16,7 +16,7 @@ import {
   type ReleaseMessage,
   type StartMessage,
 } from '../ipc/protocol.js';
-import { Allowlist, ListenerPolicy, RateLimiter, type LimiterSnapshot } from '../policy/index.js';
+import { ListenerPolicy, RateLimiter, type LimiterSnapshot } from '../policy/index.js';
 import { TcpListener } from '../proxy/tcp-listener.js';
 import { UdpListener } from '../proxy/udp-listener.js';
 import { DenyAggregator } from '../telemetry/deny-aggregator.js';
@@ -86,7 +86,7 @@ async function begin(snapshot: LimiterSnapshot | null): Promise<void> {
   const clock = (): number => performance.now();
   // The previous child's windows and open connections carry over: a reload is no free pass.
   policy = snapshot
-    ? new ListenerPolicy(new Allowlist(config.allowlist), RateLimiter.restore(config.rate_limits, clock, snapshot))
+    ? ListenerPolicy.withLimiter(config, RateLimiter.restore(config.rate_limits, clock, snapshot))
     : ListenerPolicy.fromConfig(config, clock);
   const limiter = policy.limiter;
   setInterval(() => limiter.sweep(), SWEEP_INTERVAL_MS).unref();

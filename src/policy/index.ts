@@ -1,6 +1,6 @@
 /**
  * Policy: who may connect to a listener and how much they may use it. This module owns the
- * allowlist (with IPv4-mapped IPv6 clients matched as IPv4), the sliding windows and the
+ * allowlist and denylist (with IPv4-mapped IPv6 clients matched as IPv4), the sliding windows and the
  * per-address rate limiter with its drop / throttle / log_only actions, bounded per-address state
  * and the snapshot that carries it across a reload. It is pure: no sockets, timers, IPC or log
  * sinks — decisions come back as data (verdicts, pause lengths) and the clock is injected, so it
@@ -9,6 +9,7 @@
  */
 export { normalizeAddress } from './address.js';
 export { Allowlist } from './allowlist.js';
+export { Denylist } from './denylist.js';
 export { ListenerPolicy } from './listener-policy.js';
 export {
   DEFAULT_MAX_ADDRESSES,

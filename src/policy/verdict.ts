@@ -9,7 +9,7 @@ import type { Ticket } from './ticket.js';
 export type LimitReason = Extract<DenyReason, 'connection_limit' | 'attempt_limit' | 'bandwidth_limit' | 'total_limit'>;
 
 /** Every reason a listener's policy may refuse a new connection or UDP session for. */
-export type PolicyReason = LimitReason | Extract<DenyReason, 'acl'>;
+export type PolicyReason = LimitReason | Extract<DenyReason, 'acl' | 'denylist'>;
 
 export interface Refusal<R extends PolicyReason = PolicyReason> {
   readonly allow: false;
@@ -26,6 +26,7 @@ function refusal<R extends PolicyReason>(reason: R): Refusal<R> {
 /** Shared, frozen refusals: refusing a flood allocates nothing. */
 export const REFUSED: { readonly [R in PolicyReason]: Refusal<R> } = Object.freeze({
   acl: refusal('acl'),
+  denylist: refusal('denylist'),
   connection_limit: refusal('connection_limit'),
   attempt_limit: refusal('attempt_limit'),
   bandwidth_limit: refusal('bandwidth_limit'),

@@ -69,10 +69,10 @@ export class TcpListener {
     const port = socket.remotePort ?? 0;
     const verdict = policy.admit(remote);
     if (!verdict.allow) {
-      if (verdict.reason === 'acl') {
+      if (verdict.reason === 'acl' || verdict.reason === 'denylist') {
         stats.aclDenied++;
         stats.aclDrops++;
-        denies.deny(normalizeAddress(remote), port, 'acl', 'deny');
+        denies.deny(normalizeAddress(remote), port, verdict.reason, 'deny');
       } else {
         stats.rateLimited++;
         stats.rateLimitDrop(verdict.reason);

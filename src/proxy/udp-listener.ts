@@ -79,10 +79,10 @@ export class UdpListener {
     const { policy, stats, denies, config } = this.#deps;
     const verdict = policy.admit(ip);
     if (!verdict.allow) {
-      if (verdict.reason === 'acl') {
+      if (verdict.reason === 'acl' || verdict.reason === 'denylist') {
         stats.aclDenied++;
         stats.aclDrops++;
-        denies.deny(normalizeAddress(ip), port, 'acl', 'deny');
+        denies.deny(normalizeAddress(ip), port, verdict.reason, 'deny');
       } else {
         stats.rateLimited++;
         stats.rateLimitDrop(verdict.reason);

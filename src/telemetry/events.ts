@@ -13,6 +13,8 @@ export type ConnectionEventType = 'open' | 'update' | 'close' | 'error';
 /** Why a connection, session or datagram was refused. Doubles as a metrics label value. */
 export type DenyReason =
   | 'acl'
+  /** The client is in the listener's denylist. */
+  | 'denylist'
   | 'connection_limit'
   | 'attempt_limit'
   | 'bandwidth_limit'
