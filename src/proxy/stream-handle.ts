@@ -21,6 +21,8 @@ import { getSystemErrorName } from 'node:util';
 
 /** The parts of Node's TCPWrap (a LibuvStreamWrap) that we use. */
 interface NativeStreamHandle {
+  /** 0, or a negative errno (UV_ENOTCONN once the kernel has closed the connection). */
+  getpeername?(out: Record<string, unknown>): number;
   reading: boolean;
   readStart(): number;
   readStop(): number;
@@ -145,4 +147,18 @@ export function resetSocket(socket: Socket): void {
     // Not a TCP handle (cannot happen for the relay's sockets): a plain close will do.
     socket.destroy();
   }
+}
+
+/**
+ * Whether a socket that just reported end of stream was in fact reset. libuv turns a reset that
+ * arrives right after data into an end of stream (uv__stream_io: POLLHUP after a partial read) and
+ * never reads the error. The kernel tells them apart: a FIN leaves the connection half-open
+ * (CLOSE_WAIT), while a reset closes it, and getpeername() then fails with ENOTCONN. Only
+ * meaningful while our own write half is open: after our FIN, a normal close also ends in CLOSE.
+ */
+export function wasReset(socket: Socket): boolean {
+  if (socket.writableEnded) return false;
+  const handle = handleOf(socket);
+  if (handle === null || typeof handle.getpeername !== 'function') return false;
+  return handle.getpeername({}) !== 0;
 }

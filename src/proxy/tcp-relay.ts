@@ -63,7 +63,7 @@ import net from 'node:net';
 import type { Endpoint, TcpSettings } from '../config/types.js';
 import type { ErrorType, ListenerStats } from '../telemetry/stats.js';
 import { Flow, type FlowOwner, type Meter, type RelayDirection } from './relay-flow.js';
-import { adoptStaticBuffer, resetSocket } from './stream-handle.js';
+import { adoptStaticBuffer, resetSocket, wasReset } from './stream-handle.js';
 import { defaultResolver, ResolveError, type ResolvedAddress, type TargetResolver } from './target-resolver.js';
 
 export { METER_DROP, METER_OK, type Meter, type RelayDirection } from './relay-flow.js';
@@ -224,7 +224,7 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
 
     client.on('error', this.#onClientError);
     client.on('close', this.#onClientClose);
-    client.on('end', this.#up.onEnd);
+    client.on('end', this.#onClientEnd);
     if (client.destroyed) {
       // Gone between accept and now; its 'close' may already have been emitted.
       this.#clientClosed = true;
@@ -343,7 +343,7 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
     down.src = target;
     target.on('error', this.#onTargetError);
     target.on('close', this.#onTargetClose);
-    target.on('end', down.onEnd);
+    target.on('end', this.#onTargetEnd);
     target.once('connect', this.#onTargetConnect);
   }
 
@@ -351,7 +351,7 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
   #discardAttempt(target: net.Socket): void {
     target.removeListener('error', this.#onTargetError);
     target.removeListener('close', this.#onTargetClose);
-    target.removeListener('end', this.#down.onEnd);
+    target.removeListener('end', this.#onTargetEnd);
     target.removeListener('connect', this.#onTargetConnect);
     target.on('error', noop);
     target.destroy();
@@ -416,6 +416,22 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
       return;
     }
     this.#abort('target_connect', `connect to ${where} failed: ${describeError(err)}`, 'dial_failed');
+  };
+
+  /**
+   * End of stream from the client or the target: passed on as a FIN — unless it was really a
+   * reset. libuv reports a reset that arrives right after data as an end of stream (a partial read
+   * with POLLHUP), and passing that on as a FIN would make a truncated transfer look complete; the
+   * kernel has already closed such a socket, which a FIN leaves open (see wasReset).
+   */
+  readonly #onClientEnd = (): void => {
+    if (wasReset(this.client)) this.#onClientError(resetError());
+    else this.#up.onEnd();
+  };
+
+  readonly #onTargetEnd = (): void => {
+    if (this.target !== null && wasReset(this.target)) this.#onTargetError(resetError());
+    else this.#down.onEnd();
   };
 
   readonly #onClientClose = (): void => {
@@ -526,6 +542,11 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
     };
     this.#onClose(this, info);
   }
+}
+
+/** The error a reset reported as an end of stream stands for. */
+function resetError(): NodeJS.ErrnoException {
+  return Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET', syscall: 'read' });
 }
 
 /** Ends a socket: with a RST when `reset` (see the header), else a plain close. */
