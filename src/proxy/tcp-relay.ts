@@ -56,8 +56,9 @@
  *   reads slowly but steadily is not cut.
  * One coarse timer per connection checks these; the hot path only bumps counters and the timer
  * compares them with its previous look, so activity is seen at the first tick after it. Ticks come
- * every eighth of the shortest timeout (at least 10 ms): a timeout fires between 1× and about 1.25×
- * its value after the last activity, never early.
+ * every sixteenth of the shortest timeout (at least 10 ms), and the last one before a timeout falls
+ * due is moved to the moment it does, so the timer's own period adds no lateness: a timeout fires
+ * between 1× and about 1.07× its value after the last activity (one tick to see it), never early.
  */
 import net from 'node:net';
 import type { Endpoint, TcpSettings } from '../config/types.js';
@@ -157,6 +158,8 @@ export interface TcpRelay<C = undefined> {
 export const DEFAULT_BUFFER_SIZE = 64 * 1024;
 export const DEFAULT_KEEPALIVE_MS = 60_000;
 const MIN_TICK_MS = 10;
+/** Inactivity ticks per shortest timeout: how late (1/16 = 6.25 %) activity may be seen. */
+const TICKS_PER_TIMEOUT = 16;
 
 /** Starts relaying `options.client` to `options.target`. Never throws for network reasons. */
 export function startTcpRelay<C = undefined>(options: TcpRelayOptions<C>): TcpRelay<C> {
@@ -201,6 +204,7 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
   #seenReads = 0;
   #lastRead = 0;
   #lastActive = 0;
+  #tickMs = 0;
 
   constructor(options: TcpRelayOptions<C>) {
     const client = options.client;
@@ -461,7 +465,8 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
     const now = performance.now();
     this.#lastRead = now;
     this.#lastActive = now;
-    this.#timer = setTimeout(this.#onTick, Math.max(MIN_TICK_MS, Math.floor(shortest / 8)));
+    this.#tickMs = Math.max(MIN_TICK_MS, Math.floor(shortest / TICKS_PER_TIMEOUT));
+    this.#timer = setTimeout(this.#onTick, this.#tickMs);
     this.#timer.unref();
   }
 
@@ -499,7 +504,22 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
       this.#abort('timeout', `read timeout: ${what} for ${read_timeout} ms`, 'timeout');
       return;
     }
-    this.#timer.refresh();
+    // The next look: a tick on, or exactly when a timeout falls due if that is sooner. (Ticks
+    // alone would add up to a tick of lateness: the loop's cached clock makes a timer fire a
+    // little early by performance.now(), and the due check then waits for the following tick.)
+    let next = this.#tickMs;
+    if (idle_timeout > 0) next = Math.min(next, this.#lastActive + idle_timeout - now);
+    if (read_timeout > 0) next = Math.min(next, this.#lastRead + read_timeout - now);
+    if (write_timeout > 0) {
+      if (up.stuckSince >= 0) next = Math.min(next, up.stuckSince + write_timeout - now);
+      if (down.stuckSince >= 0) next = Math.min(next, down.stuckSince + write_timeout - now);
+    }
+    if (next >= this.#tickMs) {
+      this.#timer.refresh();
+      return;
+    }
+    this.#timer = setTimeout(this.#onTick, Math.max(1, Math.ceil(next)));
+    this.#timer.unref();
   };
 
   // ---- ending -------------------------------------------------------------------------------
