@@ -19,6 +19,10 @@
  *   --no-install        do not apt-get install missing tools
  *   --profile DIR       run PacketPony's processes with --cpu-prof into DIR
  *   --out FILE          also write the markdown there (e.g. test/bench/RESULTS.md)
+ *   --product DIR       run the PacketPony build whose package root is DIR instead of this checkout
+ *   --baseline DIR      also run the PacketPony build whose package root is DIR (dist/src/cli.js
+ *                       inside), as targets pp-off@base and pp-on@base: a change against the code
+ *                       before it, in the same run (e.g. a `git worktree` of the previous commit)
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -27,8 +31,9 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { holdServer, httpServer, iperfServer, udpEcho, type Backend, type HoldServer } from './backends.js';
 import { markdown, type Cell, type Results } from './report.js';
-import { ROWS, type BackendKind, type Row, type RunContext } from './rows.js';
-import { ALL_TARGETS, type Proto, type Running, type TargetContext } from './targets.js';
+import { ROWS, type BackendKind, type Row, type RunContext, type Sample } from './rows.js';
+import { ALL_TARGETS, packetpony, type Proto, type Running, type TargetContext } from './targets.js';
+import { cpuNs } from './procs.js';
 import { findTools } from './tools.js';
 
 interface Options {
@@ -42,11 +47,13 @@ interface Options {
   install: boolean;
   profile: string | null;
   out: string | null;
+  baseline: string | null;
+  product: string | null;
   quick: boolean;
 }
 
 function parseOptions(argv: readonly string[]): Options {
-  const o: Options = { rounds: 5, seconds: 3, rows: null, targets: null, idle: 2000, proxyCore: 0, loadCore: 1, install: true, profile: null, out: null, quick: false };
+  const o: Options = { rounds: 5, seconds: 3, rows: null, targets: null, idle: 2000, proxyCore: 0, loadCore: 1, install: true, profile: null, out: null, baseline: null, product: null, quick: false };
   let roundsSet = false;
   let secondsSet = false;
   let idleSet = false;
@@ -69,6 +76,8 @@ function parseOptions(argv: readonly string[]): Options {
       case '--no-install': o.install = false; break;
       case '--profile': o.profile = resolve(value()); break;
       case '--out': o.out = resolve(value()); break;
+      case '--baseline': o.baseline = resolve(value()); break;
+      case '--product': o.product = resolve(value()); break;
       default: throw new Error(`unknown option ${arg} (see the header of test/bench/main.ts)`);
     }
   }
@@ -116,11 +125,15 @@ async function main(): Promise<void> {
   const tools = findTools(root, { install: options.install });
   const ctx: TargetContext & { loadCore: number } = {
     root, work, tools, proxyCore: options.proxyCore, loadCore: options.loadCore,
-    ...(options.profile !== null ? { env: { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${options.profile}` } } : {}),
+    ...(options.profile !== null ? { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${options.profile}`] } : {}),
   };
   if (options.profile !== null) mkdirSync(options.profile, { recursive: true });
   const rows = ROWS.filter((r) => options.rows === null || options.rows.includes(r.id));
-  const targets = ALL_TARGETS.filter((t) => t.id === 'direct' || options.targets === null || options.targets.includes(t.id));
+  let all = options.product === null
+    ? ALL_TARGETS
+    : ALL_TARGETS.map((t) => (t.id === 'pp-off' ? packetpony(false, options.product) : t.id === 'pp-on' ? packetpony(true, options.product) : t));
+  if (options.baseline !== null) all = [...all, packetpony(false, options.baseline, 'base'), packetpony(true, options.baseline, 'base')];
+  const targets = all.filter((t) => t.id === 'direct' || options.targets === null || options.targets.includes(t.id));
   const results: Results = new Map();
   const notes = [...tools.notes];
 
@@ -174,7 +187,24 @@ async function main(): Promise<void> {
           // Rotating turns: each round starts one target later.
           const order = ids.map((_, i) => ids[(i + round) % ids.length]!).filter((id) => row.only === undefined || row.only.includes(id));
           for (const id of order) {
-            const sample = await row.measure(running.get(id)!, runCtx(options.seconds));
+            const target = running.get(id)!;
+            // The proxy's own CPU time during the run: a cost per operation that the machine's
+            // drift and other load barely move (unlike rates).
+            const pids = target.pids();
+            const cpuBefore = cpuNs(pids);
+            const rootBefore = cpuNs(pids.slice(0, 1));
+            const wallBefore = performance.now();
+            const measured: Sample = await row.measure(target, runCtx(options.seconds)).catch((err: unknown) => ({
+              value: NaN,
+              note: err instanceof Error ? err.message : String(err),
+            }));
+            const cpu = cpuNs(pids) - cpuBefore;
+            const rootShare = pids.length > 1 ? (cpuNs(pids.slice(0, 1)) - rootBefore) / cpu : NaN;
+            const wall = (performance.now() - wallBefore) * 1e6;
+            const sample = pids.length === 0 || row.id === 'rss' ? measured : {
+              ...measured,
+              extra: { ...measured.extra, cpu_pct: (cpu / wall) * 100, ...(Number.isFinite(rootShare) ? { cpu_root_pct: rootShare * 100 } : {}), ...(row.perOp !== undefined ? { cpu_us_op: cpu / 1000 / row.perOp(measured.value, options.seconds) } : {}) },
+            };
             (results.get(row.id)!.get(id) as Cell).samples.push(sample);
             log(`round ${round + 1}/${options.rounds} ${row.id} ${id}: ${Number.isFinite(sample.value) ? sample.value.toFixed(2) : 'failed'}${sample.note !== undefined ? ` (${sample.note.slice(0, 120)})` : ''}`);
           }

@@ -44,6 +44,8 @@ export interface StartOptions {
   readonly env?: Record<string, string>;
   /** Keep stdout/stderr (default) or drop them. */
   readonly capture?: boolean;
+  /** Gets stdout instead of it being kept (for chatty processes). */
+  readonly onStdout?: (chunk: string) => void;
 }
 
 export function start(name: string, command: string, args: readonly string[], options: StartOptions = {}): Started {
@@ -60,7 +62,9 @@ export function start(name: string, command: string, args: readonly string[], op
   // Bounded: a chatty process must not grow the benchmark's memory; the start of the output is
   // what readiness checks look at, the end is what a failure shows.
   const keep = (text: string, add: string): string => (text.length > 1_000_000 ? text.slice(0, 500_000) + text.slice(-400_000) : text) + add;
-  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => (out = keep(out, chunk)));
+  const onStdout = options.onStdout;
+  if (onStdout !== undefined) child.stdout?.setEncoding('utf8').on('data', onStdout);
+  else child.stdout?.setEncoding('utf8').on('data', (chunk: string) => (out = keep(out, chunk)));
   child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (err = keep(err, chunk)));
   const exited = new Promise<number | null>((resolve) => {
     child.once('exit', (code) => resolve(code));
@@ -167,4 +171,29 @@ export async function waitFor<T>(check: () => T | undefined | Promise<T | undefi
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await sleep(25);
   }
+}
+
+/**
+ * CPU time the processes have run, in ns, summed over all their threads (/proc/PID/task/TID/schedstat,
+ * nanosecond resolution). Exited processes count 0, so measure a process tree that lives through
+ * the interval.
+ */
+export function cpuNs(pids: readonly number[]): number {
+  let total = 0;
+  for (const pid of pids) {
+    let tasks: string[] = [];
+    try {
+      tasks = readdirSync(`/proc/${pid}/task`);
+    } catch {
+      continue;
+    }
+    for (const tid of tasks) {
+      try {
+        total += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+      } catch {
+        // thread gone
+      }
+    }
+  }
+  return total;
 }

@@ -74,6 +74,12 @@ function extrasText(row: Row, cell: Cell | undefined): string {
     parts.push(`refused ≤ ${fmt(extraMax(cell, 'refused'))}`, `reloads ${fmt(extraMedian(cell, 'reloads'))}/run`);
   }
   if (row.backend === 'udp') parts.push(`loss ${fmt(extraMedian(cell, 'loss_pct'))} % (max ${fmt(extraMax(cell, 'loss_pct'))} %)`);
+  const cpu = extraMedian(cell, 'cpu_pct');
+  if (Number.isFinite(cpu)) {
+    const perOp = extraMedian(cell, 'cpu_us_op');
+    const root = extraMedian(cell, 'cpu_root_pct');
+    parts.push(`proxy CPU ${cpu.toFixed(0)} %${Number.isFinite(perOp) ? `, ${fmt(perOp)} µs/${row.opName ?? 'op'}` : ''}${Number.isFinite(root) ? ` (${root.toFixed(0)} % in the first process)` : ''}`);
+  }
   if (row.id === 'rss') parts.push(`RSS ${fmt(extraMedian(cell, 'rss_mb'))} MB with the connections open`);
   const notes = [...new Set((cell.samples ?? []).map((s) => s.note).filter((n): n is string => n !== undefined))];
   if (notes.length > 0) parts.push(`failed: ${notes.join('; ').slice(0, 160)}`);

@@ -35,6 +35,9 @@ export interface Row {
   readonly backend: BackendKind;
   /** Lower is better (memory). */
   readonly lowerIsBetter?: boolean;
+  /** Operations in a run of `seconds` measuring `value` (for the proxy's CPU µs per operation). */
+  readonly perOp?: (value: number, seconds: number) => number;
+  readonly opName?: string;
   /** Only these targets (ids); all when absent. */
   readonly only?: readonly string[];
   /** Needs tools; returns why it cannot run, or null. */
@@ -51,6 +54,9 @@ function iperfRow(streams: number, reverse: boolean): Row {
     unit: 'Gbit/s',
     proto: 'tcp',
     backend: 'iperf',
+    // Per MB moved (iperf3 runs whole seconds).
+    perOp: (value, seconds) => (value * 1e9 / 8 / 1e6) * Math.max(1, Math.round(seconds)),
+    opName: 'MB',
     unavailable: (tools) => (tools.iperf3 === null ? 'iperf3 missing' : null),
     async measure(target, ctx) {
       const args = ['-c', '127.0.0.1', '-p', String(target.port), '-t', String(Math.max(1, Math.round(ctx.seconds))), '-P', String(streams), '-J', '--connect-timeout', '3000'];
@@ -112,6 +118,8 @@ const httpKeepAlive: Row = {
   unit: 'req/s',
   proto: 'tcp',
   backend: 'http',
+  perOp: (value, seconds) => value * Math.max(1, Math.round(seconds)),
+  opName: 'request',
   unavailable: (tools) => (tools.wrk === null ? 'wrk missing' : null),
   measure: (target, ctx) => wrk(target.port, ctx, 32, false, Math.max(1, Math.round(ctx.seconds))),
 };
@@ -122,6 +130,8 @@ const httpNewConnections: Row = {
   unit: 'conn/s',
   proto: 'tcp',
   backend: 'http',
+  perOp: (value, seconds) => value * Math.max(1, Math.round(seconds)),
+  opName: 'connection',
   unavailable: (tools) => (tools.wrk === null ? 'wrk missing' : null),
   measure: (target, ctx) => wrk(target.port, ctx, 32, true, Math.max(1, Math.round(ctx.seconds))),
 };
@@ -133,23 +143,28 @@ const reloadUnderLoad: Row = {
   unit: 'conn/s',
   proto: 'tcp',
   backend: 'http',
-  only: ['direct', 'pp-off', 'pp-on'],
+  only: ['direct', 'pp-off', 'pp-on', 'pp-off@base', 'pp-on@base'],
   unavailable: (tools) => (tools.wrk === null ? 'wrk missing' : null),
   async measure(target, ctx) {
     const seconds = Math.max(3, Math.round(ctx.seconds * 1.5));
     const load = wrk(target.port, ctx, 32, true, seconds);
     let reloads = 0;
+    let failure: string | undefined;
     if (target.reload !== undefined) {
       const until = Date.now() + seconds * 1000 - 800;
       await sleep(300);
-      while (Date.now() < until) {
-        await target.reload();
-        reloads++;
-        await sleep(700);
+      try {
+        while (Date.now() < until) {
+          await target.reload();
+          reloads++;
+          await sleep(700);
+        }
+      } catch (err) {
+        failure = (err as Error).message;
       }
     }
-    const sample = await load;
-    return { ...sample, extra: { ...sample.extra, reloads } };
+    const sample = await load; // bounded by wrk's own duration
+    return { ...sample, extra: { ...sample.extra, reloads }, ...(failure !== undefined ? { note: failure } : {}) };
   },
 };
 
@@ -162,6 +177,8 @@ function udpRow(sessions: number): Row {
     unit: 'replies/s',
     proto: 'udp',
     backend: 'udp',
+    perOp: (value, seconds) => value * seconds,
+    opName: 'reply',
     unavailable: (tools) => (tools.udpClient === null || tools.udpEcho === null ? 'C client not built' : null),
     async measure(target, ctx) {
       const ms = Math.round(ctx.seconds * 1000);

@@ -4,7 +4,7 @@
  * pinned to the proxy core; start() gives the port the load goes to, stop() ends every process the
  * target started (by PID, descendants included) and removes its files.
  */
-import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, readSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { freePort, tcpListening, udpBound } from './net-util.js';
 import { processTree, start, stop, waitFor, type Started } from './procs.js';
@@ -17,8 +17,8 @@ export interface TargetContext {
   readonly work: string;
   readonly tools: Tools;
   readonly proxyCore: number;
-  /** Extra environment for PacketPony's processes (--profile sets NODE_OPTIONS). */
-  readonly env?: Record<string, string>;
+  /** Extra node options for PacketPony (--profile: --cpu-prof; children inherit execArgv). */
+  readonly nodeArgs?: readonly string[];
 }
 
 export interface Running {
@@ -95,10 +95,16 @@ const TEN_CIDRS = [
   '2001:db8::/32', 'fd00::/8', '203.0.113.0/24', '198.51.100.0/24', '127.0.0.0/8',
 ];
 
-function packetpony(features: boolean): Target {
+/**
+ * PacketPony with features off or on. `product` is the package root to run (default: this
+ * checkout); a second build given with --baseline becomes extra targets, so a change is measured
+ * against the code before it in the same run.
+ */
+export function packetpony(features: boolean, product: string | null = null, tag = ''): Target {
+  const suffix = tag === '' ? '' : `@${tag}`;
   return {
-    id: features ? 'pp-on' : 'pp-off',
-    label: features ? 'PacketPony on' : 'PacketPony off',
+    id: (features ? 'pp-on' : 'pp-off') + suffix,
+    label: (features ? 'PacketPony on' : 'PacketPony off') + (tag === '' ? '' : ` (${tag})`),
     unavailable: () => null,
     async start(proto, backendPort, ctx) {
       const dir = workDir(ctx, features ? 'pp-on' : 'pp-off');
@@ -140,22 +146,54 @@ function packetpony(features: boolean): Target {
         return lines.join('\n') + '\n';
       };
       writeFileSync(join(dir, 'conf.d/bench.yaml'), listener());
-      const cli = join(ctx.root, 'dist/src/cli.js');
-      const p = start('packetpony', process.execPath, [cli, '--config', join(dir, 'packetpony.yaml')], { core: ctx.proxyCore, cwd: dir, ...(ctx.env !== undefined ? { env: ctx.env } : {}) });
-      const log = (): string => {
-        if (!features) return p.out();
-        try {
-          return readFileSync(events, 'utf8');
-        } catch {
-          return '';
-        }
+      const cli = join(product ?? ctx.root, 'dist/src/cli.js');
+      // "listener bench up" lines, counted as they come (stdout) or read incrementally (the JSON
+      // log grows by thousands of events per second: never re-read whole).
+      const marker = 'listener bench up';
+      let upLines = 0;
+      let tail = '';
+      const scan = (chunk: string): void => {
+        const text = tail + chunk;
+        upLines += text.split(marker).length - 1;
+        tail = text.slice(-marker.length);
       };
-      const ups = (): number => log().split('listener bench up').length - 1;
-      await waitFor(() => {
-        if (p.child.exitCode !== null) throw new Error(`packetpony exited: ${p.err()} ${p.out()}`);
-        return ups() > 0 || undefined;
-      }, 'packetpony to serve', 20_000);
-      await waitBound(proto, port, p, 'packetpony');
+      const p = start('packetpony', process.execPath, [...(ctx.nodeArgs ?? []), cli, '--config', join(dir, 'packetpony.yaml')], {
+        core: ctx.proxyCore,
+        cwd: dir,
+        ...(features ? { capture: true } : { onStdout: scan }),
+      });
+      let offset = 0;
+      const ups = (): number => {
+        if (features) {
+          let fd = -1;
+          try {
+            fd = openSync(events, 'r');
+            const size = fstatSync(fd).size;
+            if (size > offset) {
+              const buf = Buffer.alloc(Math.min(size - offset, 16 << 20));
+              const n = readSync(fd, buf, 0, buf.length, offset);
+              offset += n;
+              scan(buf.toString('utf8', 0, n));
+            }
+          } catch {
+            // not created yet
+          } finally {
+            if (fd >= 0) closeSync(fd);
+          }
+        }
+        return upLines;
+      };
+      try {
+        await waitFor(() => {
+          if (p.child.exitCode !== null) throw new Error(`packetpony exited: ${p.err()} ${p.out()}`);
+          return ups() > 0 || undefined;
+        }, 'packetpony to serve', 20_000);
+        await waitBound(proto, port, p, 'packetpony');
+      } catch (err) {
+        await stopTree(p);
+        rmSync(dir, { recursive: true, force: true });
+        throw err;
+      }
       return {
         port,
         pids: () => processTree(p.pid),
@@ -165,7 +203,7 @@ function packetpony(features: boolean): Target {
           // Written to a temporary name and renamed, as an editor or config tool would.
           writeFileSync(join(dir, 'conf.d/.bench.yaml.tmp'), listener());
           renameSync(join(dir, 'conf.d/.bench.yaml.tmp'), join(dir, 'conf.d/bench.yaml'));
-          await waitFor(() => ups() > before || undefined, 'the reloaded listener', 15_000);
+          await waitFor(() => ups() > before || undefined, 'the reloaded listener', 30_000);
         },
         async stop() {
           await stopTree(p);
@@ -194,7 +232,11 @@ export const haproxy: Target = {
       'backend target', `  server s1 127.0.0.1:${backendPort}`, '',
     ].join('\n'));
     const p = start('haproxy', ctx.tools.haproxy!, ['-db', '-f', cfg], { core: ctx.proxyCore });
-    await waitBound('tcp', port, p, 'haproxy');
+    await waitBound('tcp', port, p, 'haproxy').catch(async (err: unknown) => {
+      await stopTree(p);
+      rmSync(dir, { recursive: true, force: true });
+      throw err;
+    });
     return {
       port,
       pids: () => processTree(p.pid),
@@ -224,7 +266,11 @@ export const nginxStream: Target = {
       '}', '',
     ].join('\n'));
     const p = start('nginx-stream', ctx.tools.nginx!, ['-p', dir, '-c', conf, '-e', join(dir, 'error.log')], { core: ctx.proxyCore });
-    await waitBound(proto, port, p, 'nginx');
+    await waitBound(proto, port, p, 'nginx').catch(async (err: unknown) => {
+      await stopTree(p);
+      rmSync(dir, { recursive: true, force: true });
+      throw err;
+    });
     return {
       port,
       pids: () => processTree(p.pid),
