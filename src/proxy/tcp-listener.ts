@@ -2,6 +2,12 @@
  * A TCP listener in the child: accepts on the socket the supervisor handed over, asks the policy
  * about each client, relays admitted ones (tcp-relay.ts) and turns what happens into events and
  * counters. It knows nothing of IPC or log sinks: events leave through `emit`.
+ *
+ * Opt-in per listener, all at connection set-up (the relay's per-chunk path is the same): with
+ * accept_proxy_protocol the client is the one a trusted front announces (proxy-header-reader.ts),
+ * read before the policy decides; with several targets or health checks, a TargetRouter picks the
+ * target and fails over (target-router.ts); with proxy_protocol, the relay sends the target a
+ * PROXY protocol header first (proxy-protocol.ts).
  */
 import net from 'node:net';
 import type { ListenerConfig } from '../config/types.js';
@@ -9,13 +15,20 @@ import { CONSUME_DROP, normalizeAddress, type ListenerPolicy, type Ticket } from
 import type { DenyAggregator } from '../telemetry/deny-aggregator.js';
 import type { ConnectionEvent, LogEvent } from '../telemetry/events.js';
 import type { ListenerStats } from '../telemetry/stats.js';
+import { ProxyHeaderReader } from './proxy-header-reader.js';
+import { encodeV1, encodeV2, type HostPort } from './proxy-protocol.js';
+import { TargetRouter, type TargetDial } from './target-router.js';
 import { startTcpRelay, type Meter, type RelayCloseInfo, type RelayOpenInfo, type TcpRelay } from './tcp-relay.js';
 
 interface ConnectionContext {
   readonly ticket: Ticket;
   readonly ip: string;
   readonly port: number;
+  /** The target chosen and tried, with several targets; null otherwise. */
+  readonly dial: TargetDial | null;
 }
+
+function noop(): void {}
 
 export interface ListenerDeps {
   readonly config: ListenerConfig;
@@ -30,11 +43,19 @@ export class TcpListener {
   readonly #server: net.Server;
   readonly #relays = new Set<TcpRelay<ConnectionContext>>();
   readonly #metered: boolean;
+  /** Several targets or health checks; null: the one target, dialed as always. */
+  readonly #router: TargetRouter | null;
+  /** accept_proxy_protocol; null: the socket's peer is the client. */
+  readonly #headers: ProxyHeaderReader | null;
   #idle: (() => void) | undefined;
 
   constructor(deps: ListenerDeps) {
     this.#deps = deps;
     this.#metered = deps.config.rate_limits.max_bandwidth_per_ip > 0;
+    this.#router = TargetRouter.create(deps);
+    const accept = deps.config.accept_proxy_protocol;
+    this.#headers = accept === null ? null : new ProxyHeaderReader(deps.config.name, accept, deps.stats, deps.emit);
+    if (this.#headers !== null) this.#headers.onSettled = () => this.#checkIdle();
     // allowHalfOpen: a client's FIN is passed on while the other direction keeps flowing.
     // pauseOnConnect: nothing is read before the relay takes the socket over.
     this.#server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => this.#accept(socket));
@@ -45,7 +66,13 @@ export class TcpListener {
   }
 
   /** Starts accepting on a handle from the supervisor; resolves with the address once listening. */
-  listen(handle: object): Promise<net.AddressInfo> {
+  async listen(handle: object): Promise<net.AddressInfo> {
+    const address = await this.#listen(handle);
+    await this.#router?.start();
+    return address;
+  }
+
+  #listen(handle: object): Promise<net.AddressInfo> {
     return new Promise((resolve, reject) => {
       const onError = (error: Error): void => reject(error);
       this.#server.once('error', onError);
@@ -60,13 +87,26 @@ export class TcpListener {
   }
 
   #accept(socket: net.Socket): void {
-    const { policy, stats, denies, config } = this.#deps;
     const remote = socket.remoteAddress;
     if (remote === undefined) {
       socket.destroy(); // gone before we looked
       return;
     }
     const port = socket.remotePort ?? 0;
+    if (this.#headers !== null) {
+      this.#headers.read(socket, normalizeAddress(remote), port, this.#onHeader);
+      return;
+    }
+    this.#admit(socket, remote, port, null);
+  }
+
+  readonly #onHeader = (socket: net.Socket, client: HostPort, destination: HostPort | null): void => {
+    this.#admit(socket, client.ip, client.port, destination);
+  };
+
+  /** `remote`: the client as the socket reports it or as a trusted front announced it. */
+  #admit(socket: net.Socket, remote: string, port: number, destination: HostPort | null): void {
+    const { policy, stats, denies, config } = this.#deps;
     const verdict = policy.admit(remote);
     if (!verdict.allow) {
       if (verdict.reason === 'acl' || verdict.reason === 'denylist') {
@@ -83,18 +123,40 @@ export class TcpListener {
       return;
     }
     if (verdict.violation) denies.deny(verdict.address, port, verdict.violation, config.rate_limits.action);
-    const context: ConnectionContext = { ticket: verdict, ip: verdict.address, port };
+    const router = this.#router;
+    const dial = router === null ? null : router.dial(verdict.address);
+    if (router !== null && dial === null) {
+      router.refused(verdict.address, port);
+      policy.limiter.release(verdict);
+      socket.on('error', noop);
+      socket.resetAndDestroy();
+      return;
+    }
+    const context: ConnectionContext = { ticket: verdict, ip: verdict.address, port, dial };
     const relay = startTcpRelay<ConnectionContext>({
       client: socket,
-      target: config.target,
+      target: dial === null ? config.target : dial.target.endpoint,
       tcp: config.tcp,
       stats,
       context,
       meter: this.#metered ? this.#meterFor(context) : undefined,
       onOpen: (r, info) => this.#opened(r, info),
       onClose: (r, info) => this.#closed(r, info),
+      failover: router === null ? undefined : this.#failover,
+      attemptTimeoutMs: router === null ? undefined : router.attemptTimeoutMs,
+      header: config.proxy_protocol === 'off' ? undefined : this.#proxyHeader(socket, context, destination),
     });
     this.#relays.add(relay);
+  }
+
+  readonly #failover = (relay: TcpRelay<ConnectionContext>, reason: string) =>
+    this.#router!.failover(relay.context.dial!, relay.context.ip, reason)?.endpoint;
+
+  /** What the target learns: the client, and where it connected (as a front announced, or our socket). */
+  #proxyHeader(socket: net.Socket, context: ConnectionContext, destination: HostPort | null): Buffer {
+    const source = { ip: context.ip, port: context.port };
+    const local = destination ?? { ip: socket.localAddress ?? '0.0.0.0', port: socket.localPort ?? 0 };
+    return this.#deps.config.proxy_protocol === 'v1' ? encodeV1(source, local) : encodeV2('tcp', source, local);
   }
 
   #meterFor(context: ConnectionContext): Meter {
@@ -121,7 +183,7 @@ export class TcpListener {
       protocol: 'tcp',
       source_ip: relay.context.ip,
       source_port: relay.context.port,
-      target_ip: targetIp || config.target.host,
+      target_ip: targetIp || (relay.context.dial?.target.endpoint.host ?? config.target.host),
       target_port: relay.targetPort || config.target.port,
       bytes_sent: 0,
       bytes_received: 0,
@@ -132,6 +194,7 @@ export class TcpListener {
 
   #opened(relay: TcpRelay<ConnectionContext>, info: RelayOpenInfo): void {
     const { stats, emit } = this.#deps;
+    if (relay.context.dial !== null) relay.context.dial.target.active++;
     stats.accepted++;
     stats.active++;
     emit(this.#event('open', relay, info.target_ip));
@@ -141,6 +204,11 @@ export class TcpListener {
     const { stats, emit, policy } = this.#deps;
     this.#relays.delete(relay);
     policy.limiter.release(relay.context.ticket);
+    const dial = relay.context.dial;
+    if (dial !== null) {
+      if (info.opened) dial.target.active--;
+      else if (info.cause === 'dial_failed') this.#router!.connectFailed(dial.target, info.error ?? 'connection failed');
+    }
     if (info.opened) {
       stats.active--;
       stats.observeDuration(info.duration_ms / 1000);
@@ -155,7 +223,11 @@ export class TcpListener {
     } else {
       emit(this.#event('error', relay, info.target_ip, { duration_ms: info.duration_ms, error: info.error ?? 'connection failed' }));
     }
-    if (this.#relays.size === 0) this.#idle?.();
+    this.#checkIdle();
+  }
+
+  #checkIdle(): void {
+    if (this.#relays.size === 0 && (this.#headers?.pending ?? 0) === 0) this.#idle?.();
   }
 
   /**
@@ -164,18 +236,26 @@ export class TcpListener {
    */
   stopAccepting(): void {
     this.#server.close();
+    // A successor (if any) checks the targets from now on.
+    this.#router?.stop();
   }
 
   /** Lets open connections finish for up to `deadlineMs`, then resets the rest; resolves when none is left. */
   async finish(deadlineMs: number): Promise<void> {
-    if (this.#relays.size === 0) return;
+    // Connections still sending their PROXY header were accepted: they are served too.
+    if (this.#relays.size === 0 && (this.#headers?.pending ?? 0) === 0) {
+      this.#headers?.close();
+      return;
+    }
     const idle = new Promise<void>((resolve) => {
       this.#idle = resolve;
     });
     const timer = setTimeout(() => {
+      this.#headers?.abortAll();
       for (const relay of this.#relays) relay.destroy('shutdown: shutdown_timeout reached');
     }, deadlineMs);
     await idle;
     clearTimeout(timer);
+    this.#headers?.close();
   }
 }

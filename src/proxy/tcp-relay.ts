@@ -19,9 +19,14 @@
  *
  * Dialing. IP literals are dialed as they are; names go through a TargetResolver (cached, see
  * target-resolver.ts). Each resolved address is tried in order until one accepts; `connect_timeout`
- * bounds the whole dial, resolution included (0 = no bound but the kernel's). Both sockets get
- * TCP_NODELAY (we forward what we read at once; Nagle would only add latency to small requests) and
- * keepalive (60 s by default, so a peer that vanished without a FIN is found).
+ * bounds the whole dial, resolution included (0 = no bound but the kernel's). With `failover`
+ * (several targets), a target that cannot be connected — every address refused, no resolution, or
+ * `attemptTimeoutMs` gone by — is given up for the next one `failover` names, within the same
+ * `connect_timeout`. `header` (a PROXY protocol header) is written to the target before anything
+ * else and is not counted as client bytes. All of this is set-up: the per-chunk path is the same
+ * with or without it. Both sockets get TCP_NODELAY (we forward what we read at once; Nagle would
+ * only add latency to small requests) and keepalive (60 s by default, so a peer that vanished
+ * without a FIN is found).
  *
  * Moving bytes. Each direction reads into one static buffer (64 KiB by default) and writes that
  * buffer to the other socket. If the write completes at once (the kernel took it all, the usual
@@ -123,6 +128,15 @@ export interface TcpRelayOptions<C = undefined> {
   readonly onClose: (relay: TcpRelay<C>, info: RelayCloseInfo) => void;
   /** Defaults to the process-wide cache. */
   readonly resolver?: TargetResolver;
+  /**
+   * Several targets: the current target could not be connected, for `reason`. Returns the next
+   * target to try, or undefined to give up (the dial fails as usual).
+   */
+  readonly failover?: (relay: TcpRelay<C>, reason: string) => Endpoint | undefined;
+  /** With `failover`: how long one target may take (0 = only connect_timeout bounds it). */
+  readonly attemptTimeoutMs?: number;
+  /** Written to the target first, once connected (a PROXY protocol header). */
+  readonly header?: Buffer;
   /** Bytes of the static read buffer of each direction; default 64 KiB. */
   readonly bufferSize?: number;
   /** TCP keepalive idle time in ms on both sockets; default 60 s; 0 turns keepalive off. */
@@ -176,12 +190,12 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
   readonly meter: Meter | undefined;
   target: net.Socket | null = null;
   targetIp = '';
-  readonly targetPort: number;
+  targetPort: number;
   connected = false;
   closing = false;
 
   readonly #started = performance.now();
-  readonly #host: string;
+  #host: string;
   readonly #tcp: TcpSettings;
   readonly #resolver: TargetResolver;
   readonly #keepAliveMs: number;
@@ -192,6 +206,13 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
   #family: 4 | 6 = 4;
   #addresses: readonly ResolvedAddress[] = [];
   #attempt = 0;
+  readonly #failover: ((relay: TcpRelay<C>, reason: string) => Endpoint | undefined) | undefined;
+  readonly #attemptMs: number;
+  readonly #header: Buffer | undefined;
+  /** Bounds the current target's attempt when failing over. */
+  #attemptTimer: NodeJS.Timeout | null = null;
+  /** Bumped when the relay moves to another target: answers about the old one are ignored. */
+  #generation = 0;
   /** The connect timer while dialing, then the inactivity timer. */
   #timer: NodeJS.Timeout | null = null;
   #clientClosed = false;
@@ -220,6 +241,9 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
     this.#keepAliveMs = options.keepAliveMs ?? DEFAULT_KEEPALIVE_MS;
     this.#onOpen = options.onOpen;
     this.#onClose = options.onClose;
+    this.#failover = options.failover;
+    this.#attemptMs = options.failover !== undefined ? options.attemptTimeoutMs ?? 0 : 0;
+    this.#header = options.header;
     const size = options.bufferSize ?? DEFAULT_BUFFER_SIZE;
     this.#up = new Flow(this, true, size);
     this.#down = new Flow(this, false, size);
@@ -292,13 +316,49 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
       process.nextTick(this.#abortInvalidTarget);
       return;
     }
+    if (this.#attemptMs > 0) {
+      if (this.#attemptTimer !== null) clearTimeout(this.#attemptTimer);
+      this.#attemptTimer = setTimeout(this.#onAttemptTimeout, this.#attemptMs);
+      this.#attemptTimer.unref();
+    }
     const known = this.#resolver.peek(host);
     if (known !== undefined) {
       this.#onResolved(known);
       return;
     }
-    this.#resolver.resolve(host).then(this.#onResolved, this.#onResolveFailed);
+    const generation = this.#generation;
+    this.#resolver.resolve(host).then(
+      (addresses) => {
+        if (generation === this.#generation) this.#onResolved(addresses);
+      },
+      (err: unknown) => {
+        if (generation === this.#generation) this.#onResolveFailed(err);
+      },
+    );
   }
+
+  /** The current target cannot be connected: moves to the next one `failover` names, if any. */
+  #failOver(reason: string): boolean {
+    if (this.#failover === undefined || this.closing) return false;
+    const next = this.#failover(this, reason);
+    if (next === undefined || this.closing) return false;
+    if (this.target !== null) this.#discardAttempt(this.target);
+    this.#generation++;
+    this.#host = next.host;
+    this.targetPort = next.port;
+    this.targetIp = '';
+    this.#resolve();
+    return true;
+  }
+
+  readonly #onAttemptTimeout = (): void => {
+    this.#attemptTimer = null;
+    if (this.connected || this.closing) return;
+    const what = this.target === null ? `resolving ${this.#host}` : `connect to ${formatAddress(this.targetIp, this.targetPort)}`;
+    const reason = `${what} timed out after ${this.#attemptMs} ms`;
+    if (this.#failOver(reason)) return;
+    this.#abort(this.target === null ? 'target_resolve' : 'target_connect', reason, 'dial_failed');
+  };
 
   readonly #onResolved = (addresses: readonly ResolvedAddress[]): void => {
     if (this.closing) return;
@@ -313,6 +373,7 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
 
   readonly #onResolveFailed = (err: unknown): void => {
     const reason = err instanceof ResolveError ? err.message : `cannot resolve ${this.#host}: ${String(err)}`;
+    if (this.#failOver(reason)) return;
     this.#abort('target_resolve', reason, 'dial_failed');
   };
 
@@ -382,6 +443,9 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
     this.connected = true;
     if (this.#timer !== null) clearTimeout(this.#timer);
     this.#timer = null;
+    if (this.#attemptTimer !== null) clearTimeout(this.#attemptTimer);
+    this.#attemptTimer = null;
+    if (this.#header !== undefined) target.write(this.#header);
     const up = this.#up;
     up.dst = target;
     this.#onOpen?.(this, { target_ip: this.targetIp, target_port: this.targetPort, family: this.#family });
@@ -419,7 +483,9 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
       this.#dial(next);
       return;
     }
-    this.#abort('target_connect', `connect to ${where} failed: ${describeError(err)}`, 'dial_failed');
+    const reason = `connect to ${where} failed: ${describeError(err)}`;
+    if (this.#failOver(reason)) return;
+    this.#abort('target_connect', reason, 'dial_failed');
   };
 
   /**
@@ -540,6 +606,8 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
   #stopTimers(): void {
     if (this.#timer !== null) clearTimeout(this.#timer);
     this.#timer = null;
+    if (this.#attemptTimer !== null) clearTimeout(this.#attemptTimer);
+    this.#attemptTimer = null;
     this.#up.stop();
     this.#down.stop();
   }

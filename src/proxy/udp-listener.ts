@@ -2,14 +2,27 @@
  * A UDP listener in the child: the socket the supervisor handed over, the policy asked about each
  * new session, the sessions relayed by udp-relay.ts. Events leave through `emit`; repeated
  * problems (oversize datagrams, a target that is down) through an aggregator, never per datagram.
+ *
+ * Opt-in, decided once per session: with several targets or health checks a TargetRouter chooses
+ * each session's target, and the sessions of a target that goes down are ended (their clients'
+ * next datagrams go to a live one); with proxy_protocol v2 every datagram a session sends to the
+ * target starts with a PROXY header naming the client and the listener's bound address.
  */
 import dgram from 'node:dgram';
 import type { AddressInfo } from 'node:net';
 import { formatEndpoint } from '../config/address.js';
 import { CONSUME_DROP, CONSUME_VIOLATION, normalizeAddress, type Ticket, type Verdict } from '../policy/index.js';
 import { MessageAggregator } from '../telemetry/message-aggregator.js';
+import { encodeV2, type HostPort } from './proxy-protocol.js';
+import type { PoolTarget } from './target-pool.js';
+import { TargetRouter } from './target-router.js';
 import type { ListenerDeps } from './tcp-listener.js';
-import { DEFAULT_MAX_SESSIONS, UdpRelay, type UdpDirection } from './udp-relay.js';
+import { DEFAULT_MAX_SESSIONS, UdpRelay, type UdpDirection, type UdpSessionPlan } from './udp-relay.js';
+
+/** A session's plan, with the pool target it counts against (least_connections). */
+interface RoutedPlan extends UdpSessionPlan {
+  readonly poolTarget: PoolTarget | null;
+}
 
 /** After a drain starts, how long replies already on their way get before sessions are ended. */
 const REPLY_GRACE_MS = 1000;
@@ -18,10 +31,13 @@ export class UdpListener {
   readonly #deps: ListenerDeps;
   readonly #family: 'udp4' | 'udp6';
   readonly #problems: MessageAggregator;
+  /** Several targets or health checks; null: the one target. */
+  readonly #router: TargetRouter | null;
   #relay: UdpRelay<Verdict> | undefined;
 
   constructor(deps: ListenerDeps, family: 'IPv4' | 'IPv6') {
     this.#deps = deps;
+    this.#router = TargetRouter.create(deps);
     this.#family = family === 'IPv6' ? 'udp6' : 'udp4';
     this.#problems = new MessageAggregator(deps.emit);
     setInterval(() => this.#problems.flush(), 10_000).unref();
@@ -43,10 +59,17 @@ export class UdpListener {
     });
     const limiter = this.#deps.policy.limiter;
     const metered = config.rate_limits.max_bandwidth_per_ip > 0;
+    const router = this.#router;
+    if (router !== null) {
+      router.onDown = (target) => this.#relay?.endSessions((plan) => (plan as RoutedPlan).poolTarget === target);
+      await router.start();
+    }
+    const local = socket.address();
+    const planned = router !== null || config.proxy_protocol === 'v2';
     this.#relay = new UdpRelay<Verdict>({
       listenerName: config.name,
       socket,
-      target: config.target,
+      target: router === null ? config.target : null,
       udp: config.udp,
       stats,
       // log_only lets a session over max_total_connections through, so there the relay's own
@@ -64,6 +87,15 @@ export class UdpListener {
         release: (verdict) => limiter.release(verdict as Ticket),
         onEvent: (event) => this.#deps.emit(event),
         onDrop: (reason, ip, port, direction) => this.#dropped(reason, ip, port, direction),
+        ...(planned
+          ? {
+              plan: (ip: string, port: number) => this.#plan(ip, port, { ip: local.address, port: local.port }),
+              planEnded: (plan: UdpSessionPlan) => {
+                const target = (plan as RoutedPlan).poolTarget;
+                if (target !== null) target.active--;
+              },
+            }
+          : {}),
         onError: (type, error, ip, port) =>
           this.#problems.report(`error:${type}`, 'warning', `listener ${config.name}: ${type.replace('_', ' ')} error: ${error.message}`, {
             listener: config.name,
@@ -73,6 +105,22 @@ export class UdpListener {
     });
     await this.#relay.start();
     return socket.address();
+  }
+
+  /** A new session's target (with several) and PROXY header (with v2); undefined: no target is up. */
+  #plan(ip: string, port: number, local: HostPort): RoutedPlan | undefined {
+    const { config } = this.#deps;
+    let poolTarget: PoolTarget | null = null;
+    let target: UdpSessionPlan['target'] = null;
+    if (this.#router !== null) {
+      const picked = this.#router.pickForSession(ip);
+      if (picked === undefined || picked.resolved === null) return undefined;
+      poolTarget = picked;
+      target = { ip: picked.resolved.address, port: picked.endpoint.port, family: picked.resolved.family };
+      picked.active++;
+    }
+    const header = config.proxy_protocol === 'v2' ? encodeV2('udp', { ip, port }, local) : null;
+    return { target, header, poolTarget };
   }
 
   #admit(ip: string, port: number): Verdict {
@@ -110,6 +158,8 @@ export class UdpListener {
     const { config, denies } = this.#deps;
     if (reason === 'session_limit') {
       denies.deny(ip, port, 'session_limit', 'drop');
+    } else if (reason === 'no_target') {
+      this.#router?.refused(ip, port);
     } else if (reason === 'oversize_datagram') {
       const from = direction === 'sent' ? `client ${formatEndpoint(ip, port)}` : `the target (for ${formatEndpoint(ip, port)})`;
       this.#problems.report('oversize', 'warning', `listener ${config.name}: dropped a datagram from ${from} larger than udp.buffer_size (${config.udp.buffer_size} bytes)`, {
@@ -123,6 +173,7 @@ export class UdpListener {
   /** Stops taking datagrams: they wait in the socket for the next child, if there is one. */
   stopAccepting(): void {
     this.#relay?.stopReceiving();
+    this.#router?.stop();
   }
 
   /** Lets replies already on their way arrive briefly, then ends every session with its close event. */

@@ -71,6 +71,14 @@
  * - close: when the session ends (idle timeout, close()), if log_session_close and the session
  *   lasted at least min_log_duration and moved at least min_log_bytes.
  *
+ * Per-session plans (`plan` hook): with several targets the caller chooses each new session's
+ * target (the relay's own `target` is then null and never resolved), and with PROXY protocol v2 it
+ * gives the header that goes before every datagram the session sends to the target (sent as one
+ * datagram from two buffers, no copy). Both are decided once per session; the per-datagram cost is
+ * one null check. A plan of undefined (no target is up) drops the datagram and opens nothing.
+ * endSessions() ends the sessions of a target that went down, so their clients' next datagrams
+ * open sessions on a live one.
+ *
  * Hot path (per datagram): one Map lookup by port number and one string comparison, the meter if
  * any, one send, plain number increments. No clock read, no closure, no logging, no allocation of
  * ours — what remains is Node's (the Buffer and rinfo of each received datagram, each send's
@@ -95,7 +103,15 @@ export const DEFAULT_RESOLVE_INTERVAL_MS = 10_000;
 export type UdpDirection = 'sent' | 'received';
 
 /** Why the relay itself dropped a datagram. */
-export type UdpDropReason = 'session_limit' | 'oversize_datagram' | 'session_create';
+export type UdpDropReason = 'session_limit' | 'oversize_datagram' | 'session_create' | 'no_target';
+
+/** The caller's choices for a new session (see the header). */
+export interface UdpSessionPlan {
+  /** Where the session's upstream socket connects; null: the relay's own target. */
+  readonly target: { readonly ip: string; readonly port: number; readonly family: 4 | 6 } | null;
+  /** Prepended to every datagram the session sends to the target; null: nothing. */
+  readonly header: Buffer | null;
+}
 
 /** What `admit` answers; the policy's Verdict (a Ticket or a Refusal) is one. */
 export interface UdpAdmission {
@@ -118,6 +134,13 @@ export interface UdpRelayHooks<A extends UdpAdmission = UdpAdmission> {
   readonly onDrop?: (reason: UdpDropReason, clientIp: string, clientPort: number, direction: UdpDirection) => void;
   /** An error counted in stats; `clientIp` is undefined when no client is concerned. */
   readonly onError?: (type: ErrorType, error: Error, clientIp: string | undefined, clientPort: number) => void;
+  /**
+   * Asked after `admit` and the session cap for a new session; undefined drops the datagram
+   * (reported through onDrop as 'no_target', for the hook to count).
+   */
+  readonly plan?: (clientIp: string, clientPort: number) => UdpSessionPlan | undefined;
+  /** A planned session ended; gets back the plan object `plan` returned. */
+  readonly planEnded?: (plan: UdpSessionPlan) => void;
 }
 
 export interface UdpRelayOptions<A extends UdpAdmission = UdpAdmission> {
@@ -125,7 +148,8 @@ export interface UdpRelayOptions<A extends UdpAdmission = UdpAdmission> {
   readonly listenerName: string;
   /** The bound listening socket; the caller keeps owning it. */
   readonly socket: dgram.Socket;
-  readonly target: Endpoint;
+  /** null: every session's target comes from the `plan` hook. */
+  readonly target: Endpoint | null;
   readonly udp: UdpSettings;
   readonly stats: ListenerStats;
   /** The listener's max_total_connections when set (> 0); DEFAULT_MAX_SESSIONS otherwise. */
@@ -148,7 +172,8 @@ const MAX_SWEEP_MS = 1_000;
 export class UdpRelay<A extends UdpAdmission = UdpAdmission> {
   readonly #name: string;
   readonly #socket: dgram.Socket;
-  readonly #targetHost: string;
+  /** null: targets come from the plan hook. */
+  readonly #targetHost: string | null;
   readonly #targetPort: number;
   readonly #stats: ListenerStats;
   readonly #table = new SessionTable<A>();
@@ -169,6 +194,8 @@ export class UdpRelay<A extends UdpAdmission = UdpAdmission> {
   readonly #onEvent: ((event: ConnectionEvent) => void) | undefined;
   readonly #onDrop: UdpRelayHooks<A>['onDrop'];
   readonly #onError: UdpRelayHooks<A>['onError'];
+  readonly #plan: UdpRelayHooks<A>['plan'];
+  readonly #planEnded: UdpRelayHooks<A>['planEnded'];
 
   #targetIp = '';
   #targetFamily: 4 | 6 = 4;
@@ -185,8 +212,9 @@ export class UdpRelay<A extends UdpAdmission = UdpAdmission> {
     this.#name = options.listenerName;
     this.#socket = options.socket;
     // An empty host means "this machine", as when dialing ":port".
-    this.#targetHost = options.target.host === '' ? '127.0.0.1' : options.target.host;
-    this.#targetPort = options.target.port;
+    const target = options.target;
+    this.#targetHost = target === null ? null : target.host === '' ? '127.0.0.1' : target.host;
+    this.#targetPort = target === null ? 0 : target.port;
     this.#stats = options.stats;
     this.#maxSessions = options.maxSessions !== undefined && options.maxSessions > 0
       ? options.maxSessions
@@ -209,6 +237,8 @@ export class UdpRelay<A extends UdpAdmission = UdpAdmission> {
     this.#onEvent = hooks.onEvent;
     this.#onDrop = hooks.onDrop;
     this.#onError = hooks.onError;
+    this.#plan = hooks.plan;
+    this.#planEnded = hooks.planEnded;
   }
 
   /** Open sessions. */
@@ -226,7 +256,7 @@ export class UdpRelay<A extends UdpAdmission = UdpAdmission> {
     if (this.#started) throw new Error('UdpRelay.start() called twice');
     this.#started = true;
     try {
-      await this.#resolveTarget();
+      if (this.#targetHost !== null) await this.#resolveTarget();
     } catch (err) {
       this.#error('target_resolve', err, undefined, 0);
       throw err;
@@ -237,7 +267,7 @@ export class UdpRelay<A extends UdpAdmission = UdpAdmission> {
     this.#socket.on('close', this.#onSocketClose);
     this.#sweepTimer = setInterval(this.#sweep, this.#sweepMs);
     this.#sweepTimer.unref();
-    if (isIP(this.#targetHost) === 0) {
+    if (this.#targetHost !== null && isIP(this.#targetHost) === 0) {
       this.#resolveTimer = setInterval(this.#refreshTarget, this.#resolveMs);
       this.#resolveTimer.unref();
     }
@@ -289,6 +319,14 @@ export class UdpRelay<A extends UdpAdmission = UdpAdmission> {
     return this.#closing;
   }
 
+  /** Ends every planned session whose plan `test` selects (close events as usual). */
+  endSessions(test: (plan: UdpSessionPlan) => boolean): void {
+    const now = this.#clock();
+    for (const session of this.#table.values()) {
+      if (session.plan !== null && test(session.plan as UdpSessionPlan)) this.#end(session, now);
+    }
+  }
+
   // ---- hot path -------------------------------------------------------------------------------
 
   readonly #onClientMessage = (msg: Buffer, rinfo: dgram.RemoteInfo): void => {
@@ -307,7 +345,9 @@ export class UdpRelay<A extends UdpAdmission = UdpAdmission> {
       const verdict = meter(session.admission, bytes, 'sent', session.clientPort);
       if (verdict > 0 || verdict === -1) return;
     }
-    session.upstream.send(msg);
+    const header = session.header;
+    if (header === null) session.upstream.send(msg);
+    else session.upstream.send([header, msg]);
     session.bytesSent += bytes;
     session.packetsSent++;
     const stats = this.#stats;
@@ -356,16 +396,33 @@ export class UdpRelay<A extends UdpAdmission = UdpAdmission> {
       this.#onDrop?.('session_limit', clientIp, port, 'sent');
       return undefined;
     }
-    const upstream = this.#connectUpstream(clientIp, port);
+    let plan: UdpSessionPlan | undefined;
+    if (this.#plan !== undefined) {
+      plan = this.#plan(clientIp, port);
+      if (plan === undefined) {
+        this.#release?.(admission);
+        this.#onDrop?.('no_target', clientIp, port, 'sent');
+        return undefined;
+      }
+    }
+    const to = plan?.target ?? null;
+    const targetIp = to === null ? this.#targetIp : to.ip;
+    const targetPort = to === null ? this.#targetPort : to.port;
+    const upstream = this.#connectUpstream(clientIp, port, targetIp, targetPort, to === null ? this.#targetFamily : to.family);
     if (upstream === null) {
+      if (plan !== undefined) this.#planEnded?.(plan);
       this.#release?.(admission);
       this.#onDrop?.('session_create', clientIp, port, 'sent');
       return undefined;
     }
     const now = this.#clock();
     const session = new UdpSession<A>(
-      address, port, clientIp, this.#targetIp, this.#targetPort, admission, upstream, now, this.#logBytes,
+      address, port, clientIp, targetIp, targetPort, admission, upstream, now, this.#logBytes,
     );
+    if (plan !== undefined) {
+      session.plan = plan;
+      session.header = plan.header;
+    }
     // One closure pair per session, none per datagram.
     upstream.on('message', (msg: Buffer) => this.#onTargetMessage(session, msg));
     upstream.on('error', (err: Error) => this.#onUpstreamError(session, err));
@@ -377,14 +434,14 @@ export class UdpRelay<A extends UdpAdmission = UdpAdmission> {
   }
 
   /** A socket connected to the target, or null (counted as 'session_create'). */
-  #connectUpstream(clientIp: string, clientPort: number): dgram.Socket | null {
+  #connectUpstream(clientIp: string, clientPort: number, targetIp: string, targetPort: number, family: 4 | 6): dgram.Socket | null {
     let upstream: dgram.Socket | null = null;
     try {
-      upstream = dgram.createSocket({ type: this.#targetFamily === 6 ? 'udp6' : 'udp4', lookup: literalLookup });
+      upstream = dgram.createSocket({ type: family === 6 ? 'udp6' : 'udp4', lookup: literalLookup });
       // With a lookup that answers at once, bind and connect complete inside this call, so the
       // session can send its first datagram right away instead of queueing it. A failure (EMFILE
       // at bind, say) is emitted as 'error' with no listener yet, which throws here.
-      upstream.connect(this.#targetPort, this.#targetIp);
+      upstream.connect(targetPort, targetIp);
       upstream.remoteAddress(); // throws if the connect did not complete at once
       return upstream;
     } catch (err) {
@@ -410,6 +467,7 @@ export class UdpRelay<A extends UdpAdmission = UdpAdmission> {
     const stats = this.#stats;
     stats.active--;
     stats.observeDuration((now - session.startedAt) / 1000);
+    if (session.plan !== null) this.#planEnded?.(session.plan as UdpSessionPlan);
     this.#release?.(session.admission);
     if (this.#logging.log_session_close && this.#worthLogging(session, now)) this.#emit('close', session, now);
   }
@@ -487,6 +545,7 @@ export class UdpRelay<A extends UdpAdmission = UdpAdmission> {
 
   async #resolveTarget(): Promise<void> {
     const host = this.#targetHost;
+    if (host === null) return;
     const family = isIP(host);
     if (family !== 0) {
       this.#targetIp = host;

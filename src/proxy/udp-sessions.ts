@@ -46,6 +46,10 @@ export class UdpSession<A = unknown> {
   /** The last error the upstream socket reported, for the close event; cleared by a reply. */
   lastError: string | null = null;
   open = true;
+  /** What the relay's `plan` hook chose for this session (null: no hook). */
+  plan: object | null = null;
+  /** Prepended to every datagram sent to the target (a PROXY protocol v2 header); null: nothing. */
+  header: Buffer | null = null;
 
   constructor(
     clientAddress: string,

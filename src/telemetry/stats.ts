@@ -29,7 +29,13 @@ export type ErrorType =
   | 'client_read'
   | 'timeout'
   | 'oversize_datagram'
-  | 'accept';
+  | 'accept'
+  /** Every target of the listener was down: the client was refused at once. */
+  | 'no_target'
+  /** accept_proxy_protocol: a malformed header, or none within header_timeout. */
+  | 'proxy_header'
+  /** accept_proxy_protocol: a connection from an address outside `trusted`. */
+  | 'proxy_untrusted';
 
 export interface StatsDelta {
   accepted: number;
@@ -48,6 +54,8 @@ export interface StatsDelta {
   duration_counts: number[];
   duration_sum: number;
   duration_count: number;
+  /** Up (1) or down (0) per target address, whole, when any changed (listeners with a target pool). */
+  targets?: Record<string, number>;
 }
 
 export class ListenerStats {
@@ -60,6 +68,8 @@ export class ListenerStats {
   packetsSent = 0;
   packetsReceived = 0;
   aclDrops = 0;
+  /** Set (whole) when a target changes state; sent with the next delta, then null again. */
+  targets: Record<string, number> | null = null;
   readonly #rateLimitDrops = new Map<DenyReason, number>();
   readonly #errors = new Map<ErrorType, number>();
   #durationCounts: number[] = new Array<number>(DURATION_BUCKETS.length + 1).fill(0);
@@ -89,7 +99,8 @@ export class ListenerStats {
       this.accepted + this.aclDenied + this.rateLimited + this.bytesSent + this.bytesReceived +
         this.packetsSent + this.packetsReceived + this.aclDrops + this.#durationCount !== 0 ||
       this.#rateLimitDrops.size !== 0 ||
-      this.#errors.size !== 0
+      this.#errors.size !== 0 ||
+      this.targets !== null
     );
   }
 
@@ -109,7 +120,9 @@ export class ListenerStats {
       duration_counts: this.#durationCounts,
       duration_sum: this.#durationSum,
       duration_count: this.#durationCount,
+      ...(this.targets !== null ? { targets: this.targets } : {}),
     };
+    this.targets = null;
     this.accepted = this.aclDenied = this.rateLimited = 0;
     this.bytesSent = this.bytesReceived = this.packetsSent = this.packetsReceived = 0;
     this.aclDrops = 0;

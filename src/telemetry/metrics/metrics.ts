@@ -10,7 +10,7 @@
  * fixed sets, so cardinality is bounded by the configuration.
  */
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
-import type { Protocol } from '../../config/types.js';
+import { usesTargetPool, type ListenerConfig, type Protocol } from '../../config/types.js';
 import type { StatsDelta } from '../stats.js';
 import { DURATION_BUCKETS } from '../stats.js';
 import { BucketedHistogram } from './bucketed-histogram.js';
@@ -19,7 +19,8 @@ import { sampleProcess, type ProcessSample } from './process-sample.js';
 /** What the metrics need to know about a listener (the supervisor's ListenerChild fits). */
 export interface ListenerView {
   readonly name: string;
-  readonly config: { readonly protocol: Protocol };
+  /** The target list and health_check matter only to packetpony_target_up. */
+  readonly config: { readonly protocol: Protocol } & Partial<Pick<ListenerConfig, 'targets' | 'health_check'>>;
   /** `ready` counts as up. */
   readonly state: string;
   /** Every living child process of the listener (serving or finishing connections). */
@@ -133,6 +134,8 @@ export class Metrics {
   /** Last CPU seconds read per listener and living child. */
   readonly #cpuSeen = new Map<string, Map<number, number>>();
   #samples: { at: number; value: Promise<Samples> } | undefined;
+  /** The last target states a child of each listener reported (whole maps, the latest wins). */
+  readonly #targetStates = new Map<string, Record<string, number>>();
 
   constructor(listeners: () => Iterable<ListenerView>) {
     this.#listeners = listeners;
@@ -150,6 +153,28 @@ export class Metrics {
         up.reset();
         for (const listener of this.#listeners()) {
           up.set({ listener: listener.name, protocol: listener.config.protocol }, listener.state === 'ready' ? 1 : 0);
+        }
+      },
+    });
+
+    // Series of the listener's current targets only: a target removed by a reload, or a listener
+    // that no longer has a pool, leaves the output at the next scrape.
+    const targetUp: Gauge<'listener' | 'target'> = new Gauge({
+      name: 'packetpony_target_up',
+      help: 'Whether a target of a listener with several targets or health checks is up (1) or down (0)',
+      labelNames: ['listener', 'target'] as const,
+      registers: [this.registry],
+      collect: () => {
+        targetUp.reset();
+        for (const listener of this.#listeners()) {
+          const states = this.#targetStates.get(listener.name);
+          const config = listener.config;
+          if (states === undefined || config.targets === undefined || config.health_check === undefined) continue;
+          if (!usesTargetPool({ targets: config.targets, health_check: config.health_check })) continue;
+          for (const { address } of config.targets) {
+            const up = states[address];
+            if (up !== undefined) targetUp.set({ listener: listener.name, target: address }, up === 1 ? 1 : 0);
+          }
         }
       },
     });
@@ -254,6 +279,7 @@ export class Metrics {
       this.#duration.add({ listener, protocol }, s.duration_counts.map(count), count(s.duration_sum), count(s.duration_count));
     }
     if (count(report.dropped_events)) this.#logDropped.inc({ sink: 'ipc' }, count(report.dropped_events));
+    if (typeof s.targets === 'object' && s.targets !== null && !this.#gone.has(pid)) this.#targetStates.set(listener, s.targets);
 
     if (!this.#gone.has(pid)) {
       let levels = this.#activeByPid.get(listener);
