@@ -78,3 +78,17 @@ export function sampler(read: () => number, everyMs = 100): { readonly max: numb
     },
   };
 }
+
+/** CPU seconds of a process plus those of its children it has reaped (cutime, cstime). */
+export function cpuSecondsWithChildren(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14])) / 100;
+}
+
+/** CPU seconds of the process itself and of its reaped children, apart. */
+export function cpuSplit(pid: number): { self: number; children: number } {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return { self: (Number(fields[11]) + Number(fields[12])) / 100, children: (Number(fields[13]) + Number(fields[14])) / 100 };
+}
