@@ -14,6 +14,7 @@ import type { ListenerConfig } from '../config/types.js';
 import { CONSUME_DROP, normalizeAddress, type ListenerPolicy, type Ticket } from '../policy/index.js';
 import type { DenyAggregator } from '../telemetry/deny-aggregator.js';
 import type { ConnectionEvent, LogEvent } from '../telemetry/events.js';
+import { MessageAggregator } from '../telemetry/message-aggregator.js';
 import type { ListenerStats } from '../telemetry/stats.js';
 import { ProxyHeaderReader } from './proxy-header-reader.js';
 import { encodeV1, encodeV2, type HostPort } from './proxy-protocol.js';
@@ -29,6 +30,15 @@ interface ConnectionContext {
 }
 
 function noop(): void {}
+
+/**
+ * The process is out of descriptors (EMFILE) or the system is (ENFILE): a local condition, not a
+ * fact about the client or the target, and one that strikes every connection attempt at once.
+ */
+function descriptorShortage(text: string | undefined): 'EMFILE' | 'ENFILE' | undefined {
+  const code = text === undefined ? undefined : /\b(EMFILE|ENFILE)\b/.exec(text)?.[1];
+  return code === 'EMFILE' || code === 'ENFILE' ? code : undefined;
+}
 
 export interface ListenerDeps {
   readonly config: ListenerConfig;
@@ -47,10 +57,14 @@ export class TcpListener {
   readonly #router: TargetRouter | null;
   /** accept_proxy_protocol; null: the socket's peer is the client. */
   readonly #headers: ProxyHeaderReader | null;
+  /** Problems that strike many connections at once (out of descriptors), said once per 10 s. */
+  readonly #problems: MessageAggregator;
   #idle: (() => void) | undefined;
 
   constructor(deps: ListenerDeps) {
     this.#deps = deps;
+    this.#problems = new MessageAggregator(deps.emit);
+    setInterval(() => this.#problems.flush(), 10_000).unref();
     this.#metered = deps.config.rate_limits.max_bandwidth_per_ip > 0;
     this.#router = TargetRouter.create(deps);
     const accept = deps.config.accept_proxy_protocol;
@@ -80,7 +94,10 @@ export class TcpListener {
         this.#server.off('error', onError);
         // From now on an error is a failed accept (EMFILE, ENFILE…): counted, never fatal; libuv
         // keeps the listening socket and retries.
-        this.#server.on('error', () => this.#deps.stats.error('accept'));
+        this.#server.on('error', (error: NodeJS.ErrnoException) => {
+          this.#deps.stats.error('accept');
+          this.#shortage(descriptorShortage(error.code) ?? 'EMFILE', error.code === undefined ? error.message : undefined);
+        });
         resolve(this.#server.address() as net.AddressInfo);
       });
     });
@@ -205,9 +222,12 @@ export class TcpListener {
     this.#relays.delete(relay);
     policy.limiter.release(relay.context.ticket);
     const dial = relay.context.dial;
+    // A dial that failed for want of a descriptor says nothing about the target, and would say it
+    // once per connection attempt: one aggregated report instead of an error event each.
+    const shortage = info.opened ? undefined : descriptorShortage(info.error);
     if (dial !== null) {
       if (info.opened) dial.target.active--;
-      else if (info.cause === 'dial_failed') this.#router!.connectFailed(dial.target, info.error ?? 'connection failed');
+      else if (info.cause === 'dial_failed' && shortage === undefined) this.#router!.connectFailed(dial.target, info.error ?? 'connection failed');
     }
     if (info.opened) {
       stats.active--;
@@ -220,10 +240,24 @@ export class TcpListener {
           ...(info.error !== undefined ? { error: info.error } : {}),
         }),
       );
+    } else if (shortage !== undefined) {
+      this.#shortage(shortage);
     } else {
       emit(this.#event('error', relay, info.target_ip, { duration_ms: info.duration_ms, error: info.error ?? 'connection failed' }));
     }
     this.#checkIdle();
+  }
+
+  /** Out of descriptors (or another accept failure, `other`): reported, aggregated. */
+  #shortage(code: 'EMFILE' | 'ENFILE', other?: string): void {
+    const name = this.#deps.config.name;
+    const message =
+      other !== undefined
+        ? `listener ${name}: cannot accept connections: ${other}`
+        : code === 'EMFILE'
+          ? `listener ${name}: out of file descriptors (EMFILE): new connections are reset; raise the open-files limit (LimitNOFILE= in the unit, ulimit -n) or set max_total_connections`
+          : `listener ${name}: the system is out of file descriptors (ENFILE): new connections are reset; raise fs.file-max`;
+    this.#problems.report(other !== undefined ? 'accept' : 'descriptors', 'error', message, { listener: name });
   }
 
   #checkIdle(): void {
