@@ -1,0 +1,144 @@
+/**
+ * Many UDP clients at once: each its own socket (its own session in the proxy), each sending
+ * numbered datagrams with a payload no other client sends, one outstanding at a time, resent if no
+ * reply came within `retryMs` (loopback drops datagrams when a receive buffer overflows). At most
+ * `inFlight` datagrams are outstanding over all clients. Every reply is checked against the
+ * payloads its client sent.
+ */
+import dgram from 'node:dgram';
+import type { ExecutionContext } from 'ava';
+
+export interface UdpLoadOptions {
+  readonly port: number;
+  readonly host?: string;
+  readonly clients: number;
+  readonly datagrams: number;
+  readonly inFlight?: number;
+  readonly retryMs?: number;
+  /** Source address of client i (default: host's loopback). */
+  readonly localAddress?: (i: number) => string;
+  /** Gives up after this long overall. */
+  readonly deadlineMs: number;
+}
+
+export interface UdpLoadResult {
+  /** Replies that matched a datagram their client sent (first time). */
+  readonly matched: number;
+  /** Replies carrying another client's payload (must be 0). */
+  readonly foreign: number;
+  /** Replies seen again (a resend's second answer). */
+  readonly duplicates: number;
+  readonly resent: number;
+  /** Clients that got every one of their replies. */
+  readonly complete: number;
+  readonly elapsedMs: number;
+  /** Date.now() of each client's last reply. */
+  readonly lastReplyAt: number[];
+  /** The source port of each client. */
+  readonly ports: number[];
+  /** Closes every client socket. */
+  close(): Promise<void>;
+}
+
+function payload(client: number, seq: number): Buffer {
+  // Unique per client and sequence; the random tail makes a reply to someone else unmistakable.
+  return Buffer.from(`c${client}:s${seq}:${(client * 7919 + seq * 104729).toString(36)}`);
+}
+
+export async function udpLoad(t: ExecutionContext, options: UdpLoadOptions): Promise<UdpLoadResult> {
+  const host = options.host ?? '127.0.0.1';
+  const type = host.includes(':') ? 'udp6' : 'udp4';
+  const inFlightMax = options.inFlight ?? 256;
+  const retryMs = options.retryMs ?? 300;
+  const sockets: dgram.Socket[] = [];
+  let closed = false;
+  const close = async (): Promise<void> => {
+    if (closed) return;
+    closed = true;
+    await Promise.all(sockets.map((s) => new Promise<void>((resolve) => {
+      try {
+        s.close(() => resolve());
+      } catch {
+        resolve();
+      }
+    })));
+  };
+  t.teardown(close);
+  const next = new Int32Array(options.clients); // next sequence to send
+  const sentAt = new Float64Array(options.clients); // when the outstanding one was sent; 0: none
+  const lastReplyAt = new Array<number>(options.clients).fill(0);
+  const ports = new Array<number>(options.clients).fill(0);
+  let matched = 0;
+  let foreign = 0;
+  let duplicates = 0;
+  let resent = 0;
+  let complete = 0;
+  let outstanding = 0;
+  const waiting: number[] = [];
+  const started = performance.now();
+
+  for (let i = 0; i < options.clients; i++) {
+    const socket = dgram.createSocket(type);
+    sockets.push(socket);
+    socket.on('error', () => {});
+    await new Promise<void>((resolve) => socket.bind(0, options.localAddress?.(i) ?? (type === 'udp6' ? '::1' : '127.0.0.1'), resolve));
+    await new Promise<void>((resolve) => socket.connect(options.port, host, resolve));
+    ports[i] = socket.address().port;
+    socket.on('message', (msg: Buffer) => {
+      const text = msg.toString();
+      const match = /^c(\d+):s(\d+):/.exec(text);
+      if (match === null || Number(match[1]) !== i || !payload(i, Number(match[2])).equals(msg)) {
+        foreign++;
+        return;
+      }
+      const seq = Number(match[2]);
+      if (seq !== next[i] || sentAt[i] === 0) {
+        duplicates++;
+        return;
+      }
+      matched++;
+      lastReplyAt[i] = Date.now();
+      sentAt[i] = 0;
+      outstanding--;
+      next[i]++;
+      if (next[i] === options.datagrams) complete++;
+      else waiting.push(i);
+      pump();
+    });
+    waiting.push(i);
+  }
+
+  const send = (i: number): void => {
+    sentAt[i] = performance.now();
+    sockets[i]!.send(payload(i, next[i]!));
+  };
+  const pump = (): void => {
+    while (outstanding < inFlightMax && waiting.length > 0) {
+      outstanding++;
+      send(waiting.shift()!);
+    }
+  };
+  await new Promise<void>((resolve, reject) => {
+    const timer = setInterval(() => {
+      if (complete === options.clients) {
+        clearInterval(timer);
+        resolve();
+        return;
+      }
+      if (performance.now() - started > options.deadlineMs) {
+        clearInterval(timer);
+        reject(new Error(`UDP load: ${complete} of ${options.clients} clients complete after ${options.deadlineMs} ms (matched ${matched}, resent ${resent}, foreign ${foreign})`));
+        return;
+      }
+      const now = performance.now();
+      for (let i = 0; i < options.clients; i++) {
+        if (sentAt[i]! > 0 && now - sentAt[i]! > retryMs) {
+          resent++;
+          send(i);
+        }
+      }
+    }, Math.max(20, retryMs / 4));
+    pump();
+  });
+  return { matched, foreign, duplicates, resent, complete, elapsedMs: performance.now() - started, lastReplyAt, ports, close };
+}
