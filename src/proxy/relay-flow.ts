@@ -6,6 +6,12 @@
  *
  * Per chunk: no closure, no clock read, no logging; the only allocations are Node's write request
  * and, when a read is shorter than the buffer, a view of it.
+ *
+ * Buffers come from a small pool and go back to it when the relay has finished (both sockets
+ * closed: no read can land in the buffer and no write still points into it). Profiled at a few
+ * thousand new connections per second, allocating two fresh 64 KiB buffers per connection cost
+ * about 4 % of the child's CPU on its own, plus the garbage collections that much external memory
+ * churn triggers, and the page faults of touching fresh memory.
  */
 import type net from 'node:net';
 import type { ListenerStats } from '../telemetry/stats.js';
@@ -25,6 +31,26 @@ export type Meter = (bytes: number, direction: RelayDirection) => number;
 export const METER_OK = 0;
 export const METER_DROP = -1;
 
+/** The pooled buffer size: the relay's default. Other sizes are allocated and left to the GC. */
+const POOLED_SIZE = 64 * 1024;
+/** At most this many idle buffers are kept (4 MiB): enough to absorb bursts of short connections. */
+const MAX_POOLED = 64;
+const pool: Buffer[] = [];
+const EMPTY = Buffer.alloc(0);
+
+function takeBuffer(size: number): Buffer {
+  if (size === POOLED_SIZE) {
+    const pooled = pool.pop();
+    if (pooled !== undefined) return pooled;
+  }
+  return Buffer.allocUnsafeSlow(size);
+}
+
+/** Idle buffers in the pool (for tests). */
+export function pooledBuffers(): number {
+  return pool.length;
+}
+
 /** What a Flow needs from its relay. */
 export interface FlowOwner {
   /** The relay is ending: read and forward nothing more. */
@@ -40,7 +66,7 @@ export class Flow {
   /** client → target */
   readonly up: boolean;
   readonly direction: RelayDirection;
-  readonly buf: Buffer;
+  buf: Buffer;
   /** Static-buffer reads (handle driven) vs 'data' events (stream driven). */
   staticMode = true;
   src: net.Socket | null = null;
@@ -67,7 +93,19 @@ export class Flow {
     this.relay = relay;
     this.up = up;
     this.direction = up ? 'sent' : 'received';
-    this.buf = Buffer.allocUnsafeSlow(bufferSize);
+    this.buf = takeBuffer(bufferSize);
+  }
+
+  /**
+   * Gives the buffer back to the pool. Only once both sockets have closed: until then a read may
+   * still land in it or a pending write may still point into it. The flow must not run again.
+   */
+  release(): void {
+    const buf = this.buf;
+    if (buf.length === 0) return;
+    this.buf = EMPTY;
+    this.early = null;
+    if (buf.length === POOLED_SIZE && pool.length < MAX_POOLED) pool.push(buf);
   }
 
   /** The static-buffer read callback: returns whether to keep reading. */

@@ -617,6 +617,9 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
     this.#finished = true;
     this.closing = true;
     this.#stopTimers();
+    // Both sockets are closed: nothing can read into or write from the buffers any more.
+    this.#up.release();
+    this.#down.release();
     const info: RelayCloseInfo = {
       cause: this.#cause,
       opened: this.connected,

@@ -133,7 +133,7 @@ async function main(): Promise<void> {
     ? ALL_TARGETS
     : ALL_TARGETS.map((t) => (t.id === 'pp-off' ? packetpony(false, options.product) : t.id === 'pp-on' ? packetpony(true, options.product) : t));
   if (options.baseline !== null) all = [...all, packetpony(false, options.baseline, 'base'), packetpony(true, options.baseline, 'base')];
-  const targets = all.filter((t) => t.id === 'direct' || options.targets === null || options.targets.includes(t.id));
+  const targets = all.filter((t) => t.id === 'direct' || options.targets === null || options.targets.includes(t.id.replace(/@.*/, '')));
   const results: Results = new Map();
   const notes = [...tools.notes];
 
