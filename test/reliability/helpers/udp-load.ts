@@ -45,7 +45,21 @@ function payload(client: number, seq: number): Buffer {
   return Buffer.from(`c${client}:s${seq}:${(client * 7919 + seq * 104729).toString(36)}`);
 }
 
-export async function udpLoad(t: ExecutionContext, options: UdpLoadOptions): Promise<UdpLoadResult> {
+export interface UdpClients {
+  readonly ports: number[];
+  /** Another round on the same sockets (the same sessions): `datagrams` more each. */
+  run(datagrams: number, deadlineMs: number): Promise<UdpLoadResult>;
+  close(): Promise<void>;
+}
+
+/** Opens `options.clients` sockets, then runs the first round of `options.datagrams` each. */
+export async function udpLoad(t: ExecutionContext, options: UdpLoadOptions): Promise<UdpLoadResult & { again: UdpClients['run'] }> {
+  const clients = await udpClients(t, options);
+  const result = await clients.run(options.datagrams, options.deadlineMs);
+  return { ...result, again: (datagrams, deadlineMs) => clients.run(datagrams, deadlineMs) };
+}
+
+export async function udpClients(t: ExecutionContext, options: Omit<UdpLoadOptions, 'datagrams' | 'deadlineMs'>): Promise<UdpClients> {
   const host = options.host ?? '127.0.0.1';
   const type = host.includes(':') ? 'udp6' : 'udp4';
   const inFlightMax = options.inFlight ?? 256;
@@ -64,19 +78,9 @@ export async function udpLoad(t: ExecutionContext, options: UdpLoadOptions): Pro
     })));
   };
   t.teardown(close);
-  const next = new Int32Array(options.clients); // next sequence to send
-  const sentAt = new Float64Array(options.clients); // when the outstanding one was sent; 0: none
-  const lastReplyAt = new Array<number>(options.clients).fill(0);
   const ports = new Array<number>(options.clients).fill(0);
-  let matched = 0;
-  let foreign = 0;
-  let duplicates = 0;
-  let resent = 0;
-  let complete = 0;
-  let outstanding = 0;
-  const waiting: number[] = [];
-  const started = performance.now();
-
+  /** The current round's reply handler. */
+  let onReply: (i: number, msg: Buffer) => void = () => {};
   for (let i = 0; i < options.clients; i++) {
     const socket = dgram.createSocket(type);
     sockets.push(socket);
@@ -84,15 +88,44 @@ export async function udpLoad(t: ExecutionContext, options: UdpLoadOptions): Pro
     await new Promise<void>((resolve) => socket.bind(0, options.localAddress?.(i) ?? (type === 'udp6' ? '::1' : '127.0.0.1'), resolve));
     await new Promise<void>((resolve) => socket.connect(options.port, host, resolve));
     ports[i] = socket.address().port;
-    socket.on('message', (msg: Buffer) => {
-      const text = msg.toString();
-      const match = /^c(\d+):s(\d+):/.exec(text);
+    socket.on('message', (msg: Buffer) => onReply(i, msg));
+  }
+  /** Sequence numbers go on across rounds, so every payload stays unique. */
+  const next = new Int32Array(options.clients);
+
+  const run = (datagrams: number, deadlineMs: number): Promise<UdpLoadResult> => {
+    const end = Int32Array.from(next, (n) => n + datagrams);
+    const sentAt = new Float64Array(options.clients);
+    const lastReplyAt = new Array<number>(options.clients).fill(0);
+    let matched = 0;
+    let foreign = 0;
+    let duplicates = 0;
+    let resent = 0;
+    let complete = 0;
+    let outstanding = 0;
+    const waiting: number[] = Array.from({ length: options.clients }, (_, i) => i);
+    const started = performance.now();
+    const send = (i: number): void => {
+      sentAt[i] = performance.now();
+      try {
+        sockets[i]!.send(payload(i, next[i]!));
+      } catch {
+        // closed by the test already
+      }
+    };
+    const pump = (): void => {
+      while (outstanding < inFlightMax && waiting.length > 0) {
+        outstanding++;
+        send(waiting.shift()!);
+      }
+    };
+    onReply = (i, msg) => {
+      const match = /^c(\d+):s(\d+):/.exec(msg.toString());
       if (match === null || Number(match[1]) !== i || !payload(i, Number(match[2])).equals(msg)) {
         foreign++;
         return;
       }
-      const seq = Number(match[2]);
-      if (seq !== next[i] || sentAt[i] === 0) {
+      if (Number(match[2]) !== next[i] || sentAt[i] === 0) {
         duplicates++;
         return;
       }
@@ -101,44 +134,34 @@ export async function udpLoad(t: ExecutionContext, options: UdpLoadOptions): Pro
       sentAt[i] = 0;
       outstanding--;
       next[i]++;
-      if (next[i] === options.datagrams) complete++;
+      if (next[i] === end[i]) complete++;
       else waiting.push(i);
       pump();
-    });
-    waiting.push(i);
-  }
-
-  const send = (i: number): void => {
-    sentAt[i] = performance.now();
-    sockets[i]!.send(payload(i, next[i]!));
-  };
-  const pump = (): void => {
-    while (outstanding < inFlightMax && waiting.length > 0) {
-      outstanding++;
-      send(waiting.shift()!);
-    }
-  };
-  await new Promise<void>((resolve, reject) => {
-    const timer = setInterval(() => {
-      if (complete === options.clients) {
-        clearInterval(timer);
-        resolve();
-        return;
-      }
-      if (performance.now() - started > options.deadlineMs) {
-        clearInterval(timer);
-        reject(new Error(`UDP load: ${complete} of ${options.clients} clients complete after ${options.deadlineMs} ms (matched ${matched}, resent ${resent}, foreign ${foreign})`));
-        return;
-      }
-      const now = performance.now();
-      for (let i = 0; i < options.clients; i++) {
-        if (sentAt[i]! > 0 && now - sentAt[i]! > retryMs) {
-          resent++;
-          send(i);
+    };
+    return new Promise<UdpLoadResult>((resolve, reject) => {
+      const result = (): UdpLoadResult => ({ matched, foreign, duplicates, resent, complete, elapsedMs: performance.now() - started, lastReplyAt, ports, close });
+      const timer = setInterval(() => {
+        if (complete === options.clients) {
+          clearInterval(timer);
+          resolve(result());
+          return;
         }
-      }
-    }, Math.max(20, retryMs / 4));
-    pump();
-  });
-  return { matched, foreign, duplicates, resent, complete, elapsedMs: performance.now() - started, lastReplyAt, ports, close };
+        if (closed || performance.now() - started > deadlineMs) {
+          clearInterval(timer);
+          for (let i = 0; i < options.clients; i++) sentAt[i] = 0;
+          reject(Object.assign(new Error(`UDP load: ${complete} of ${options.clients} clients complete after ${deadlineMs} ms (matched ${matched}, resent ${resent}, foreign ${foreign})`), { result: result() }));
+          return;
+        }
+        const now = performance.now();
+        for (let i = 0; i < options.clients; i++) {
+          if (sentAt[i]! > 0 && now - sentAt[i]! > retryMs) {
+            resent++;
+            send(i);
+          }
+        }
+      }, Math.max(20, retryMs / 4));
+      pump();
+    });
+  };
+  return { ports, run, close };
 }
