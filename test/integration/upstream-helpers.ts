@@ -6,9 +6,11 @@
  * (HAProxy's doc/proxy-protocol.txt) and independent of src/proxy/proxy-protocol.ts, so a mistake
  * in the daemon's encoder cannot hide behind the same mistake in the decoder.
  */
+import http from 'node:http';
 import net from 'node:net';
 import type { ExecutionContext } from 'ava';
 import ipaddr from 'ipaddr.js';
+import { waitFor } from '../helpers/wait-for.js';
 
 export interface SeenHeader {
   readonly version: 1 | 2;
@@ -235,4 +237,39 @@ export async function nameOnce(t: ExecutionContext, port: number, options: { loc
     answer.socket.destroy();
   });
   return answer.name;
+}
+
+/** Waits until the sample `name{labels}` satisfies `ok` (absent samples read as undefined). */
+export async function waitForMetric(
+  daemon: { waitForLine(pattern: RegExp): Promise<string> },
+  name: string,
+  labels: Record<string, string>,
+  ok: (value: number | undefined) => boolean,
+  timeoutMs = 15_000,
+): Promise<number | undefined> {
+  const line = await daemon.waitForLine(/\[INFO\] metrics server started /);
+  const port = Number(/address=\S*:(\d+)/.exec(line)![1]);
+  const wanted = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
+  let last: number | undefined;
+  const read = async (): Promise<number | undefined> => {
+    const text = await new Promise<string>((resolve, reject) => {
+      http.get({ host: '127.0.0.1', port, path: '/metrics' }, (response) => {
+        let body = '';
+        response.setEncoding('utf8').on('data', (chunk: string) => (body += chunk));
+        response.on('end', () => resolve(body));
+      }).on('error', reject);
+    });
+    for (const l of text.split('\n')) {
+      if (!l.startsWith(`${name}{`)) continue;
+      const close = l.indexOf('}');
+      const have = l.slice(name.length + 1, close).split(',');
+      if (wanted.every((label) => have.includes(label))) return Number(l.slice(close + 1).trim());
+    }
+    return undefined;
+  };
+  const found = await waitFor(async () => {
+    last = await read();
+    return ok(last) ? { value: last } : undefined;
+  }, `${name}${JSON.stringify(labels)} (last seen: ${String(last)})`, timeoutMs);
+  return found.value;
 }
