@@ -81,16 +81,19 @@
  *
  * Hot path (per datagram): one Map lookup by port number and one string comparison, the meter if
  * any, one send, plain number increments. No clock read, no closure, no logging, no allocation of
- * ours — what remains is Node's (the Buffer and rinfo of each received datagram, each send's
- * request; a send on the unconnected listening socket also goes through its address lookup, a
- * process.nextTick per reply). Profiled under request/response load, the relay's own functions
- * take about 1 % of its CPU; the send system call (Node's doSend) takes over half of it.
+ * ours. Datagrams come straight from the sockets' native handles and go straight to them
+ * (dgram-handle.ts): no 'message' emit, and no per-send argument checks, address lookup,
+ * process.nextTick or request object, which dgram.Socket#send costs on the unconnected listening
+ * socket; what remains is Node's Buffer and rinfo of each received datagram. Where Node's internals
+ * are not as expected, the public dgram API is used instead, with the same behaviour. Profiled
+ * under request/response load, the send system call takes most of the relay's CPU.
  */
 import dgram from 'node:dgram';
 import { isIP } from 'node:net';
 import type { Endpoint, UdpLoggingSettings, UdpSettings } from '../config/types.js';
 import type { ConnectionEvent, ConnectionEventType } from '../telemetry/events.js';
 import type { ErrorType, ListenerStats } from '../telemetry/stats.js';
+import { datagramSender, interceptDatagrams, type DatagramSender } from './dgram-handle.js';
 import { defaultResolver, type TargetResolver } from './target-resolver.js';
 import { SessionTable, UdpSession } from './udp-sessions.js';
 
@@ -199,6 +202,10 @@ export class UdpRelay<A extends UdpAdmission = UdpAdmission> {
 
   #targetIp = '';
   #targetFamily: 4 | 6 = 4;
+  /** Replies to clients, on the listening socket's handle; null: socket.send(). */
+  #clientSender: DatagramSender | null = null;
+  /** Puts dgram's own 'message' delivery back on the listening socket; null: we listen to it. */
+  #undoIntercept: (() => void) | null = null;
   #started = false;
   #closed = false;
   /** False after stopReceiving(): no new session is opened. */
@@ -262,7 +269,9 @@ export class UdpRelay<A extends UdpAdmission = UdpAdmission> {
       throw err;
     }
     if (this.#closed) return;
-    this.#socket.on('message', this.#onClientMessage);
+    this.#clientSender = datagramSender(this.#socket);
+    this.#undoIntercept = interceptDatagrams(this.#socket, this.#onClientMessage);
+    if (this.#undoIntercept === null) this.#socket.on('message', this.#onClientMessage);
     this.#socket.on('error', this.#onSocketError);
     this.#socket.on('close', this.#onSocketClose);
     this.#sweepTimer = setInterval(this.#sweep, this.#sweepMs);
@@ -297,6 +306,8 @@ export class UdpRelay<A extends UdpAdmission = UdpAdmission> {
     if (this.#resolveTimer !== null) clearInterval(this.#resolveTimer);
     this.#sweepTimer = this.#resolveTimer = null;
     const socket = this.#socket;
+    this.#undoIntercept?.();
+    this.#undoIntercept = null;
     socket.off('message', this.#onClientMessage);
     socket.off('error', this.#onSocketError);
     socket.off('close', this.#onSocketClose);
@@ -346,7 +357,9 @@ export class UdpRelay<A extends UdpAdmission = UdpAdmission> {
       if (verdict > 0 || verdict === -1) return;
     }
     const header = session.header;
-    if (header === null) session.upstream.send(msg);
+    const sender = session.sender;
+    if (sender !== null) sender.send(msg, header);
+    else if (header === null) session.upstream.send(msg);
     else session.upstream.send([header, msg]);
     session.bytesSent += bytes;
     session.packetsSent++;
@@ -367,7 +380,9 @@ export class UdpRelay<A extends UdpAdmission = UdpAdmission> {
       const verdict = meter(session.admission, bytes, 'received', session.clientPort);
       if (verdict > 0 || verdict === -1) return;
     }
-    this.#socket.send(msg, session.clientPort, session.clientAddress);
+    const sender = this.#clientSender;
+    if (sender !== null) sender.sendTo(msg, session.clientPort, session.clientAddress);
+    else this.#socket.send(msg, session.clientPort, session.clientAddress);
     session.bytesReceived += bytes;
     session.packetsReceived++;
     if (session.lastError !== null) session.lastError = null;
@@ -424,8 +439,10 @@ export class UdpRelay<A extends UdpAdmission = UdpAdmission> {
       session.header = plan.header;
     }
     // One closure pair per session, none per datagram.
-    upstream.on('message', (msg: Buffer) => this.#onTargetMessage(session, msg));
+    const onReply = (msg: Buffer): void => this.#onTargetMessage(session, msg);
+    if (interceptDatagrams(upstream, onReply) === null) upstream.on('message', onReply);
     upstream.on('error', (err: Error) => this.#onUpstreamError(session, err));
+    session.sender = datagramSender(upstream);
     this.#table.add(session);
     this.#stats.accepted++;
     this.#stats.active++;

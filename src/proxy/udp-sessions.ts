@@ -11,6 +11,7 @@
  * address, so even thousands of clients on one port stay O(1).
  */
 import type dgram from 'node:dgram';
+import type { DatagramSender } from './dgram-handle.js';
 
 export class UdpSession<A = unknown> {
   /** The client's address as the listening socket reports it (replies go there). */
@@ -50,6 +51,8 @@ export class UdpSession<A = unknown> {
   plan: object | null = null;
   /** Prepended to every datagram sent to the target (a PROXY protocol v2 header); null: nothing. */
   header: Buffer | null = null;
+  /** Sends on the upstream socket's handle (dgram-handle.ts); null: upstream.send(). */
+  sender: DatagramSender | null = null;
 
   constructor(
     clientAddress: string,

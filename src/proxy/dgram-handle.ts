@@ -1,0 +1,162 @@
+/**
+ * The few Node internals the UDP relay's per-datagram path leans on, kept in one file (as
+ * stream-handle.ts is for TCP) so a Node upgrade has one place to check. Everything is
+ * feature-detected: when a piece is missing, the caller gets null and uses the public dgram API
+ * (slower, same behaviour).
+ *
+ * Why: per datagram, dgram.Socket#send validates its arguments, builds a list, and on an
+ * unconnected socket looks the address up (a dns.lookup that answers an IP literal through
+ * process.nextTick and a closure), then creates a SendWrap; delivery to 'message' listeners goes
+ * through an EventEmitter emit. The native handle underneath takes the same send in one call
+ * (`handle.send(req, list, count[, port, address], hasCallback)`, returning the datagram's size + 1
+ * when the kernel took it at once) and hands received datagrams to one `onmessage` function. The
+ * request object is only bound to a native request when the send has to wait, so it, and the
+ * one-element list, are reused until that happens: nothing is allocated per datagram here.
+ *
+ * Behaviour kept: as with send() without a callback, a failed send is dropped silently (Node
+ * reports such errors only to a callback); a socket whose handle is gone (closed) drops the datagram
+ * instead of throwing; received errors still go to dgram's own handler, which emits 'error'.
+ */
+import type dgram from 'node:dgram';
+
+type OnMessage = (nread: number, handle: UdpHandle, buf: Buffer, rinfo: dgram.RemoteInfo) => void;
+
+/** The parts of Node's UDPWrap that we use (send is send6 on an IPv6 socket's handle). */
+interface UdpHandle {
+  onmessage: OnMessage;
+  send(req: SendRequest, list: Buffer[], count: number, port: number, address: string, hasCallback: boolean): number;
+  send(req: SendRequest, list: Buffer[], count: number, hasCallback: boolean): number;
+}
+
+interface SendRequest {
+  /** Keeps the buffers alive while a queued send waits for the kernel (as dgram does). */
+  list?: Buffer[];
+}
+
+interface DgramState {
+  handle?: UdpHandle | null;
+}
+
+type SendRequestClass = new () => SendRequest;
+
+let sendRequestClass: SendRequestClass | null | undefined;
+
+function findSendRequestClass(): SendRequestClass | null {
+  if (sendRequestClass !== undefined) return sendRequestClass;
+  sendRequestClass = null;
+  try {
+    // process.binding is deprecated (documentation only in Node 20) but still serves the
+    // allow-listed 'udp_wrap'; a Node without it makes this path fall back to dgram's send().
+    const binding = (process as unknown as { binding?: (name: string) => { SendWrap?: unknown } }).binding?.('udp_wrap');
+    if (typeof binding?.SendWrap === 'function') sendRequestClass = binding.SendWrap as SendRequestClass;
+  } catch {
+    // not available
+  }
+  return sendRequestClass;
+}
+
+let stateKey: symbol | null | undefined;
+
+function stateOf(socket: dgram.Socket): DgramState | null {
+  if (stateKey === undefined) {
+    stateKey = Object.getOwnPropertySymbols(socket).find((s) => s.description === 'state symbol') ?? null;
+  }
+  if (stateKey === null) return null;
+  const state = (socket as unknown as Record<symbol, DgramState | undefined>)[stateKey];
+  return state !== undefined && typeof state === 'object' ? state : null;
+}
+
+function usableHandle(state: DgramState | null): UdpHandle | null {
+  const handle = state?.handle;
+  return handle !== undefined && handle !== null && typeof handle.send === 'function' && typeof handle.onmessage === 'function'
+    ? handle
+    : null;
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/** Sends on one socket's handle; see the header. */
+export class DatagramSender {
+  readonly #state: DgramState;
+  readonly #Request: SendRequestClass;
+  #req: SendRequest;
+  #one: Buffer[] = [EMPTY];
+  #two: Buffer[] = [EMPTY, EMPTY];
+
+  constructor(state: DgramState, Request: SendRequestClass) {
+    this.#state = state;
+    this.#Request = Request;
+    this.#req = new Request();
+  }
+
+  /** To `address`:`port`, on an unconnected socket. */
+  sendTo(buf: Buffer, port: number, address: string): void {
+    const handle = this.#state.handle;
+    if (handle === undefined || handle === null) return;
+    const list = this.#one;
+    list[0] = buf;
+    const req = this.#req;
+    if (handle.send(req, list, 1, port, address, false) === 0) this.#queued(req, list);
+    else list[0] = EMPTY;
+  }
+
+  /** On a connected socket; `header`, when not null, goes first in the same datagram. */
+  send(buf: Buffer, header: Buffer | null): void {
+    const handle = this.#state.handle;
+    if (handle === undefined || handle === null) return;
+    const req = this.#req;
+    if (header === null) {
+      const list = this.#one;
+      list[0] = buf;
+      if (handle.send(req, list, 1, false) === 0) this.#queued(req, list);
+      else list[0] = EMPTY;
+      return;
+    }
+    const list = this.#two;
+    list[0] = header;
+    list[1] = buf;
+    if (handle.send(req, list, 2, false) === 0) this.#queued(req, list);
+    else list[0] = list[1] = EMPTY;
+  }
+
+  /** The kernel could not take it at once: the request and list now belong to the queued send. */
+  #queued(req: SendRequest, list: Buffer[]): void {
+    req.list = list;
+    this.#req = new this.#Request();
+    if (list.length === 1) this.#one = [EMPTY];
+    else this.#two = [EMPTY, EMPTY];
+  }
+}
+
+/** A sender for a bound socket, or null when Node's internals are not as expected. */
+export function datagramSender(socket: dgram.Socket): DatagramSender | null {
+  const Request = findSendRequestClass();
+  const state = stateOf(socket);
+  if (Request === null || state === null || usableHandle(state) === null) return null;
+  return new DatagramSender(state, Request);
+}
+
+/**
+ * Delivers the socket's datagrams to `onDatagram` straight from its handle, instead of 'message'
+ * events. Returns a function that puts dgram's own delivery back, or null (nothing changed) when the
+ * handle is not as expected. Receive errors keep going to dgram, which emits them as 'error'.
+ */
+export function interceptDatagrams(
+  socket: dgram.Socket,
+  onDatagram: (buf: Buffer, rinfo: dgram.RemoteInfo) => void,
+): (() => void) | null {
+  const state = stateOf(socket);
+  const handle = usableHandle(state);
+  if (handle === null) return null;
+  const original = handle.onmessage;
+  handle.onmessage = (nread, h, buf, rinfo) => {
+    if (nread < 0) {
+      original(nread, h, buf, rinfo);
+      return;
+    }
+    onDatagram(buf, rinfo);
+  };
+  return () => {
+    if (state?.handle === handle) handle.onmessage = original;
+  };
+}
