@@ -3,7 +3,8 @@
  *
  * Durations use Go's syntax, as the original does: a sequence of decimal numbers each with a unit,
  * `ns`, `us` (or `µs`), `ms`, `s`, `m`, `h` — "500ms", "30s", "1m30s", "1.5h"; "0" alone is zero.
- * They become milliseconds (fractions of a millisecond are kept as fractions).
+ * They become milliseconds (fractions of a millisecond are kept as fractions), at most
+ * MAX_DURATION_MS: longer ones count as that.
  *
  * Sizes are a decimal number and a unit, case-insensitive, optional space between: B, KB, MB, GB,
  * TB — 1024-based like the original (1MB = 1,048,576 bytes) — and KiB, MiB, GiB, TiB with the same
@@ -26,6 +27,15 @@ export const DURATION_PATTERN = '^(0|([0-9]+(\\.[0-9]*)?|\\.[0-9]+)(ns|us|µs|μ
 const DURATION_RE = new RegExp(DURATION_PATTERN);
 const DURATION_PART_RE = /([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h)/g;
 
+/**
+ * The longest duration used: 2^31−1 ms, about 24.8 days, the longest delay node's timers take.
+ * Beyond it a timer fires after 1 ms instead (with a TimeoutOverflowWarning), so an idle_timeout of
+ * "720h" would cut every connection at once and a connect_timeout of "1000h" fail every dial; the
+ * config fuzzer found them. The original (Go) takes longer durations, so they are not rejected:
+ * they mean this, which no timeout, window or drain can tell from longer.
+ */
+export const MAX_DURATION_MS = 2 ** 31 - 1;
+
 /** Parses a duration into milliseconds; returns undefined when the text is not a duration. */
 export function parseDuration(text: string): number | undefined {
   if (!DURATION_RE.test(text)) return undefined;
@@ -34,7 +44,7 @@ export function parseDuration(text: string): number | undefined {
   for (const [, value, unit] of text.matchAll(DURATION_PART_RE)) {
     ms += Number(value) * DURATION_UNITS_MS[unit!]!;
   }
-  return ms;
+  return Math.min(ms, MAX_DURATION_MS);
 }
 
 const SIZE_UNITS: Readonly<Record<string, number>> = {

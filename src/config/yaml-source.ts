@@ -26,6 +26,65 @@ export function displayPath(absolutePath: string): string {
   return rel !== '' && !rel.startsWith('..') && !isAbsolute(rel) ? rel : absolutePath;
 }
 
+/**
+ * How deeply a document may nest. The yaml parser recurses once per level and overflows the stack
+ * near 800; worse, V8 may compile a regular expression while the stack is nearly exhausted and then
+ * abort the whole process ("RegExpCompiler Allocation failed"), which a config fuzzer hit with a
+ * 20,000-deep `[[[…]]]`: a reload would have killed the daemon. A configuration needs a handful of
+ * levels; anything far beyond is rejected before parsing.
+ */
+const MAX_FLOW_DEPTH = 64;
+const MAX_INDENT = 128;
+const MAX_COMPACT_MARKERS = 32;
+
+/**
+ * Where `text` nests too deeply for a configuration, or undefined. A quick scan, not a parser:
+ * brackets inside quotes and comments are skipped, so a quoted "[[[[" does not count.
+ */
+export function excessiveNesting(text: string): { line: number; col: number; what: string } | undefined {
+  let depth = 0;
+  let line = 1;
+  let lineStart = 0;
+  let atLineStart = true;
+  let quote = '';
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!;
+    if (c === '\n') {
+      line++;
+      lineStart = i + 1;
+      atLineStart = true;
+      if (quote === "'") continue; // single-quoted scalars may span lines
+      continue;
+    }
+    if (atLineStart) {
+      // Indentation, then compact nested sequences or keys ("- - - x", "? ? x") on one line.
+      let j = i;
+      while (j < text.length && (text[j] === ' ' || text[j] === '\t')) j++;
+      if (j - lineStart > MAX_INDENT && quote === '') return { line, col: MAX_INDENT + 1, what: `indented more than ${MAX_INDENT} columns` };
+      let markers = 0;
+      while (j + 1 < text.length && (text[j] === '-' || text[j] === '?' || text[j] === ':') && (text[j + 1] === ' ' || text[j + 1] === '\t')) {
+        markers++;
+        j += 2;
+        while (j < text.length && text[j] === ' ') j++;
+      }
+      if (markers > MAX_COMPACT_MARKERS) return { line, col: 1, what: `more than ${MAX_COMPACT_MARKERS} nested "- " or "? " on one line` };
+      atLineStart = false;
+    }
+    if (quote !== '') {
+      if (c === quote && (quote === "'" || text[i - 1] !== '\\')) quote = '';
+      continue;
+    }
+    if (c === '"' || c === "'") quote = c;
+    else if (c === '#' && (i === lineStart || /\s/.test(text[i - 1]!))) {
+      const end = text.indexOf('\n', i);
+      i = (end === -1 ? text.length : end) - 1;
+    } else if (c === '[' || c === '{') {
+      if (++depth > MAX_FLOW_DEPTH) return { line, col: i - lineStart + 1, what: `brackets nested more than ${MAX_FLOW_DEPTH} deep` };
+    } else if ((c === ']' || c === '}') && depth > 0) depth--;
+  }
+  return undefined;
+}
+
 export class YamlSource {
   /** The path shown in messages. */
   readonly file: string;
@@ -41,7 +100,16 @@ export class YamlSource {
     this.absolutePath = absolutePath;
     this.file = displayPath(absolutePath);
     this.#lines = new LineCounter();
-    const doc = parseDocument(text, { lineCounter: this.#lines, uniqueKeys: true, prettyErrors: true });
+    const nesting = excessiveNesting(text);
+    if (nesting !== undefined) {
+      this.issues = [{ file: this.file, line: nesting.line, col: nesting.col, field: '', message: `invalid YAML: nested too deeply (${nesting.what}); a configuration needs only a few levels`, severity: 'error' }];
+      this.#doc = undefined;
+      this.data = undefined;
+      return;
+    }
+    // logLevel 'error': yaml's warnings (a key that is a collection…) would go to stderr as process
+    // warnings; such a key is reported as unknown anyway.
+    const doc = parseDocument(text, { lineCounter: this.#lines, uniqueKeys: true, prettyErrors: true, logLevel: 'error' });
     const issues: ConfigIssue[] = [];
     for (const error of doc.errors) {
       const pos = error.linePos?.[0] ?? this.#lines.linePos(error.pos[0]);
