@@ -4,8 +4,10 @@
  * chunk, writes it to `dst`, and stops reading while that write is pending, so at most one buffer
  * per direction is held in user space. See tcp-relay.ts for the rules it serves.
  *
- * Per chunk: no closure, no clock read, no logging; the only allocations are Node's write request
- * and, when a read is shorter than the buffer, a view of it.
+ * Per chunk: no closure, no clock read, no logging; the only allocation is, when a read is shorter
+ * than the buffer, a view of it. Writes go straight to the destination's handle (HandleWriter in
+ * stream-handle.ts; socket.write() where that is not available), so a pending write shows in
+ * pendingWriteBytes(dst), not in dst.writableLength.
  *
  * Buffers come from a small pool and go back to it when the relay has finished (both sockets
  * closed: no read can land in the buffer and no write still points into it). Profiled at a few
@@ -15,7 +17,7 @@
  */
 import type net from 'node:net';
 import type { ListenerStats } from '../telemetry/stats.js';
-import { pendingWriteBytes, startReading } from './stream-handle.js';
+import { HandleWriter, WRITE_DONE, WRITE_PENDING, pendingWriteBytes, startReading, writeError } from './stream-handle.js';
 
 /** Which way bytes move; the values are the metrics' `direction` label values. */
 export type RelayDirection = 'sent' | 'received';
@@ -143,13 +145,42 @@ export class Flow {
     this.bytes += n;
     if (this.up) relay.stats.bytesSent += n;
     else relay.stats.bytesReceived += n;
-    dst.write(chunk, this.onWritten);
-    if (dst.writableLength !== 0) {
+    const writer = this.#writer;
+    if (writer === null) {
+      dst.write(chunk, this.onWritten);
+      if (dst.writableLength !== 0) {
+        this.pending = true;
+        return false;
+      }
+      return !this.throttled;
+    }
+    const result = writer.write(dst, chunk);
+    if (result === WRITE_DONE) return !this.throttled;
+    if (result === WRITE_PENDING) {
       this.pending = true;
       return false;
     }
-    return !this.throttled;
+    // What net.Socket does with a failed write: destroy the socket with the error, which the
+    // relay's 'error' listener turns into a counted, reported abort.
+    dst.destroy(writeError(result));
+    return false;
   }
+
+  /** A pending direct write finished (or failed: status < 0). */
+  readonly #onDirectWritten = (status: number): void => {
+    if (status < 0) {
+      // ECANCELED when the socket was closed under it; otherwise a real write error.
+      if (!this.relay.closing && this.dst !== null) this.dst.destroy(writeError(status));
+      return;
+    }
+    if (!this.pending) return;
+    this.pending = false;
+    this.completions++;
+    if (!this.throttled) this.resume();
+  };
+
+  /** Writes to dst's handle directly (stream-handle.ts); null: through dst.write(). */
+  readonly #writer: HandleWriter | null = HandleWriter.create(this.#onDirectWritten);
 
   /** Write callback. Sync-completed writes land here too, later, with nothing pending: no-op. */
   readonly onWritten = (err?: Error | null): void => {

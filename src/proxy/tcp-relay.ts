@@ -69,7 +69,7 @@ import net from 'node:net';
 import type { Endpoint, TcpSettings } from '../config/types.js';
 import type { ErrorType, ListenerStats } from '../telemetry/stats.js';
 import { Flow, type FlowOwner, type Meter, type RelayDirection } from './relay-flow.js';
-import { adoptStaticBuffer, resetSocket, wasReset } from './stream-handle.js';
+import { adoptStaticBuffer, pendingWriteBytes, resetSocket, wasReset } from './stream-handle.js';
 import { defaultResolver, ResolveError, type ResolvedAddress, type TargetResolver } from './target-resolver.js';
 
 export { METER_DROP, METER_OK, type Meter, type RelayDirection } from './relay-flow.js';
@@ -292,8 +292,9 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
   }
 
   get bufferedBytes(): number {
-    let held = this.client.writableLength + this.client.readableLength;
-    if (this.target !== null) held += this.target.writableLength + this.target.readableLength;
+    // The flows write to the handles directly: what waits for a peer is in libuv's queue.
+    let held = this.client.writableLength + Math.max(0, pendingWriteBytes(this.client)) + this.client.readableLength;
+    if (this.target !== null) held += this.target.writableLength + Math.max(0, pendingWriteBytes(this.target)) + this.target.readableLength;
     for (const chunk of this.#up.early ?? []) held += chunk.length;
     return held;
   }
