@@ -187,6 +187,18 @@ async function main(): Promise<void> {
           // Rotating turns: each round starts one target later.
           const order = ids.map((_, i) => ids[(i + round) % ids.length]!).filter((id) => row.only === undefined || row.only.includes(id));
           for (const id of order) {
+            if (row.freshProcess === true && round > 0) {
+              // A process that already held (and freed) connections reuses that memory: the
+              // growth it shows for new ones would be too small. Each run gets a new one.
+              await running.get(id)!.stop();
+              const t = targets.find((x) => x.id === id)!;
+              try {
+                running.set(id, await t.start(proto, backend.port, ctx));
+              } catch (err) {
+                (results.get(row.id)!.get(id) as Cell).samples.push({ value: NaN, note: `restart failed: ${(err as Error).message}` });
+                continue;
+              }
+            }
             const target = running.get(id)!;
             // The proxy's own CPU time during the run: a cost per operation that the machine's
             // drift and other load barely move (unlike rates).

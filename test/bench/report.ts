@@ -105,7 +105,7 @@ export function markdown(rows: readonly Row[], targets: readonly Target[], resul
     out.push(`| ${row.title} | ${row.unit} | ${tds.join(' | ')} |`);
   }
   out.push('', '## Goals (PacketPony, features on)', '');
-  out.push('| Row | goal | features on | met | features off | on vs off |', '|---|---:|---:|:--:|---:|---:|');
+  out.push('| Row | goal | features on | met | features off | cost of features |', '|---|---:|---:|:--:|---:|---:|');
   for (const row of rows) {
     const cells = results.get(row.id);
     const goal = GOALS[row.id];
@@ -115,10 +115,12 @@ export function markdown(rows: readonly Row[], targets: readonly Target[], resul
     const value = row.lowerIsBetter === true ? on : ratio(row, results, 'pp-on');
     const offValue = row.lowerIsBetter === true ? off : ratio(row, results, 'pp-off');
     const met = !Number.isFinite(value) ? '?' : row.lowerIsBetter === true ? (value <= goal ? 'yes' : 'no') : value >= goal ? 'yes' : 'no';
-    const cost = row.lowerIsBetter === true ? on / off - 1 : 1 - on / off;
+    // Memory: the difference in KB per connection (a ratio of two small, noisy figures says little).
+    const cost = row.lowerIsBetter === true ? on - off : 1 - on / off;
     const goalText = row.lowerIsBetter === true ? `≤ ${goal} ${row.unit}` : `≥ ×${goal}`;
     const show = (v: number): string => (row.lowerIsBetter === true ? fmt(v) : Number.isFinite(v) ? `×${v.toFixed(2)}` : '–');
-    out.push(`| ${row.title} | ${goalText} | ${show(value)} | ${met} | ${show(offValue)} | ${Number.isFinite(cost) ? `${(cost * 100).toFixed(1)} %` : '–'} |`);
+    const costText = !Number.isFinite(cost) ? '–' : row.lowerIsBetter === true ? `${cost >= 0 ? '+' : ''}${cost.toFixed(1)} ${row.unit}` : `${(cost * 100).toFixed(1)} %`;
+    out.push(`| ${row.title} | ${goalText} | ${show(value)} | ${met} | ${show(offValue)} | ${costText} |`);
   }
   const reload = results.get('reload');
   if (reload !== undefined) {

@@ -35,6 +35,8 @@ export interface Row {
   readonly backend: BackendKind;
   /** Lower is better (memory). */
   readonly lowerIsBetter?: boolean;
+  /** Each run on a newly started proxy process. */
+  readonly freshProcess?: boolean;
   /** Operations in a run of `seconds` measuring `value` (for the proxy's CPU µs per operation). */
   readonly perOp?: (value: number, seconds: number) => number;
   readonly opName?: string;
@@ -196,6 +198,15 @@ function udpRow(sessions: number): Row {
 
 // ---- Idle memory -------------------------------------------------------------------------------
 
+async function rssMedian(target: Running): Promise<number> {
+  const samples: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    samples.push(rssBytes(target.pids()));
+    await sleep(100);
+  }
+  return samples.sort((a, b) => a - b)[2]!;
+}
+
 /** Opens n connections through the target, one ping/pong each, then holds them. */
 async function openIdle(port: number, n: number, hold: HoldServer): Promise<net.Socket[]> {
   const sockets: net.Socket[] = [];
@@ -204,7 +215,7 @@ async function openIdle(port: number, n: number, hold: HoldServer): Promise<net.
     await Promise.all(Array.from({ length: Math.min(batch, n - i) }, () => new Promise<void>((resolve, reject) => {
       const socket = net.connect(port, '127.0.0.1');
       sockets.push(socket);
-      const timer = setTimeout(() => reject(new Error('idle connection: no pong within 10 s')), 10_000);
+      const timer = setTimeout(() => reject(new Error('idle connection: no pong within 20 s')), 20_000);
       socket.once('error', (err) => {
         clearTimeout(timer);
         reject(err);
@@ -227,19 +238,24 @@ const idleMemory: Row = {
   proto: 'tcp',
   backend: 'hold',
   lowerIsBetter: true,
+  freshProcess: true,
+  only: ['node', 'pp-off', 'pp-on', 'haproxy', 'nginx', 'pp-off@base', 'pp-on@base'],
   unavailable: () => null,
   async measure(target, ctx) {
     const hold = ctx.hold!;
     const pids = target.pids();
     if (pids.length === 0) return { value: NaN, note: 'no proxy process' };
-    await sleep(300);
-    const before = rssBytes(target.pids());
+    // Warm the proxy up with a few connections first (first-use allocations, JIT), then take the
+    // baseline as the median of a few samples: a Node process's RSS moves with its GC.
+    await openIdle(target.port, 20, hold).then((s) => s.forEach((x) => x.destroy()), () => {});
+    await sleep(500);
+    const before = await rssMedian(target);
     const base = hold.accepted();
     let sockets: net.Socket[] = [];
     try {
       sockets = await openIdle(target.port, ctx.idleConnections, { ...hold, accepted: () => hold.accepted() - base });
-      await sleep(1000); // let the proxy settle (batched reports, lazy allocations)
-      const after = rssBytes(target.pids());
+      await sleep(500); // let the proxy settle (batched reports, lazy allocations)
+      const after = await rssMedian(target);
       return { value: (after - before) / ctx.idleConnections / 1024, extra: { rss_mb: after / 1048576 } };
     } catch (err) {
       return { value: NaN, note: (err as Error).message };
