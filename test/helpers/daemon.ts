@@ -6,6 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { configDir } from './config-dir.js';
+import { slots } from './slots.js';
 import { CLI } from './paths.js';
 import { alive, waitFor } from './wait-for.js';
 
@@ -35,6 +36,14 @@ process.once('exit', () => {
   for (const child of running) child.kill('SIGKILL');
 });
 
+/**
+ * At most three tests of a test file run daemons at once (each is a supervisor and children): more
+ * starve each other on a small machine past their deadlines. A test holds one slot however many
+ * daemons it starts, until it ends.
+ */
+const daemonSlots = slots(3);
+const holdingSlot = new WeakSet<ExecutionContext>();
+
 export const MAIN_FILE = 'logging:\n  stdout:\n    enabled: true\n';
 
 export async function startDaemon(
@@ -43,6 +52,10 @@ export async function startDaemon(
   args: string[] = [],
   env: Record<string, string> = {},
 ): Promise<Daemon> {
+  if (!holdingSlot.has(t)) {
+    holdingSlot.add(t);
+    await daemonSlots(t);
+  }
   const dir = configDir(t, { 'packetpony.yaml': MAIN_FILE, ...files });
   const child = spawn(process.execPath, [CLI, '--config', join(dir, 'packetpony.yaml'), ...args], {
     cwd: dir,
