@@ -197,3 +197,17 @@ export function cpuNs(pids: readonly number[]): number {
   }
   return total;
 }
+
+/** Busy and total time of one core so far, in USER_HZ ticks (/proc/stat). */
+export function coreTicks(core: number): { busy: number; total: number } {
+  try {
+    const line = readFileSync('/proc/stat', 'utf8').split('\n').find((l) => l.startsWith(`cpu${core} `));
+    if (line === undefined) return { busy: NaN, total: NaN };
+    const f = line.trim().split(/\s+/).slice(1).map(Number);
+    const total = f.reduce((a, b) => a + b, 0);
+    const idle = (f[3] ?? 0) + (f[4] ?? 0);
+    return { busy: total - idle, total };
+  } catch {
+    return { busy: NaN, total: NaN };
+  }
+}

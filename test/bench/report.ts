@@ -80,6 +80,8 @@ function extrasText(row: Row, cell: Cell | undefined): string {
     const root = extraMedian(cell, 'cpu_root_pct');
     parts.push(`proxy CPU ${cpu.toFixed(0)} %${Number.isFinite(perOp) ? `, ${fmt(perOp)} µs/${row.opName ?? 'op'}` : ''}${Number.isFinite(root) ? ` (${root.toFixed(0)} % in the first process)` : ''}`);
   }
+  const foreign = extraMedian(cell, 'foreign_pct');
+  if (Number.isFinite(foreign) && cell.samples.length > 0 && row.id !== 'rss') parts.push(`other load ${foreign.toFixed(0)} %`);
   if (row.id === 'rss') parts.push(`RSS ${fmt(extraMedian(cell, 'rss_mb'))} MB with the connections open`);
   const notes = [...new Set((cell.samples ?? []).map((s) => s.note).filter((n): n is string => n !== undefined))];
   if (notes.length > 0) parts.push(`failed: ${notes.join('; ').slice(0, 160)}`);
