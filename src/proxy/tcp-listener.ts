@@ -16,6 +16,7 @@ import type { DenyAggregator } from '../telemetry/deny-aggregator.js';
 import type { ConnectionEvent, LogEvent } from '../telemetry/events.js';
 import { MessageAggregator } from '../telemetry/message-aggregator.js';
 import type { ListenerStats } from '../telemetry/stats.js';
+import { DescriptorWatch } from './descriptor-watch.js';
 import { ProxyHeaderReader } from './proxy-header-reader.js';
 import { encodeV1, encodeV2, type HostPort } from './proxy-protocol.js';
 import { TargetRouter, type TargetDial } from './target-router.js';
@@ -59,6 +60,8 @@ export class TcpListener {
   readonly #headers: ProxyHeaderReader | null;
   /** Problems that strike many connections at once (out of descriptors), said once per 10 s. */
   readonly #problems: MessageAggregator;
+  /** A failed accept for want of descriptors never reaches node: looked for instead. */
+  #descriptors: DescriptorWatch | undefined;
   #idle: (() => void) | undefined;
 
   constructor(deps: ListenerDeps) {
@@ -98,12 +101,22 @@ export class TcpListener {
           this.#deps.stats.error('accept');
           this.#shortage(descriptorShortage(error.code) ?? 'EMFILE', error.code === undefined ? error.message : undefined);
         });
+        this.#descriptors = new DescriptorWatch({
+          inUse: () => 2 * this.#relays.size + (this.#headers?.pending ?? 0),
+          onFull: () => {
+            // At least one client was reset in silence: counted as the failed accept it was.
+            this.#deps.stats.error('accept');
+            this.#shortage('EMFILE');
+          },
+        });
+        this.#descriptors.start();
         resolve(this.#server.address() as net.AddressInfo);
       });
     });
   }
 
   #accept(socket: net.Socket): void {
+    this.#descriptors?.accepted((socket as unknown as { _handle?: { fd?: number } })._handle?.fd);
     const remote = socket.remoteAddress;
     if (remote === undefined) {
       socket.destroy(); // gone before we looked
@@ -270,6 +283,7 @@ export class TcpListener {
    */
   stopAccepting(): void {
     this.#server.close();
+    this.#descriptors?.stop();
     // A successor (if any) checks the targets from now on.
     this.#router?.stop();
   }

@@ -1,6 +1,6 @@
 /**
  * Reliability case 6 — descriptor exhaustion. The child runs under RLIMIT_NOFILE = NOFILE
- * (prlimit --pid on the running child) and is hit by ATTEMPTS concurrent connection attempts, each
+ * (prlimit on the supervisor before the child starts, as LimitNOFILE= would) and is hit by ATTEMPTS concurrent connection attempts, each
  * held open until it is echoed or refused.
  *
  * Pass criteria:
@@ -11,17 +11,19 @@
  */
 import test from 'ava';
 import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import net from 'node:net';
 import { startDaemon } from '../helpers/daemon.js';
 import { startEchoServer } from '../helpers/servers.js';
 import { attempt, hangUp } from '../helpers/tcp-clients.js';
 import { waitFor } from '../helpers/wait-for.js';
 import { tcpListener } from './helpers/config.js';
-import { fdCount, maxOpenFiles } from './helpers/proc.js';
+import { fdCount, maxOpenFiles, raiseOwnOpenFilesLimit } from './helpers/proc.js';
 import { size } from './helpers/scale.js';
 
-const NOFILE = 256;
-const ATTEMPTS = 1000;
+const NOFILE = 128;
+const ATTEMPTS = 500;
 
 /** Connects, sends a probe; resolves 'served' on the echo, otherwise how it ended. Keeps an echoed socket open. */
 function hold(port: number, open: net.Socket[]): Promise<string> {
@@ -37,11 +39,19 @@ function hold(port: number, open: net.Socket[]): Promise<string> {
 
 test.serial(`descriptor exhaustion: ${ATTEMPTS} concurrent attempts on a child limited to ${NOFILE} descriptors — it stays up, logs without flooding, serves again`, async (t) => {
   t.timeout(size(120_000, 300_000));
+  // The test process holds every client socket and the echo server's side of each relayed one: a
+  // machine whose default soft limit is 1024 would run out here before the child does.
+  const ownLimit = raiseOwnOpenFilesLimit(ATTEMPTS * 2 + 256);
   const echo = await startEchoServer(t);
-  const daemon = await startDaemon(t, { 'conf.d/tight.yaml': tcpListener(`127.0.0.1:${echo}`) });
+  // The limit is set as a unit's LimitNOFILE= would set it: on the supervisor, before the child
+  // starts, so the child inherits it (a limit lowered under a running child is seen on its next
+  // check, half a second later). The listener arrives as a drop-in once the limit is in place.
+  const daemon = await startDaemon(t, { 'conf.d/other.yaml': tcpListener(`127.0.0.1:${echo}`) });
+  await daemon.port('other');
+  execFileSync('prlimit', ['--pid', String(daemon.pid), `--nofile=${NOFILE}:${NOFILE}`]);
+  writeFileSync(join(daemon.dir, 'conf.d/tight.yaml'), tcpListener(`127.0.0.1:${echo}`));
   const port = await daemon.port('tight');
   const pid = await daemon.childPid('tight');
-  execFileSync('prlimit', ['--pid', String(pid), `--nofile=${NOFILE}:${NOFILE}`]);
   t.is(maxOpenFiles(pid), NOFILE);
   const baseline = fdCount(pid);
   const linesBefore = daemon.lines.length;
@@ -53,7 +63,8 @@ test.serial(`descriptor exhaustion: ${ATTEMPTS} concurrent attempts on a child l
   const peakFds = fdCount(pid);
   const tally = new Map<string, number>();
   for (const o of outcomes) tally.set(o, (tally.get(o) ?? 0) + 1);
-  t.log(`${ATTEMPTS} attempts in ${((performance.now() - started) / 1000).toFixed(1)} s: ${[...tally].map(([k, n]) => `${k} ${n}`).join(', ')}; child fds ${baseline} → ${peakFds} (limit ${NOFILE})`);
+  const episode = `${[...tally].map(([k, n]) => `${k} ${n}`).join(', ')}; child fds ${baseline} → ${peakFds} (limit ${NOFILE}); test process limit ${ownLimit}`;
+  t.log(`${ATTEMPTS} attempts in ${((performance.now() - started) / 1000).toFixed(1)} s: ${episode}`);
 
   for (const socket of open) socket.destroy();
   await waitFor(() => fdCount(pid) <= baseline || undefined, `child fds back to ${baseline} (now ${fdCount(pid)})`, 20_000);
@@ -64,15 +75,17 @@ test.serial(`descriptor exhaustion: ${ATTEMPTS} concurrent attempts on a child l
   t.is(daemon.process.exitCode, null);
 
   // Let the aggregated reports of the episode come out, then count them.
-  await waitFor(() => daemon.lines.slice(linesBefore).some((l) => /EMFILE|too many open files/i.test(l)) || undefined, 'the condition to be logged', 15_000);
+  await waitFor(() => daemon.lines.slice(linesBefore).some((l) => /EMFILE|too many open files/i.test(l)) || undefined, `the condition to be logged (episode: ${episode})`, 15_000);
   const lines = daemon.lines.slice(linesBefore);
   const about = lines.filter((l) => /EMFILE|too many open files/i.test(l));
   t.log(`log lines in the episode: ${lines.length}; naming EMFILE: ${about.length}; first: ${about[0]}`);
   const failedLines = lines.filter((l) => l.includes('Connection failed: listener=tight'));
   t.log(`"Connection failed" lines: ${failedLines.length}`);
   t.true(about.length <= 10, `${about.length} lines name the condition`);
-  // The rest of the episode comes as one count at the end of the 10 s aggregation interval.
-  const summaryLine = await daemon.waitForLine(/out of file descriptors \(EMFILE\).*\(and \d+ more like it\)/, 15_000, linesBefore);
-  t.log(`then: ${summaryLine}`);
+  t.is(failedLines.length, 0, 'refused attempts were logged one by one');
+  // Which call fails first depends on how many descriptors the child held: a dial (seen by the
+  // relay, each one counted into the aggregated line that follows 10 s later) or an accept (reset by
+  // libuv without telling node, seen by the listener's descriptor watch). Either way one line says
+  // it at once, and none is written per attempt.
   t.true(lines.length <= (tally.get('served') ?? 0) * 2 + 20, `${lines.length} lines for ${tally.get('served') ?? 0} served connections`);
 });

@@ -2,6 +2,7 @@
  * What the kernel says about a process, read from /proc: resident memory, descriptors, CPU time.
  * Used to state bounds (the child's RSS, its open descriptors) as figures, not adjectives.
  */
+import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 
 /** Resident set size in bytes (VmRSS). */
@@ -49,6 +50,25 @@ export function cpuSeconds(pid: number): number {
 export function maxOpenFiles(pid: number): number {
   const line = readFileSync(`/proc/${pid}/limits`, 'utf8').split('\n').find((l) => l.startsWith('Max open files'));
   return Number(line?.split(/\s+/)[3]);
+}
+
+/**
+ * Raises this process's soft RLIMIT_NOFILE to at least `wanted` (within the hard limit) with
+ * prlimit(1), and returns the soft limit it ends with.
+ */
+export function raiseOwnOpenFilesLimit(wanted: number): number {
+  const current = maxOpenFiles(process.pid);
+  if (current >= wanted) return current;
+  const line = readFileSync(`/proc/${process.pid}/limits`, 'utf8').split('\n').find((l) => l.startsWith('Max open files'));
+  const hardField = line?.split(/\s+/)[4];
+  const hard = hardField === 'unlimited' ? Infinity : Number(hardField);
+  const target = Math.min(wanted, hard);
+  try {
+    execFileSync('prlimit', ['--pid', String(process.pid), `--nofile=${target}:${hardField}`]);
+  } catch {
+    // prlimit missing or refused: the caller reports the limit it got
+  }
+  return maxOpenFiles(process.pid);
 }
 
 /** Samples `read()` every `everyMs` until stopped; keeps the maximum and every sample. */
