@@ -389,7 +389,8 @@ test('logrotate with the installed snippet rotates the JSON log and the daemon r
 
   t.true(readFileSync(join(logDir, 'events.json.1'), 'utf8').includes('"event_type":"close"'), 'the old events stay in the rotated file');
   const reopened = await waitFor(() => existsSync(join(logDir, 'events.json')) && readFileSync(join(logDir, 'events.json'), 'utf8'), 'the daemon to create the new log file');
-  t.true(reopened.split('\n')[0]!.includes('log files reopened'), 'the first line of the new file');
+  const firstLine = reopened.split('\n')[0]!;
+  t.true(firstLine.includes('log files reopened'), `the first line of the new file: ${firstLine}`);
   await traffic(tcpPort, udpPort);
   await waitFor(() => readFileSync(join(logDir, 'events.json'), 'utf8').includes('"event_type":"open"'), 'new events in the new file');
 

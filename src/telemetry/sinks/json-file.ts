@@ -6,9 +6,9 @@
  * supervisor's event loop never waits for the disk. Events wait in a bounded queue and leave in
  * batches, one write in flight at a time, which keeps lines whole and in order.
  *
- * SIGUSR1 (logrotate's postrotate) asks for a reopen. It happens between two batches: everything
- * written before it stays in the renamed file, everything after goes to a new file at the
- * configured path; no event is lost or written twice. A failed write (a full disk) drops that
+ * SIGUSR1 (logrotate's postrotate) asks for a reopen. Events that were waiting when it came are
+ * written to the renamed file first; everything after goes to a new file at the configured path;
+ * no event is lost or written twice. A failed write (a full disk) drops that
  * batch, counts it and is reported once until writing works again; it never stops the daemon.
  */
 import { close, closeSync, open, openSync, write } from 'node:fs';
@@ -43,6 +43,8 @@ export class JsonFileSink implements LogSink {
   /** A write or a reopen is in progress. */
   #busy = false;
   #reopenWanted = false;
+  /** Events queued before the reopen was asked for: they belong in the old file. */
+  #beforeReopen = 0;
   #closed = false;
   /** The error of the current failure episode, if writes are failing. */
   #failure: string | undefined;
@@ -75,11 +77,13 @@ export class JsonFileSink implements LogSink {
   reopen(): void {
     if (this.#closed) return;
     this.#reopenWanted = true;
+    this.#beforeReopen = this.#queue.length;
     if (!this.#busy) this.#pump();
   }
 
   #pump(): void {
-    if (this.#reopenWanted) {
+    this.#beforeReopen = Math.min(this.#beforeReopen, this.#queue.length);
+    if (this.#reopenWanted && this.#beforeReopen === 0) {
       this.#reopenWanted = false;
       this.#busy = true;
       open(this.path, 'a', 0o640, (error, fd) => {
@@ -101,10 +105,12 @@ export class JsonFileSink implements LogSink {
     }
     let text = '';
     let count = 0;
-    while (count < BATCH_EVENTS && this.#queue.length > 0) {
+    const batch = this.#reopenWanted ? Math.min(BATCH_EVENTS, this.#beforeReopen) : BATCH_EVENTS;
+    while (count < batch && this.#queue.length > 0) {
       text += `${formatJson(this.#queue.shift()!)}\n`;
       count++;
     }
+    if (this.#reopenWanted) this.#beforeReopen -= count;
     this.#busy = true;
     this.#writeAll(Buffer.from(text), 0, count);
   }

@@ -66,6 +66,25 @@ test('reopen after a rename: the old file keeps what was written, the new one ge
   t.deepEqual([...old, ...fresh], Array.from({ length: 300 }, (_, i) => i + 1), 'every event once, in order');
 });
 
+test('reopen: events waiting when it is asked for go to the old file; the first line of the new one is the next event', async (t) => {
+  const dir = tempDir(t);
+  const path = join(dir, 'events.json');
+  const sink = new JsonFileSink({ path, context: recordingContext() });
+  // Written in one turn: the first batch is in flight, the rest still queued, when the reopen comes.
+  for (let i = 1; i <= 1200; i++) sink.write(tcpClose({ source_port: i }));
+  renameSync(path, `${path}.1`);
+  sink.reopen();
+  sink.write(message('reopened'));
+  sink.write(tcpClose({ source_port: 1201 }));
+  await sink.close();
+  const old = lines(`${path}.1`).map((l) => (JSON.parse(l) as { source_port: number }).source_port);
+  const fresh = lines(path).map((l) => JSON.parse(l) as { message?: string; source_port?: number });
+  t.deepEqual(old, Array.from({ length: 1200 }, (_, i) => i + 1));
+  t.is(fresh.length, 2);
+  t.is(fresh[0]!.message, 'reopened');
+  t.is(fresh[1]!.source_port, 1201);
+});
+
 test('a reopen that fails keeps writing to the file already open, and says so', async (t) => {
   const dir = tempDir(t);
   const path = join(dir, 'sub', 'events.json');
