@@ -89,7 +89,10 @@ async function begin(snapshot: LimiterSnapshot | null): Promise<void> {
     ? ListenerPolicy.withLimiter(config, RateLimiter.restore(config.rate_limits, clock, snapshot))
     : ListenerPolicy.fromConfig(config, clock);
   const limiter = policy.limiter;
-  setInterval(() => limiter.sweep(), SWEEP_INTERVAL_MS).unref();
+  setInterval(() => {
+    limiter.sweep();
+    stats.tracked = limiter.trackedAddresses;
+  }, SWEEP_INTERVAL_MS).unref();
   const deps = { config, policy, stats, denies, emit };
   const listener: RunningListener = config.protocol === 'tcp' ? new TcpListener(deps) : new UdpListener(deps, start.socket_family);
   let address: AddressInfo;

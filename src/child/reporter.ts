@@ -17,7 +17,6 @@ export class Reporter {
   #events: LogEvent[] = [];
   #dropped = 0;
   #inFlight = false;
-  #lastActive = -1;
   #timer: NodeJS.Timeout | undefined;
   #soon = false;
   #waiters: Array<() => void> = [];
@@ -49,11 +48,10 @@ export class Reporter {
   /** Sends what has accumulated, unless a batch is still on its way. */
   flush(): void {
     if (this.#inFlight) return;
-    if (this.#events.length === 0 && this.#dropped === 0 && !this.#stats.dirty && this.#stats.active === this.#lastActive) return;
+    if (this.#events.length === 0 && this.#dropped === 0 && !this.#stats.changed) return;
     const events = this.#events.length > REPORT_BATCH_EVENTS * 4 ? this.#events.splice(0, REPORT_BATCH_EVENTS * 4) : this.#events;
     if (events === this.#events) this.#events = [];
     const message: ReportMessage = { type: 'pp:report', events, stats: this.#stats.takeDelta(), dropped_events: this.#dropped };
-    this.#lastActive = message.stats.active;
     this.#dropped = 0;
     this.#inFlight = true;
     this.#send(message, () => {
@@ -68,7 +66,7 @@ export class Reporter {
     clearInterval(this.#timer);
     for (;;) {
       if (this.#inFlight) await new Promise<void>((resolve) => this.#waiters.push(resolve));
-      if (this.#events.length === 0 && !this.#stats.dirty && this.#dropped === 0 && this.#stats.active === this.#lastActive) return;
+      if (this.#events.length === 0 && this.#dropped === 0 && !this.#stats.changed) return;
       this.flush();
     }
   }

@@ -13,7 +13,8 @@ export { Denylist } from './denylist.js';
 export { ListenerPolicy } from './listener-policy.js';
 export {
   DEFAULT_MAX_ADDRESSES,
-  DEFAULT_SWEEP_SLICE,
+  MAX_SWEEP_SLICE,
+  MIN_SWEEP_SLICE,
   RateLimiter,
   type AdmitVerdict,
   type Clock,

@@ -43,6 +43,8 @@ export interface StatsDelta {
   rate_limited: number;
   /** Current number of open connections / sessions (a level, not a delta). */
   active: number;
+  /** Client addresses whose rate-limit state the child keeps (a level; absent from older children). */
+  tracked?: number;
   bytes_sent: number;
   bytes_received: number;
   packets_sent: number;
@@ -63,6 +65,8 @@ export class ListenerStats {
   aclDenied = 0;
   rateLimited = 0;
   active = 0;
+  /** Set by the child after each sweep of its rate limiter. */
+  tracked = 0;
   bytesSent = 0;
   bytesReceived = 0;
   packetsSent = 0;
@@ -75,6 +79,9 @@ export class ListenerStats {
   #durationCounts: number[] = new Array<number>(DURATION_BUCKETS.length + 1).fill(0);
   #durationSum = 0;
   #durationCount = 0;
+  /** The levels as last taken: a change of level alone is worth a report (the first always is). */
+  #reportedActive = -1;
+  #reportedTracked = 0;
 
   rateLimitDrop(reason: DenyReason): void {
     this.#rateLimitDrops.set(reason, (this.#rateLimitDrops.get(reason) ?? 0) + 1);
@@ -104,12 +111,18 @@ export class ListenerStats {
     );
   }
 
+  /** Whether a report would say anything new: a counter moved or a level changed. */
+  get changed(): boolean {
+    return this.dirty || this.active !== this.#reportedActive || this.tracked !== this.#reportedTracked;
+  }
+
   takeDelta(): StatsDelta {
     const delta: StatsDelta = {
       accepted: this.accepted,
       acl_denied: this.aclDenied,
       rate_limited: this.rateLimited,
       active: this.active,
+      tracked: this.tracked,
       bytes_sent: this.bytesSent,
       bytes_received: this.bytesReceived,
       packets_sent: this.packetsSent,
@@ -123,6 +136,8 @@ export class ListenerStats {
       ...(this.targets !== null ? { targets: this.targets } : {}),
     };
     this.targets = null;
+    this.#reportedActive = this.active;
+    this.#reportedTracked = this.tracked;
     this.accepted = this.aclDenied = this.rateLimited = 0;
     this.bytesSent = this.bytesReceived = this.packetsSent = this.packetsReceived = 0;
     this.aclDrops = 0;

@@ -47,3 +47,27 @@ export async function waitForSample(daemon: Daemon, name: string, labels: Record
     throw new Error(`${(error as Error).message} (last seen: ${last})`);
   }
 }
+
+async function metricsPort(daemon: Daemon): Promise<number> {
+  const line = await daemon.waitForLine(/\[INFO\] metrics server started /);
+  return Number(/address=\S*:(\d+)/.exec(line)![1]);
+}
+
+/** The value of `name{labels}` now. */
+export async function readSample(daemon: Daemon, name: string, labels: Record<string, string>): Promise<number> {
+  return sample(await get(await metricsPort(daemon), '/metrics'), name, labels);
+}
+
+/** Waits until `name{labels}` is down to `atMost` (a level falling) and returns its value then. */
+export async function waitForSampleAtMost(daemon: Daemon, name: string, labels: Record<string, string>, atMost: number, timeoutMs = 10_000): Promise<number> {
+  const port = await metricsPort(daemon);
+  let last = NaN;
+  try {
+    return await waitFor(async () => {
+      last = sample(await get(port, '/metrics'), name, labels);
+      return last <= atMost ? last : undefined;
+    }, `${name}${JSON.stringify(labels)} ≤ ${atMost}`, timeoutMs);
+  } catch (error) {
+    throw new Error(`${(error as Error).message} (last seen: ${last})`);
+  }
+}

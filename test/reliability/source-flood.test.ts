@@ -9,8 +9,10 @@
  * - limits still hold for the active sources: each, opening a new UDP session every 100 ms during
  *   the flood, gets at most max_connection_attempts_per_ip per window, the rest refused and logged
  *   as attempt_limit;
- * - the state is swept: once the windows have passed, memory returns near its baseline (within
- *   SETTLE_MARGIN of the RSS before the flood) and new addresses are admitted again;
+ * - the state is swept: packetpony_tracked_addresses holds what arrived (≤ the ceiling) and falls
+ *   back to the active sources once the windows have passed; new addresses are admitted again; in
+ *   the full run, floods repeated once each is swept bring RSS back within SETTLE_MARGIN of its
+ *   baseline (when V8 next collects, see below) rather than ever higher;
  * - TCP: every flood connection is refused by max_total_connections without reaching the target,
  *   while the one admitted connection keeps working; RSS bounded (and, in the full run, back near
  *   its baseline).
@@ -20,10 +22,9 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import { startDaemon } from '../helpers/daemon.js';
 import { waitForDeny } from '../helpers/log-lines.js';
-import { waitForSample } from '../helpers/metrics.js';
+import { readSample, waitForSample, waitForSampleAtMost } from '../helpers/metrics.js';
 import { startCountingEchoServer } from '../helpers/servers.js';
 import { udpClient } from '../helpers/udp.js';
-import { waitFor } from '../helpers/wait-for.js';
 import { mainFile, tcpListener, udpListener } from './helpers/config.js';
 import { rss, sampler } from './helpers/proc.js';
 import { FULL, mib, MiB, size } from './helpers/scale.js';
@@ -33,6 +34,10 @@ const SOURCES = size(10_000, 100_000);
 const WINDOW_S = size(5, 20);
 const FLOOD_RSS_BOUND = size(200, 400) * MiB;
 const SETTLE_MARGIN = 0.25;
+/** The limiter's table ceiling (DEFAULT_MAX_ADDRESSES). */
+const CEILING = 100_000;
+/** Floods of new addresses tried, one after another, for RSS to come back near its baseline. */
+const MAX_ROUNDS = 8;
 const ACTIVE = ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.5', '127.0.0.6'];
 const ATTEMPTS = 3;
 
@@ -52,7 +57,7 @@ async function udpFlood(port: number, first: number, count: number, parallel = 2
   }
 }
 
-test.serial(`source flood, UDP: ${SOURCES} distinct sources — per-IP state bounded and swept, limits hold for active sources, memory back near baseline`, async (t) => {
+test.serial(`source flood, UDP: ${SOURCES} distinct sources — per-IP state bounded and swept, limits hold for active sources, memory bounded`, async (t) => {
   t.timeout(size(180_000, 900_000));
   // A backend that never answers: the flood's sessions simply idle out.
   const sink = dgram.createSocket('udp4');
@@ -102,20 +107,37 @@ test.serial(`source flood, UDP: ${SOURCES} distinct sources — per-IP state bou
   t.log(`active sources sent ${activeSent / ACTIVE.length} new sessions each in ${floodSeconds.toFixed(1)} s; admitted ${perActive.join(', ')} (at most ${allowed}: ${ATTEMPTS} per ${WINDOW_S} s window)`);
   for (const n of perActive) t.true(n >= 1 && n <= allowed, `${n} sessions admitted`);
 
-  // Windows pass and the sweep (a bounded slice per second) drops the state; V8 gives memory back.
-  const settled = await waitFor(() => {
-    const now = rss(pid);
-    return now <= before * (1 + SETTLE_MARGIN) ? now : undefined;
-  }, `child RSS back within ${SETTLE_MARGIN * 100} % of ${mib(before)}`, size(90_000, 300_000)).catch(() => rss(pid));
-  const settleSeconds = (performance.now() - started) / 1000 - floodSeconds;
+  // The state: the limiter's table holds what arrived, never more than its ceiling, and is swept
+  // once the windows have passed (a tenth of it per second).
+  const tracked = await readSample(daemon, 'packetpony_tracked_addresses', { listener: 'flood' });
+  t.true(tracked > 0 && tracked <= CEILING, `${tracked} addresses tracked after the flood`);
+  const sweptAfter = performance.now();
+  const left = await waitForSampleAtMost(daemon, 'packetpony_tracked_addresses', { listener: 'flood' }, ACTIVE.length, (WINDOW_S + 30) * 1000);
+  t.log(`addresses tracked: ${tracked} after the flood, ${left} ${((performance.now() - sweptAfter) / 1000).toFixed(0)} s later`);
+
+  // Memory. RSS falls back only when V8 next runs a full collection, which an idle child may put
+  // off for long: measured here, RSS climbed 71 → 83 → 94 MiB over three floods 12 s apart, then
+  // fell to 58 at the fourth, and so on, never past ~98. The full run repeats floods of new
+  // addresses, each once the one before is swept, until RSS is seen back within SETTLE_MARGIN of
+  // its baseline (a leak would only climb); CI, with the table's sweep shown above, logs the figure.
   memory.stop();
-  t.log(`child RSS every 5 s from the start of the flood (MiB): ${memory.samples.filter((_, i) => i % 20 === 0).map((b) => (b / MiB).toFixed(0)).join(' ')}`);
-  t.log(`child RSS ${mib(settled)} ${settleSeconds.toFixed(0)} s after the flood (before: ${mib(before)}, bound ${mib(before * (1 + SETTLE_MARGIN))})`);
-  t.true(settled <= before * (1 + SETTLE_MARGIN), `RSS ${mib(settled)} after the flood`);
+  const peaks = [peak];
+  const after = [rss(pid)];
+  for (let round = 1; FULL && round <= MAX_ROUNDS && after.at(-1)! > before * (1 + SETTLE_MARGIN); round++) {
+    const again = sampler(() => rss(pid), 250);
+    await udpFlood(port, round * SOURCES, SOURCES);
+    peaks.push(again.stop());
+    await waitForSampleAtMost(daemon, 'packetpony_tracked_addresses', { listener: 'flood' }, ACTIVE.length, (WINDOW_S + 30) * 1000);
+    after.push(rss(pid));
+  }
+  t.log(`child RSS: ${mib(before)} before; flood peaks ${peaks.map(mib).join(', ')}; once each flood was swept ${after.map(mib).join(', ')} (near: ${mib(before * (1 + SETTLE_MARGIN))})`);
+  t.true(Math.max(...peaks) < FLOOD_RSS_BOUND, `peaks ${peaks.map(mib).join(', ')}`);
+  if (FULL) t.true(after.at(-1)! <= before * (1 + SETTLE_MARGIN), `RSS never back near ${mib(before)} in ${MAX_ROUNDS} floods: ${after.map(mib).join(', ')}`);
   // New addresses are admitted again (at the full size the flood filled the 100,000 ceiling).
-  const late = await udpClient(t, port, { localAddress: loopbackSource(SOURCES + 10) });
+  const lateSource = loopbackSource((MAX_ROUNDS + 1) * SOURCES + 10);
+  const late = await udpClient(t, port, { localAddress: lateSource });
   late.send('late');
-  await daemon.waitForLine(new RegExp(`Connection opened: listener=flood protocol=udp src=${loopbackSource(SOURCES + 10).replace(/\./g, '\\.')}:`), 10_000);
+  await daemon.waitForLine(new RegExp(`Connection opened: listener=flood protocol=udp src=${lateSource.replace(/\./g, '\\.')}:`), 10_000);
   if (FULL) t.log('after the sweep a new address was admitted again');
 });
 
@@ -158,16 +180,8 @@ test.serial(`source flood, TCP: ${size(5000, 100_000)} distinct sources against 
   t.is(refused, count);
   t.is(backend.accepted(), 1);
   t.true(peak < FLOOD_RSS_BOUND, `peak RSS ${mib(peak)}`);
-  // The return to baseline takes V8 half a minute of idleness (the UDP case shows it in CI); the
-  // full run checks it here too.
-  if (FULL) {
-    const settled = await waitFor(() => {
-      const now = rss(pid);
-      return now <= before * (1 + SETTLE_MARGIN) ? now : undefined;
-    }, 'child RSS back near its baseline', 300_000).catch(() => rss(pid));
-    t.log(`child RSS ${mib(settled)} after the flood (before ${mib(before)})`);
-    t.true(settled <= before * (1 + SETTLE_MARGIN), `RSS ${mib(settled)}`);
-  }
+  // RSS does not fall back by itself (see the UDP case); its reuse is what that case checks.
+  t.log(`child RSS ${mib(rss(pid))} once the flood was refused`);
   memory.stop();
   const denyLines = daemon.lines.filter((l) => l.includes('Connection denied: listener=tflood')).length;
   t.log(`deny lines: ${denyLines} for ${count} refusals (at most 10,000 sources per 10 s are listed, the rest summed)`);

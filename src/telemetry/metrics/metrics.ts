@@ -4,8 +4,8 @@
  *
  * Traffic counters are fed from the children's StatsDelta reports (every 200 ms): deltas are added,
  * so totals are summed over all children of a listener and never go down when a child dies or is
- * replaced. `connections_active` is a level: the sum of the last level each living child reported,
- * and a child that is gone counts zero. Listener state and the children's process figures are read
+ * replaced. `connections_active` and `tracked_addresses` are levels: the sum of the last level each
+ * living child reported, and a child that is gone counts zero. Listener state and the children's process figures are read
  * when scraped. No label ever holds a client address: label values are listener names and small
  * fixed sets, so cardinality is bounded by the configuration.
  */
@@ -15,6 +15,19 @@ import type { StatsDelta } from '../stats.js';
 import { DURATION_BUCKETS } from '../stats.js';
 import { BucketedHistogram } from './bucketed-histogram.js';
 import { sampleProcess, type ProcessSample } from './process-sample.js';
+
+/** The sum of the levels the living children of `listener` last reported. */
+function levelSum(byPid: Map<string, Map<number, number>>, listener: string): number {
+  let sum = 0;
+  for (const level of byPid.get(listener)?.values() ?? []) sum += level;
+  return sum;
+}
+
+function setLevel(byPid: Map<string, Map<number, number>>, listener: string, pid: number, level: number): void {
+  let levels = byPid.get(listener);
+  if (!levels) byPid.set(listener, (levels = new Map()));
+  levels.set(pid, level);
+}
 
 /** What the metrics need to know about a listener (the supervisor's ListenerChild fits). */
 export interface ListenerView {
@@ -117,6 +130,12 @@ export class Metrics {
     labelNames: ['result'] as const,
     registers: [this.registry],
   });
+  readonly #tracked = new Gauge({
+    name: 'packetpony_tracked_addresses',
+    help: 'Client addresses whose per-IP rate-limit state the listener keeps (at most 100000; dropped once their windows have passed)',
+    labelNames: ['listener'] as const,
+    registers: [this.registry],
+  });
   readonly #logDropped = new Counter({
     name: 'packetpony_log_events_dropped_total',
     help: 'Log events dropped because a sink could not keep up or failed (ipc: dropped by a child before reaching the supervisor)',
@@ -126,8 +145,9 @@ export class Metrics {
 
   /** The protocol each listener's series were created with. */
   readonly #known = new Map<string, Protocol>();
-  /** Last active level reported per listener and child PID. */
+  /** Last levels reported per listener and child PID. */
   readonly #activeByPid = new Map<string, Map<number, number>>();
+  readonly #trackedByPid = new Map<string, Map<number, number>>();
   readonly #gone = new Set<number>();
   /** CPU seconds of a listener's children that are gone, so the CPU counter never goes down. */
   readonly #cpuOfGone = new Map<string, number>();
@@ -235,6 +255,7 @@ export class Metrics {
     this.#known.set(listener, protocol);
     for (const status of STATUSES) this.#connections.inc({ listener, protocol, status }, 0);
     this.#active.set({ listener, protocol }, this.#activeSum(listener));
+    this.#tracked.set({ listener }, levelSum(this.#trackedByPid, listener));
     this.#bytes.inc({ listener, direction: 'sent' }, 0);
     this.#bytes.inc({ listener, direction: 'received' }, 0);
     if (protocol === 'udp') {
@@ -249,9 +270,7 @@ export class Metrics {
   }
 
   #activeSum(listener: string): number {
-    let sum = 0;
-    for (const level of this.#activeByPid.get(listener)?.values() ?? []) sum += level;
-    return sum;
+    return levelSum(this.#activeByPid, listener);
   }
 
   /** A child's pp:report: its counter deltas and current active level. */
@@ -282,10 +301,12 @@ export class Metrics {
     if (typeof s.targets === 'object' && s.targets !== null && !this.#gone.has(pid)) this.#targetStates.set(listener, s.targets);
 
     if (!this.#gone.has(pid)) {
-      let levels = this.#activeByPid.get(listener);
-      if (!levels) this.#activeByPid.set(listener, (levels = new Map()));
-      levels.set(pid, count(s.active));
+      setLevel(this.#activeByPid, listener, pid, count(s.active));
       this.#active.set({ listener, protocol }, this.#activeSum(listener));
+      if (s.tracked !== undefined) {
+        setLevel(this.#trackedByPid, listener, pid, count(s.tracked));
+        this.#tracked.set({ listener }, levelSum(this.#trackedByPid, listener));
+      }
     }
   }
 
@@ -294,8 +315,12 @@ export class Metrics {
     this.#gone.add(pid);
     if (this.#gone.size > GONE_PIDS_KEPT) this.#gone.delete(this.#gone.values().next().value!);
     this.#activeByPid.get(listener)?.delete(pid);
+    this.#trackedByPid.get(listener)?.delete(pid);
     const protocol = this.#known.get(listener);
-    if (protocol) this.#active.set({ listener, protocol }, this.#activeSum(listener));
+    if (protocol) {
+      this.#active.set({ listener, protocol }, this.#activeSum(listener));
+      this.#tracked.set({ listener }, levelSum(this.#trackedByPid, listener));
+    }
     const seen = this.#cpuSeen.get(listener);
     const cpu = seen?.get(pid);
     if (cpu !== undefined) {

@@ -224,3 +224,22 @@ test('a snapshot leaves out addresses with nothing to carry', (t) => {
   clock.now = 10 * MINUTE;
   t.deepEqual(limiter.snapshot(), { version: 1, addresses: [], untracked_open: 0 });
 });
+
+test('sweep by default looks at a tenth of a large table per call, so a pass takes about ten calls', (t) => {
+  const clock = fakeClock();
+  const limiter = new RateLimiter(WINDOWED, clock.read);
+  for (let i = 0; i < 50_000; i++) {
+    const verdict = limiter.admit(address(i));
+    if (verdict.allow) limiter.release(verdict);
+  }
+  t.is(limiter.trackedAddresses, 50_000);
+  clock.now += 60 * MINUTE; // every window long past
+  t.is(limiter.sweep(), 5_000);
+  let calls = 1;
+  while (limiter.trackedAddresses > 0 && calls < 100) {
+    limiter.sweep();
+    calls++;
+  }
+  t.is(limiter.trackedAddresses, 0);
+  t.true(calls <= 20, `${calls} calls`);
+});

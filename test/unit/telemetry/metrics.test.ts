@@ -156,3 +156,31 @@ test('garbage in a report never throws and never makes a counter go down', async
   t.is(m.get('packetpony_bytes_transferred_total{listener="web",direction="sent"}'), 0);
   t.is(m.get('packetpony_connections_active{listener="web",protocol="tcp"}'), 0);
 });
+
+test('tracked addresses: a level summed over living children, zero when they are gone, untouched by children that do not say', async (t) => {
+  const metrics = new Metrics(() => [view('web', 'udp')]);
+  t.is((await scrape(metrics)).get('packetpony_tracked_addresses{listener="web"}'), 0);
+  metrics.report('web', { stats: delta((s) => { s.tracked = 9000; }), dropped_events: 0 }, 201);
+  metrics.report('web', { stats: delta((s) => { s.tracked = 40; }), dropped_events: 0 }, 202);
+  t.is((await scrape(metrics)).get('packetpony_tracked_addresses{listener="web"}'), 9040);
+  metrics.report('web', { stats: delta((s) => { s.tracked = 12; }), dropped_events: 0 }, 201);
+  const older = delta(() => {});
+  delete older.tracked;
+  metrics.report('web', { stats: older, dropped_events: 0 }, 202);
+  t.is((await scrape(metrics)).get('packetpony_tracked_addresses{listener="web"}'), 52);
+  metrics.childGone('web', 201);
+  t.is((await scrape(metrics)).get('packetpony_tracked_addresses{listener="web"}'), 40);
+});
+
+test('ListenerStats: a level that changed is worth a report even when no counter moved; the first report always is', (t) => {
+  const stats = new ListenerStats();
+  t.true(stats.changed, 'the first report');
+  stats.takeDelta();
+  t.false(stats.changed);
+  stats.tracked = 5;
+  t.true(stats.changed);
+  t.is(stats.takeDelta().tracked, 5);
+  t.false(stats.changed);
+  stats.active = 1;
+  t.true(stats.changed);
+});
