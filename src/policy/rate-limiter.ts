@@ -73,6 +73,8 @@ export class RateLimiter {
   #open = 0;
   #inherited = 0;
   #sweepCursor: Iterator<AddressState> | undefined;
+  /** The table's size when the current pass began: sweep()'s slice is a tenth of it. */
+  #passSize = 0;
 
   constructor(limits: RateLimits, clock: Clock, options: RateLimiterOptions = {}) {
     const maxAddresses = options.maxAddresses ?? DEFAULT_MAX_ADDRESSES;
@@ -188,16 +190,18 @@ export class RateLimiter {
 
   /**
    * Drops the state of addresses that no longer need it, looking at no more than `maxEntries`
-   * entries (by default a tenth of the table, within MIN_SWEEP_SLICE..MAX_SWEEP_SLICE), carrying
-   * on where the previous call stopped. Call it from a timer, e.g. every second: no call stalls the
-   * event loop for long, and a full pass takes about ten of them. Returns how many it dropped.
+   * entries (by default a tenth of the table as it was when the pass began, within
+   * MIN_SWEEP_SLICE..MAX_SWEEP_SLICE), carrying on where the previous call stopped. Call it from a
+   * timer, e.g. every second: no call stalls the event loop for long, and a full pass takes about
+   * ten of them. Returns how many it dropped.
    */
-  sweep(maxEntries = Math.min(MAX_SWEEP_SLICE, Math.max(MIN_SWEEP_SLICE, Math.ceil(this.#states.size / 10)))): number {
+  sweep(maxEntries?: number): number {
     if (this.#states.size === 0) {
       this.#sweepCursor = undefined;
       return 0;
     }
-    return this.#sweepSlice(this.#clock(), maxEntries);
+    const size = this.#sweepCursor === undefined ? this.#states.size : this.#passSize;
+    return this.#sweepSlice(this.#clock(), maxEntries ?? Math.min(MAX_SWEEP_SLICE, Math.max(MIN_SWEEP_SLICE, Math.ceil(size / 10))));
   }
 
   /** Every address with something worth carrying over; JSON-serialisable. */
@@ -258,8 +262,9 @@ export class RateLimiter {
 
   #sweepSlice(now: number, maxEntries: number): number {
     const settings = this.#settings;
-    let cursor = this.#sweepCursor ?? this.#states.values();
     let restarted = this.#sweepCursor === undefined;
+    if (restarted) this.#passSize = this.#states.size;
+    let cursor = this.#sweepCursor ?? this.#states.values();
     let removed = 0;
     for (let seen = 0; seen < maxEntries;) {
       const next = cursor.next();
@@ -270,6 +275,7 @@ export class RateLimiter {
           return removed;
         }
         cursor = this.#states.values();
+        this.#passSize = this.#states.size;
         restarted = true;
         continue;
       }

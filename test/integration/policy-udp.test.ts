@@ -231,7 +231,11 @@ test('bandwidth × drop: datagrams both ways count, and nothing passes beyond 1 
   // requests more than replies: near the cap a request may fit where its echo no longer does).
   t.true(up + result.deliveredBytes <= MB, `${up} + ${result.deliveredBytes} bytes passed a 1 MB cap`);
   t.true(up <= 0.75 * MB, `${up} bytes reached the target: replies were not counted`);
-  t.true(result.deliveredBytes >= MB / 4, `cut at ${result.deliveredBytes}, far below the cap`);
+  // Near the cap, not far below it: every datagram that reached the target (resends too; on a busy
+  // machine the client's socket overflows and it resends) and its echo were counted, so the
+  // requests that passed are about half the cap, whatever came back.
+  const passedUp = backend.received.reduce((sum, d) => sum + d.data.length, 0);
+  t.true(passedUp >= MB / 4, `cut after ${passedUp} bytes toward the target, far below the cap`);
   const deny = await waitForDeny(daemon, 'bw', 'bandwidth_limit', '127.0.0.2');
   t.regex(deny, new RegExp(`\\] Connection denied: listener=bw protocol=udp src=127\\.0\\.0\\.2:${client.localPort} reason=bandwidth_limit action=drop`));
 

@@ -16,7 +16,7 @@ import { waitFor } from '../helpers/wait-for.js';
 import { summary } from './helpers/clients.js';
 import { tcpListener } from './helpers/config.js';
 import { fdCount } from './helpers/proc.js';
-import { size } from './helpers/scale.js';
+import { lateBound, size } from './helpers/scale.js';
 import { PseudoRandom } from './helpers/streams.js';
 
 const WITHIN_MS = 100;
@@ -102,7 +102,7 @@ test.serial(`backend resets mid-download: the client sees the end within ${WITHI
   t.log(`the client saw: ${tally(hows)}`);
   t.deepEqual(new Set(hows), new Set(['ECONNRESET']));
   t.log(`backend RST → client closed (ms): ${summary(delays, 1)}`);
-  t.true(Math.max(...delays) <= WITHIN_MS, summary(delays, 1));
+  t.true(Math.max(...delays) <= lateBound(WITHIN_MS), summary(delays, 1));
   const closes = await waitFor(() => (connectionLines(daemon, 'closed', 'rst').length >= ROUNDS ? connectionLines(daemon, 'closed', 'rst') : undefined), 'the close events');
   t.true(closes.every((l) => l.includes('error="target connection reset by peer (ECONNRESET)"')), closes.find((l) => !l.includes('ECONNRESET')));
   await waitFor(() => fdCount(pid) <= baseline || undefined, `child fds back to ${baseline} (now ${fdCount(pid)})`);
@@ -148,7 +148,7 @@ test.serial(`client resets mid-upload: the backend sees the end within ${WITHIN_
   t.log(`the backend saw: ${tally(hows)}`);
   t.deepEqual(new Set(hows), new Set(['ECONNRESET']));
   t.log(`client RST → backend closed (ms): ${summary(delays, 1)}`);
-  t.true(Math.max(...delays) <= WITHIN_MS, summary(delays, 1));
+  t.true(Math.max(...delays) <= lateBound(WITHIN_MS), summary(delays, 1));
   const closes = await waitFor(() => (connectionLines(daemon, 'closed', 'rst').length >= ROUNDS ? connectionLines(daemon, 'closed', 'rst') : undefined), 'the close events');
   t.true(closes.every((l) => l.includes('error="client connection reset by peer (ECONNRESET)"')), closes.find((l) => !l.includes('ECONNRESET')));
   await waitFor(() => fdCount(pid) <= baseline || undefined, `child fds back to ${baseline} (now ${fdCount(pid)})`);

@@ -241,5 +241,5 @@ test('sweep by default looks at a tenth of a large table per call, so a pass tak
     calls++;
   }
   t.is(limiter.trackedAddresses, 0);
-  t.true(calls <= 20, `${calls} calls`);
+  t.true(calls <= 12, `${calls} calls`);
 });
