@@ -22,8 +22,8 @@ import { tcpListener } from './helpers/config.js';
 import { fdCount, maxOpenFiles, raiseOwnOpenFilesLimit } from './helpers/proc.js';
 import { size } from './helpers/scale.js';
 
-const NOFILE = 128;
-const ATTEMPTS = 500;
+const NOFILE = size(128, 256);
+const ATTEMPTS = size(500, 1000);
 
 /** Connects, sends a probe; resolves 'served' on the echo, otherwise how it ended. Keeps an echoed socket open. */
 function hold(port: number, open: net.Socket[]): Promise<string> {

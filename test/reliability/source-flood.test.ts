@@ -25,6 +25,7 @@ import { waitForDeny } from '../helpers/log-lines.js';
 import { readSample, waitForSample, waitForSampleAtMost } from '../helpers/metrics.js';
 import { startCountingEchoServer } from '../helpers/servers.js';
 import { udpClient } from '../helpers/udp.js';
+import { waitFor } from '../helpers/wait-for.js';
 import { mainFile, tcpListener, udpListener } from './helpers/config.js';
 import { rss, sampler } from './helpers/proc.js';
 import { FULL, mib, MiB, size } from './helpers/scale.js';
@@ -37,7 +38,12 @@ const SETTLE_MARGIN = 0.25;
 /** The limiter's table ceiling (DEFAULT_MAX_ADDRESSES). */
 const CEILING = 100_000;
 /** Floods of new addresses tried, one after another, for RSS to come back near its baseline. */
-const MAX_ROUNDS = 8;
+const MAX_ROUNDS = size(8, 4);
+/**
+ * The windows plus two sweep passes, plus the time the child takes to end the flood's sessions and
+ * send their close events (tens of thousands at the full size, with this test reading every line).
+ */
+const SWEPT_WITHIN_MS = (WINDOW_S + size(30, 120)) * 1000;
 const ACTIVE = ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.5', '127.0.0.6'];
 const ATTEMPTS = 3;
 
@@ -58,7 +64,7 @@ async function udpFlood(port: number, first: number, count: number, parallel = 2
 }
 
 test.serial(`source flood, UDP: ${SOURCES} distinct sources — per-IP state bounded and swept, limits hold for active sources, memory bounded`, async (t) => {
-  t.timeout(size(180_000, 900_000));
+  t.timeout(size(180_000, 1_800_000));
   // A backend that never answers: the flood's sessions simply idle out.
   const sink = dgram.createSocket('udp4');
   sink.on('message', () => {});
@@ -112,7 +118,7 @@ test.serial(`source flood, UDP: ${SOURCES} distinct sources — per-IP state bou
   const tracked = await readSample(daemon, 'packetpony_tracked_addresses', { listener: 'flood' });
   t.true(tracked > 0 && tracked <= CEILING, `${tracked} addresses tracked after the flood`);
   const sweptAfter = performance.now();
-  const left = await waitForSampleAtMost(daemon, 'packetpony_tracked_addresses', { listener: 'flood' }, ACTIVE.length, (WINDOW_S + 30) * 1000);
+  const left = await waitForSampleAtMost(daemon, 'packetpony_tracked_addresses', { listener: 'flood' }, ACTIVE.length, SWEPT_WITHIN_MS);
   t.log(`addresses tracked: ${tracked} after the flood, ${left} ${((performance.now() - sweptAfter) / 1000).toFixed(0)} s later`);
 
   // Memory. RSS falls back only when V8 next runs a full collection, which an idle child may put
@@ -127,7 +133,7 @@ test.serial(`source flood, UDP: ${SOURCES} distinct sources — per-IP state bou
     const again = sampler(() => rss(pid), 250);
     await udpFlood(port, round * SOURCES, SOURCES);
     peaks.push(again.stop());
-    await waitForSampleAtMost(daemon, 'packetpony_tracked_addresses', { listener: 'flood' }, ACTIVE.length, (WINDOW_S + 30) * 1000);
+    await waitForSampleAtMost(daemon, 'packetpony_tracked_addresses', { listener: 'flood' }, ACTIVE.length, SWEPT_WITHIN_MS);
     after.push(rss(pid));
   }
   t.log(`child RSS: ${mib(before)} before; flood peaks ${peaks.map(mib).join(', ')}; once each flood was swept ${after.map(mib).join(', ')} (near: ${mib(before * (1 + SETTLE_MARGIN))})`);
@@ -141,7 +147,7 @@ test.serial(`source flood, UDP: ${SOURCES} distinct sources — per-IP state bou
   if (FULL) t.log('after the sweep a new address was admitted again');
 });
 
-test.serial(`source flood, TCP: ${size(5000, 100_000)} distinct sources against max_total_connections — all refused, none reaches the target, the admitted client keeps working${FULL ? ', memory back near baseline' : ''}`, async (t) => {
+test.serial(`source flood, TCP: ${size(5000, 100_000)} distinct sources against max_total_connections — all refused, none reaches the target, the admitted client keeps working`, async (t) => {
   t.timeout(size(180_000, 900_000));
   const count = size(5000, 100_000);
   const backend = await startCountingEchoServer(t);
@@ -174,7 +180,14 @@ test.serial(`source flood, TCP: ${size(5000, 100_000)} distinct sources against 
   }
   const seconds = (performance.now() - started) / 1000;
   t.is(await echo('still here'), 'still here');
-  const counted = await waitForSample(daemon, 'packetpony_rate_limit_drops_total', { listener: 'tflood', reason: 'total_limit' }, count, 30_000);
+  // Each refused as total_limit, except, at the full size, the one address that meets the
+  // limiter's ceiling of 100,000 tracked addresses (the holder is one of them): attempt_limit.
+  const drops = async (reason: string): Promise<number> => readSample(daemon, 'packetpony_rate_limit_drops_total', { listener: 'tflood', reason });
+  const counted = await waitFor(async () => {
+    const sum = (await drops('total_limit')) + (await drops('attempt_limit'));
+    return sum >= count ? await drops('total_limit') : undefined;
+  }, `${count} refusals counted`, 30_000);
+  t.true(counted >= count - 1, `${counted} counted as total_limit`);
   const peak = memory.max;
   t.log(`${count} sources in ${seconds.toFixed(1)} s: ${refused} refused (${counted} counted as total_limit); the target accepted ${backend.accepted()} connection(s); child RSS ${mib(before)} → peak ${mib(peak)}`);
   t.is(refused, count);

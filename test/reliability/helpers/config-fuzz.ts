@@ -99,6 +99,9 @@ const valueOp: fc.Arbitrary<Op> = fc
     const slots: Array<[Record<string, unknown>, string]> = [];
     const walk = (node: unknown): void => {
       if (node === null || typeof node !== 'object') return;
+      // Plain mappings and sequences only: a !!binary scalar parses to a Uint8Array, whose
+      // elements cannot be deleted or renamed.
+      if (!Array.isArray(node) && Object.getPrototypeOf(node) !== Object.prototype) return;
       for (const key of Object.keys(node)) {
         slots.push([node as Record<string, unknown>, key]);
         walk((node as Record<string, unknown>)[key]);

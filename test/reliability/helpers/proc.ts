@@ -85,7 +85,8 @@ export function sampler(read: () => number, everyMs = 100): { readonly max: numb
     }
   };
   take();
-  const timer = setInterval(take, everyMs);
+  // Unref'd: a test that fails before stop() must not keep its worker alive.
+  const timer = setInterval(take, everyMs).unref();
   return {
     get max() {
       return max;
