@@ -76,6 +76,8 @@ export class DescriptorWatch {
   readonly #probe: DescriptorProbe;
   /** What the process held before the listener's first connection: IPC, epoll, stdio… */
   readonly #baseline: number;
+  /** /proc could be read: without it there is nothing to watch. */
+  readonly #watchable: boolean;
   #timer: NodeJS.Timeout | undefined;
   /** The limit as last read: kept when a full table keeps it from being read again. */
   #limit = Infinity;
@@ -83,12 +85,14 @@ export class DescriptorWatch {
   constructor(options: DescriptorWatchOptions) {
     this.#options = options;
     this.#probe = options.probe ?? procProbe;
-    this.#baseline = Math.max(0, this.#probe.open());
+    const open = this.#probe.open();
+    this.#baseline = Math.max(0, open);
+    this.#watchable = open >= 0;
     this.#readLimit();
   }
 
   start(): void {
-    if (this.#timer !== undefined || this.#probe.open() < 0) return;
+    if (this.#timer !== undefined || !this.#watchable) return;
     this.#timer = setInterval(() => this.check(), this.#options.intervalMs ?? 500);
     this.#timer.unref();
   }

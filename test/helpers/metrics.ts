@@ -35,8 +35,7 @@ export function sample(text: string, name: string, labels: Record<string, string
  * and returns its value then.
  */
 export async function waitForSample(daemon: Daemon, name: string, labels: Record<string, string>, atLeast: number, timeoutMs = 10_000): Promise<number> {
-  const line = await daemon.waitForLine(/\[INFO\] metrics server started /);
-  const port = Number(/address=\S*:(\d+)/.exec(line)![1]);
+  const port = await metricsPort(daemon);
   let last = 0;
   try {
     return await waitFor(async () => {

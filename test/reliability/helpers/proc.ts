@@ -46,10 +46,15 @@ export function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
+/** The soft and hard RLIMIT_NOFILE of a process, as /proc writes them ('unlimited' or a number). */
+function openFilesLimits(pid: number): { soft: string | undefined; hard: string | undefined } {
+  const fields = readFileSync(`/proc/${pid}/limits`, 'utf8').split('\n').find((l) => l.startsWith('Max open files'))?.split(/\s+/);
+  return { soft: fields?.[3], hard: fields?.[4] };
+}
+
 /** The soft RLIMIT_NOFILE of a process. */
 export function maxOpenFiles(pid: number): number {
-  const line = readFileSync(`/proc/${pid}/limits`, 'utf8').split('\n').find((l) => l.startsWith('Max open files'));
-  return Number(line?.split(/\s+/)[3]);
+  return Number(openFilesLimits(pid).soft);
 }
 
 /**
@@ -59,8 +64,7 @@ export function maxOpenFiles(pid: number): number {
 export function raiseOwnOpenFilesLimit(wanted: number): number {
   const current = maxOpenFiles(process.pid);
   if (current >= wanted) return current;
-  const line = readFileSync(`/proc/${process.pid}/limits`, 'utf8').split('\n').find((l) => l.startsWith('Max open files'));
-  const hardField = line?.split(/\s+/)[4];
+  const hardField = openFilesLimits(process.pid).hard;
   const hard = hardField === 'unlimited' ? Infinity : Number(hardField);
   const target = Math.min(wanted, hard);
   try {
