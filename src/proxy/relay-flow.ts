@@ -9,14 +9,16 @@
  * stream-handle.ts; socket.write() where that is not available), so a pending write shows in
  * pendingWriteBytes(dst), not in dst.writableLength.
  *
- * Buffers come from a small pool and go back to it when the relay has finished (both sockets
- * closed: no read can land in the buffer and no write still points into it). Profiled at a few
- * thousand new connections per second, allocating two fresh 64 KiB buffers per connection cost
- * about 4 % of the child's CPU on its own, plus the garbage collections that much external memory
- * churn triggers, and the page faults of touching fresh memory.
+ * Buffer size adapts to the traffic (read-buffers.ts says why): a direction reads into its small
+ * buffer until a read fills it, then into a large one, which it gives back after SHRINK_AFTER short
+ * reads in a row. The switch rides on Node's buffer generator (`nextBuffer`, asked after each read),
+ * and is safe at any read: the write of the previous buffer has completed (reading stops while one
+ * is pending), and a large buffer still held by the write just made goes back to the pool once
+ * that write completes.
  */
 import type net from 'node:net';
 import type { ListenerStats } from '../telemetry/stats.js';
+import { SMALL_SIZE, giveLarge, giveSmall, takeLarge, takeSmall } from './read-buffers.js';
 import { HandleWriter, WRITE_DONE, WRITE_PENDING, pendingWriteBytes, startReading, writeError } from './stream-handle.js';
 
 /** Which way bytes move; the values are the metrics' `direction` label values. */
@@ -33,25 +35,12 @@ export type Meter = (bytes: number, direction: RelayDirection) => number;
 export const METER_OK = 0;
 export const METER_DROP = -1;
 
-/** The pooled buffer size: the relay's default. Other sizes are allocated and left to the GC. */
-const POOLED_SIZE = 64 * 1024;
-/** At most this many idle buffers are kept (4 MiB): enough to absorb bursts of short connections. */
-const MAX_POOLED = 64;
-const pool: Buffer[] = [];
+/**
+ * Reads in a row that would have fitted in the small buffer before a large one is given back: a
+ * request/response exchange with some large messages keeps it, an interactive session drops it.
+ */
+export const SHRINK_AFTER = 8;
 const EMPTY = Buffer.alloc(0);
-
-function takeBuffer(size: number): Buffer {
-  if (size === POOLED_SIZE) {
-    const pooled = pool.pop();
-    if (pooled !== undefined) return pooled;
-  }
-  return Buffer.allocUnsafeSlow(size);
-}
-
-/** Idle buffers in the pool (for tests). */
-export function pooledBuffers(): number {
-  return pool.length;
-}
 
 /** What a Flow needs from its relay. */
 export interface FlowOwner {
@@ -68,7 +57,6 @@ export class Flow {
   /** client → target */
   readonly up: boolean;
   readonly direction: RelayDirection;
-  buf: Buffer;
   /** Static-buffer reads (handle driven) vs 'data' events (stream driven). */
   staticMode = true;
   src: net.Socket | null = null;
@@ -91,30 +79,104 @@ export class Flow {
   #seenQueue = -1;
   stuckSince = -1;
 
-  constructor(relay: FlowOwner, up: boolean, bufferSize: number) {
+  /** The buffer reads go to (the small or the large one); what the handle was last given. */
+  buf: Buffer;
+  #handleBuf: Buffer | null = null;
+  #small: Buffer;
+  #large: Buffer | null = null;
+  /** A large buffer given up while a write from it was pending: pooled once that write completes. */
+  #retired: Buffer | null = null;
+  readonly #largeSize: number;
+  #shortReads = 0;
+
+  /** `largeSize`: the most one read takes once reads fill the small buffer. */
+  constructor(relay: FlowOwner, up: boolean, largeSize: number) {
     this.relay = relay;
     this.up = up;
     this.direction = up ? 'sent' : 'received';
-    this.buf = takeBuffer(bufferSize);
+    this.#largeSize = largeSize;
+    this.#small = takeSmall();
+    this.buf = this.#small;
   }
 
   /**
-   * Gives the buffer back to the pool. Only once both sockets have closed: until then a read may
-   * still land in it or a pending write may still point into it. The flow must not run again.
+   * Gives the buffers back to the pools. Only once both sockets have closed: until then a read may
+   * still land in one or a pending write may still point into it. The flow must not run again.
    */
   release(): void {
-    const buf = this.buf;
-    if (buf.length === 0) return;
+    if (this.buf === EMPTY) return;
     this.buf = EMPTY;
     this.early = null;
-    if (buf.length === POOLED_SIZE && pool.length < MAX_POOLED) pool.push(buf);
+    giveSmall(this.#small);
+    this.#small = EMPTY;
+    if (this.#large !== null) giveLarge(this.#large);
+    if (this.#retired !== null) giveLarge(this.#retired);
+    this.#large = this.#retired = null;
+  }
+
+  /**
+   * The buffer generator (onread.buffer as a function): asked for the first buffer, then after
+   * each read; null keeps the current one.
+   */
+  readonly nextBuffer = (): Buffer | null => {
+    const buf = this.buf;
+    if (buf === this.#handleBuf) return null;
+    this.#handleBuf = buf;
+    return buf;
+  };
+
+  /** A new socket is about to read for this direction (a failover's next attempt): it has no buffer yet. */
+  newSource(): void {
+    this.#handleBuf = null;
   }
 
   /** The static-buffer read callback: returns whether to keep reading. */
   readonly onStaticRead = (nread: number): boolean => {
     const buf = this.buf;
-    return this.forward(nread === buf.length ? buf : buf.subarray(0, nread), nread, false);
+    const more = this.forward(nread === buf.length ? buf : buf.subarray(0, nread), nread, false);
+    if (this.relay.closing) return more;
+    if (buf === this.#small) {
+      if (nread === buf.length) this.#grow();
+    } else if (nread > SMALL_SIZE) {
+      this.#shortReads = 0;
+    } else if (++this.#shortReads >= SHRINK_AFTER) {
+      this.#shrink();
+    }
+    return more;
   };
+
+  /** Reads fill the small buffer: read into a large one from the next read on. */
+  #grow(): void {
+    if (this.#largeSize <= SMALL_SIZE) return;
+    this.#large ??= takeLarge(this.#largeSize);
+    this.buf = this.#large;
+    this.#shortReads = 0;
+  }
+
+  /** Reads have been short for a while: back to the small buffer; the large one to the pool. */
+  #shrink(): void {
+    const large = this.#large;
+    this.buf = this.#small;
+    this.#large = null;
+    this.#shortReads = 0;
+    if (large === null) return;
+    // The write just made from it may still be pending (then it holds the buffer).
+    if (this.pending) this.#retired = large;
+    else giveLarge(large);
+  }
+
+  #writeCompleted(): void {
+    const retired = this.#retired;
+    if (retired !== null) {
+      this.#retired = null;
+      giveLarge(retired);
+    }
+  }
+
+  /** Whether this direction currently reads into a large buffer (for tests). */
+  get readsLarge(): boolean {
+    return this.buf.length > SMALL_SIZE;
+  }
 
   readonly onData = (chunk: Buffer): void => {
     if (!this.forward(chunk, chunk.length, true)) this.src?.pause();
@@ -176,6 +238,7 @@ export class Flow {
     if (!this.pending) return;
     this.pending = false;
     this.completions++;
+    if (this.#retired !== null) this.#writeCompleted();
     if (!this.throttled) this.resume();
   };
 
@@ -187,6 +250,7 @@ export class Flow {
     if (err != null || !this.pending || this.dst === null || this.dst.writableLength !== 0) return;
     this.pending = false;
     this.completions++;
+    if (this.#retired !== null) this.#writeCompleted();
     if (!this.throttled) this.resume();
   };
 

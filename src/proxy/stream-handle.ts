@@ -12,6 +12,11 @@
  * path `onread` uses (lib/internal/stream_base_commons.js onStreamRead). Measured on loopback with
  * one core: about 10 Gbit/s client→target this way, against 3–4 Gbit/s with 'data' events or pipe().
  *
+ * The buffer may change between reads: like `onread.buffer` given as a function, a generator in the
+ * socket's kBufferGen slot is asked after each read for the buffer to read into next (null: keep
+ * the current one), which Node hands to the native side without re-registering anything. The relay
+ * uses it to read into a small buffer until a read fills it (relay-flow.ts).
+ *
  * Pausing and resuming go to the handle (readStop/readStart, as net.Socket's own tryReadStart
  * does) rather than through socket.pause()/resume(): the Readable state machine would otherwise
  * call read() later and restart reading while our buffer is still lent to a pending write.
@@ -43,11 +48,15 @@ type SymbolSlots = Record<symbol, unknown>;
 interface OnreadSlots {
   readonly buffer: symbol;
   readonly callback: symbol;
+  readonly generator: symbol;
 }
+
+/** After each read: the buffer to read into next, or null to keep the current one. */
+export type NextBuffer = () => Uint8Array | null;
 
 let onreadSlots: OnreadSlots | null | undefined;
 
-/** Finds net.Socket's private kBuffer/kBufferCb slots by their descriptions, once. */
+/** Finds net.Socket's private kBuffer/kBufferCb/kBufferGen slots by their descriptions, once. */
 function findOnreadSlots(): OnreadSlots | null {
   if (onreadSlots !== undefined) return onreadSlots;
   const probe = new Socket(); // no handle, no fd: nothing to close
@@ -57,23 +66,26 @@ function findOnreadSlots(): OnreadSlots | null {
   }
   const buffer = byName.get('kBuffer');
   const callback = byName.get('kBufferCb');
+  const generator = byName.get('kBufferGen');
   const slots = probe as unknown as SymbolSlots;
   onreadSlots =
-    buffer !== undefined && callback !== undefined && slots[buffer] === null && slots[callback] === null
-      ? { buffer, callback }
+    buffer !== undefined && callback !== undefined && generator !== undefined &&
+    slots[buffer] === null && slots[callback] === null && slots[generator] === null
+      ? { buffer, callback, generator }
       : null;
   return onreadSlots;
 }
 
 /**
  * Puts an already connected socket (typically one accepted by net.Server) on the static-buffer read
- * path, as if it had been created with `onread: { buffer, callback }`, and leaves it not reading.
- * Returns the data Node had already read into the stream before the take-over (to be forwarded
- * first), or null when the take-over is not possible: then use 'data' events.
+ * path, as if it had been created with `onread: { buffer: next, callback }`, and leaves it not
+ * reading. `next()` is asked for the first buffer now and after every read for a change. Returns
+ * the data Node had already read into the stream before the take-over (to be forwarded first), or
+ * null when the take-over is not possible: then use 'data' events.
  */
 export function adoptStaticBuffer(
   socket: Socket,
-  buffer: Buffer,
+  next: NextBuffer,
   callback: (nread: number, buf: Uint8Array) => boolean,
 ): Buffer[] | null {
   const slots = findOnreadSlots();
@@ -81,6 +93,8 @@ export function adoptStaticBuffer(
   if (slots === null || handle === null || typeof handle.useUserBuffer !== 'function') return null;
   const own = socket as unknown as SymbolSlots;
   if (own[slots.buffer] !== null) return null; // already on the onread path: not ours to change
+  const buffer = next();
+  if (buffer === null) return null;
   // Data read before we took over sits in the Readable buffer (at most its high-water mark).
   const early: Buffer[] = [];
   for (let chunk: unknown; (chunk = socket.read()) !== null; ) {
@@ -88,6 +102,7 @@ export function adoptStaticBuffer(
   }
   own[slots.buffer] = buffer;
   own[slots.callback] = callback;
+  own[slots.generator] = next;
   handle.useUserBuffer(buffer);
   stopReading(socket);
   return early;

@@ -69,6 +69,7 @@ import net from 'node:net';
 import type { Endpoint, TcpSettings } from '../config/types.js';
 import type { ErrorType, ListenerStats } from '../telemetry/stats.js';
 import { Flow, type FlowOwner, type Meter, type RelayDirection } from './relay-flow.js';
+import { LARGE_SIZE } from './read-buffers.js';
 import { adoptStaticBuffer, pendingWriteBytes, resetSocket, wasReset } from './stream-handle.js';
 import { defaultResolver, ResolveError, type ResolvedAddress, type TargetResolver } from './target-resolver.js';
 
@@ -137,7 +138,7 @@ export interface TcpRelayOptions<C = undefined> {
   readonly attemptTimeoutMs?: number;
   /** Written to the target first, once connected (a PROXY protocol header). */
   readonly header?: Buffer;
-  /** Bytes of the static read buffer of each direction; default 64 KiB. */
+  /** The most one read takes (each direction's large buffer, read-buffers.ts); default 64 KiB. */
   readonly bufferSize?: number;
   /** TCP keepalive idle time in ms on both sockets; default 60 s; 0 turns keepalive off. */
   readonly keepAliveMs?: number;
@@ -169,7 +170,7 @@ export interface TcpRelay<C = undefined> {
   destroy(reason?: string): void;
 }
 
-export const DEFAULT_BUFFER_SIZE = 64 * 1024;
+export const DEFAULT_BUFFER_SIZE = LARGE_SIZE;
 export const DEFAULT_KEEPALIVE_MS = 60_000;
 const MIN_TICK_MS = 10;
 /** Inactivity ticks per shortest timeout: how late (1/16 = 6.25 %) activity may be seen. */
@@ -263,7 +264,7 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
     client.setNoDelay(true);
     if (this.#keepAliveMs > 0) client.setKeepAlive(true, this.#keepAliveMs);
     const early =
-      options.staticClientBuffer === false ? null : adoptStaticBuffer(client, this.#up.buf, this.#up.onStaticRead);
+      options.staticClientBuffer === false ? null : adoptStaticBuffer(client, this.#up.nextBuffer, this.#up.onStaticRead);
     if (early === null) {
       this.#up.staticMode = false;
       client.pause();
@@ -394,11 +395,14 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
     this.#family = address.family;
     const keepAlive = this.#keepAliveMs > 0;
     const down = this.#down;
+    down.newSource();
     const target = net.connect({
       host: address.address,
       port: this.targetPort,
       family: address.family,
-      onread: { buffer: down.buf, callback: down.onStaticRead },
+      // Typed as always returning a buffer; Node keeps the current one when it returns null
+      // (see NextBuffer in stream-handle.ts).
+      onread: { buffer: down.nextBuffer as () => Uint8Array, callback: down.onStaticRead },
       allowHalfOpen: true,
       noDelay: true,
       keepAlive,

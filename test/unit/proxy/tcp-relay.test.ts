@@ -261,6 +261,8 @@ test('on this Node the accepted socket is taken over by the static-buffer fast p
   const slot = Object.getOwnPropertySymbols(accepted[0]!).find((sym) => sym.description === 'kBuffer');
   t.truthy(slot, 'net.Socket has no kBuffer slot any more: see src/proxy/stream-handle.ts');
   t.true(Buffer.isBuffer((accepted[0] as unknown as Record<symbol, unknown>)[slot!]));
+  const generator = Object.getOwnPropertySymbols(accepted[0]!).find((sym) => sym.description === 'kBufferGen');
+  t.is(typeof (accepted[0] as unknown as Record<symbol, unknown>)[generator!], 'function', 'the buffer generator is in place (read buffers can change size)');
 });
 
 // ---- half-close --------------------------------------------------------------------------------

@@ -1,0 +1,151 @@
+/**
+ * The relay's read buffers: small slices of shared slabs per direction, a large buffer only while a
+ * direction moves bulk data. The pools are process-wide, so the tests in this file run serially and
+ * read them before and after; other test files run in other worker processes.
+ */
+import test, { type ExecutionContext } from 'ava';
+import { createHash, randomBytes } from 'node:crypto';
+import net from 'node:net';
+import type { TcpSettings } from '../../../src/config/types.js';
+import { LARGE_SIZE, SMALL_SIZE, giveSmall, pooledBuffers, takeSmall } from '../../../src/proxy/read-buffers.js';
+import { SHRINK_AFTER } from '../../../src/proxy/relay-flow.js';
+import { startTcpRelay, type RelayCloseInfo } from '../../../src/proxy/tcp-relay.js';
+import { ListenerStats } from '../../../src/telemetry/stats.js';
+
+const NO_TIMEOUTS: TcpSettings = { connect_timeout: 5000, read_timeout: 0, write_timeout: 0, idle_timeout: 0 };
+
+async function waitFor(what: string, condition: () => boolean, deadlineMs = 10_000): Promise<void> {
+  const deadline = Date.now() + deadlineMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+}
+
+async function listen(t: ExecutionContext, server: net.Server): Promise<number> {
+  const sockets = new Set<net.Socket>();
+  server.on('connection', (socket: net.Socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+  });
+  t.teardown(() => {
+    for (const socket of sockets) socket.destroy();
+    return new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+  await new Promise<void>((resolve) => server.listen({ port: 0, host: '127.0.0.1' }, () => resolve()));
+  return (server.address() as net.AddressInfo).port;
+}
+
+/**
+ * A target that hashes what it receives and answers each line `ping` with `pong`, and a relay in
+ * front of it. Returns the relay's port, the target's digest state and the relays' close reports.
+ */
+async function setUp(t: ExecutionContext) {
+  const received = { bytes: 0, hash: createHash('sha256'), digest: '' };
+  const target = net.createServer({ allowHalfOpen: true }, (socket) => {
+    socket.on('error', () => {});
+    let line = '';
+    socket.on('data', (chunk: Buffer) => {
+      received.bytes += chunk.length;
+      received.hash.update(chunk);
+      line += chunk.toString('latin1');
+      if (line.length > 16) line = line.slice(-16);
+      if (line.endsWith('ping\n')) {
+        line = '';
+        socket.write('pong\n');
+      }
+    });
+    socket.on('end', () => {
+      received.digest = received.hash.digest('hex');
+      socket.end();
+    });
+  });
+  const targetPort = await listen(t, target);
+  const closes: RelayCloseInfo[] = [];
+  const relayServer = net.createServer({ allowHalfOpen: true }, (client) => {
+    const relay = startTcpRelay({ client, target: { host: '127.0.0.1', port: targetPort }, tcp: NO_TIMEOUTS, stats: new ListenerStats(), onClose: (_r, info) => closes.push(info) });
+    t.teardown(() => relay.destroy('test over'));
+  });
+  const port = await listen(t, relayServer);
+  return { port, received, closes };
+}
+
+/** Sends `ping` and waits for the `pong` (one read on each side of the relay). */
+async function pingPong(socket: net.Socket): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    let got = '';
+    const onData = (chunk: Buffer) => {
+      got += chunk.toString();
+      if (got.includes('pong\n')) {
+        socket.off('data', onData);
+        resolve();
+      }
+    };
+    socket.on('data', onData);
+    socket.once('error', reject);
+    socket.write('ping\n');
+  });
+}
+
+function connect(t: ExecutionContext, port: number): net.Socket {
+  const socket = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+  socket.on('error', () => {});
+  t.teardown(() => void socket.destroy());
+  return socket;
+}
+
+test.serial('small buffers are distinct slices of shared slabs, and are reused once given back', (t) => {
+  const a = takeSmall();
+  const b = takeSmall();
+  t.is(a.length, SMALL_SIZE);
+  t.is(b.length, SMALL_SIZE);
+  t.not(a.buffer.byteLength, SMALL_SIZE, 'a slice of a larger slab');
+  a.fill(1);
+  b.fill(2);
+  t.true(a.every((byte) => byte === 1), 'slices do not overlap');
+  const pooled = pooledBuffers().small;
+  giveSmall(a);
+  t.is(pooledBuffers().small, pooled + 1);
+  t.is(takeSmall(), a);
+  giveSmall(a);
+  giveSmall(b);
+});
+
+test.serial('a chatty connection never takes a large buffer; its small ones go back to the pool at close', async (t) => {
+  const { port, closes } = await setUp(t);
+  const before = pooledBuffers();
+  const client = connect(t, port);
+  for (let i = 0; i < 20; i++) await pingPong(client);
+  t.deepEqual(pooledBuffers(), { large: before.large, small: Math.max(0, before.small - 2) }, 'two small buffers in use, no large one');
+  client.end();
+  await waitFor('relay closed', () => closes.length === 1);
+  t.is(closes[0]!.cause, 'complete');
+  t.deepEqual(pooledBuffers(), { large: before.large, small: Math.max(before.small, 2) });
+});
+
+test.serial(`bulk data reads into a large buffer, given back after ${SHRINK_AFTER} short reads while the connection stays open`, async (t) => {
+  const { port, received, closes } = await setUp(t);
+  const client = connect(t, port);
+  await pingPong(client);
+  const largeBefore = pooledBuffers().large;
+  const bulk = randomBytes(4 * 1024 * 1024);
+  client.write(bulk);
+  await waitFor('bulk data at the target', () => received.bytes >= bulk.length + 5);
+  // The client → target direction now reads into a large buffer taken from the pool (or allocated).
+  t.true(pooledBuffers().large <= largeBefore, 'no large buffer given back yet');
+  const holding = pooledBuffers().large;
+  // Short reads: the first ones still land in the large buffer, then it goes back.
+  for (let i = 0; i < SHRINK_AFTER + 1; i++) await pingPong(client);
+  t.is(pooledBuffers().large, holding + 1, 'the large buffer was given back while the connection is open');
+  // And the connection still relays correctly, in both buffer sizes.
+  const more = randomBytes(3 * LARGE_SIZE + 17);
+  client.end(more);
+  await waitFor('relay closed', () => closes.length === 1);
+  const expected = createHash('sha256');
+  expected.update('ping\n');
+  expected.update(bulk);
+  for (let i = 0; i < SHRINK_AFTER + 1; i++) expected.update('ping\n');
+  expected.update(more);
+  t.is(received.digest, expected.digest('hex'));
+  t.is(closes[0]!.cause, 'complete');
+});
