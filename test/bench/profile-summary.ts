@@ -19,7 +19,7 @@ interface Profile {
 const args = process.argv.slice(2);
 const topIndex = args.indexOf('--top');
 const top = topIndex >= 0 ? Number(args[topIndex + 1]) : 30;
-const files = args.filter((a, i) => a !== '--top' && i !== topIndex + 1);
+const files = args.filter((_, i) => topIndex < 0 || (i !== topIndex && i !== topIndex + 1));
 
 for (const file of files) {
   const profile = JSON.parse(readFileSync(file, 'utf8')) as Profile;
