@@ -22,6 +22,7 @@ import { UdpListener } from '../proxy/udp-listener.js';
 import { DenyAggregator } from '../telemetry/deny-aggregator.js';
 import type { LogEvent } from '../telemetry/events.js';
 import { ListenerStats } from '../telemetry/stats.js';
+import { MemoryReclaimer } from './memory-reclaimer.js';
 import { Reporter } from './reporter.js';
 
 /** How often idle per-address limiter state is swept (a bounded slice each time). */
@@ -89,9 +90,11 @@ async function begin(snapshot: LimiterSnapshot | null): Promise<void> {
     ? ListenerPolicy.withLimiter(config, RateLimiter.restore(config.rate_limits, clock, snapshot))
     : ListenerPolicy.fromConfig(config, clock);
   const limiter = policy.limiter;
+  const reclaimer = new MemoryReclaimer();
   setInterval(() => {
     limiter.sweep();
     stats.tracked = limiter.trackedAddresses;
+    reclaimer.observe(stats.tracked);
   }, SWEEP_INTERVAL_MS).unref();
   const deps = { config, policy, stats, denies, emit };
   const listener: RunningListener = config.protocol === 'tcp' ? new TcpListener(deps) : new UdpListener(deps, start.socket_family);

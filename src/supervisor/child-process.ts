@@ -28,6 +28,12 @@ type Waiter = {
   readonly reject: (error: Error) => void;
 };
 
+/**
+ * Node flags of every child, after the supervisor's own: gc() for the memory reclaimer
+ * (src/child/memory-reclaimer.ts).
+ */
+export const CHILD_NODE_FLAGS: readonly string[] = ['--expose-gc'];
+
 export class ChildProcessHandle {
   readonly listener: string;
   readonly process: ChildProcess;
@@ -38,7 +44,11 @@ export class ChildProcessHandle {
 
   constructor(listener: string, onMessage: (child: ChildProcessHandle, message: ChildMessage) => void, entry = CHILD_ENTRY) {
     this.listener = listener;
-    this.process = fork(entry, ['--listener', listener], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], serialization: 'json' });
+    this.process = fork(entry, ['--listener', listener], {
+      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+      serialization: 'json',
+      execArgv: [...process.execArgv, ...CHILD_NODE_FLAGS],
+    });
     this.process.stderr!.setEncoding('utf8');
     this.process.stderr!.on('data', (chunk: string) => this.#keepStderr(chunk));
     this.process.on('message', (message: unknown) => {

@@ -10,16 +10,17 @@
  *   the flood, gets at most max_connection_attempts_per_ip per window, the rest refused and logged
  *   as attempt_limit;
  * - the state is swept: packetpony_tracked_addresses holds what arrived (≤ the ceiling) and falls
- *   back to the active sources once the windows have passed; new addresses are admitted again; in
- *   the full run, floods repeated once each is swept bring RSS back within SETTLE_MARGIN of its
- *   baseline (when V8 next collects, see below) rather than ever higher;
+ *   back to the active sources once the windows have passed; new addresses are admitted again;
+ * - memory returns near its baseline: within SETTLE_WITHIN_MS of each sweep, the child's RSS is back
+ *   within SETTLE_MARGIN of what it was before the first flood, flood after flood (FLOODS of them);
  * - TCP: every flood connection is refused by max_total_connections without reaching the target,
- *   while the one admitted connection keeps working; RSS bounded (and, in the full run, back near
- *   its baseline).
+ *   while the one admitted connection keeps working; RSS bounded, and back near its baseline once
+ *   the refused addresses are swept.
  */
 import test from 'ava';
 import dgram from 'node:dgram';
 import net from 'node:net';
+import { RECLAIM_MIN_DROP } from '../../src/child/memory-reclaimer.js';
 import { startDaemon } from '../helpers/daemon.js';
 import { waitForDeny } from '../helpers/log-lines.js';
 import { readSample, waitForSample, waitForSampleAtMost } from '../helpers/metrics.js';
@@ -35,10 +36,15 @@ const SOURCES = size(10_000, 100_000);
 const WINDOW_S = size(5, 20);
 const FLOOD_RSS_BOUND = size(200, 400) * MiB;
 const SETTLE_MARGIN = 0.25;
+/**
+ * After a sweep the child asks V8 for a full collection (src/child/memory-reclaimer.ts) at its next
+ * look, a second later; V8 then unmaps the freed pages in the background over a few seconds.
+ */
+const SETTLE_WITHIN_MS = 30_000;
 /** The limiter's table ceiling (DEFAULT_MAX_ADDRESSES). */
 const CEILING = 100_000;
-/** Floods of new addresses tried, one after another, for RSS to come back near its baseline. */
-const MAX_ROUNDS = size(8, 4);
+/** Floods of new addresses, one after another once the previous one is swept. */
+const FLOODS = size(1, 3);
 /**
  * The windows plus two sweep passes, plus the time the child takes to end the flood's sessions and
  * send their close events (tens of thousands at the full size, with this test reading every line).
@@ -46,6 +52,20 @@ const MAX_ROUNDS = size(8, 4);
 const SWEPT_WITHIN_MS = (WINDOW_S + size(30, 120)) * 1000;
 const ACTIVE = ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.5', '127.0.0.6'];
 const ATTEMPTS = 3;
+
+/**
+ * Waits for the child's RSS to come back within SETTLE_MARGIN of `baseline`; returns what it was
+ * then (or, past the deadline, last seen) and how long that took.
+ */
+async function settle(pid: number, baseline: number): Promise<{ rss: number; ms: number }> {
+  const started = performance.now();
+  let now = rss(pid);
+  while (now > baseline * (1 + SETTLE_MARGIN) && performance.now() - started < SETTLE_WITHIN_MS) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    now = rss(pid);
+  }
+  return { rss: now, ms: performance.now() - started };
+}
 
 /** One datagram from each of `count` addresses starting at `first`, `parallel` sockets at a time. */
 async function udpFlood(port: number, first: number, count: number, parallel = 256): Promise<void> {
@@ -121,26 +141,29 @@ test.serial(`source flood, UDP: ${SOURCES} distinct sources — per-IP state bou
   const left = await waitForSampleAtMost(daemon, 'packetpony_tracked_addresses', { listener: 'flood' }, ACTIVE.length, SWEPT_WITHIN_MS);
   t.log(`addresses tracked: ${tracked} after the flood, ${left} ${((performance.now() - sweptAfter) / 1000).toFixed(0)} s later`);
 
-  // Memory. RSS falls back only when V8 next runs a full collection, which an idle child may put
-  // off for long: measured here, RSS climbed 71 → 83 → 94 MiB over three floods 12 s apart, then
-  // fell to 58 at the fourth, and so on, never past ~98. The full run repeats floods of new
-  // addresses, each once the one before is swept, until RSS is seen back within SETTLE_MARGIN of
-  // its baseline (a leak would only climb); CI, with the table's sweep shown above, logs the figure.
+  // Memory: back near the baseline once each flood is swept, and so again for later floods.
   memory.stop();
   const peaks = [peak];
-  const after = [rss(pid)];
-  for (let round = 1; FULL && round <= MAX_ROUNDS && after.at(-1)! > before * (1 + SETTLE_MARGIN); round++) {
+  const settled = [await settle(pid, before)];
+  for (let round = 1; round < FLOODS; round++) {
     const again = sampler(() => rss(pid), 250);
     await udpFlood(port, round * SOURCES, SOURCES);
     peaks.push(again.stop());
     await waitForSampleAtMost(daemon, 'packetpony_tracked_addresses', { listener: 'flood' }, ACTIVE.length, SWEPT_WITHIN_MS);
-    after.push(rss(pid));
+    settled.push(await settle(pid, before));
   }
-  t.log(`child RSS: ${mib(before)} before; flood peaks ${peaks.map(mib).join(', ')}; once each flood was swept ${after.map(mib).join(', ')} (near: ${mib(before * (1 + SETTLE_MARGIN))})`);
+  const figures = settled.map((s) => `${mib(s.rss)} after ${(s.ms / 1000).toFixed(1)} s`).join(', ');
+  t.log(`child RSS: ${mib(before)} before; flood peaks ${peaks.map(mib).join(', ')}; once each flood was swept: ${figures} (near: ≤ ${mib(before * (1 + SETTLE_MARGIN))})`);
   t.true(Math.max(...peaks) < FLOOD_RSS_BOUND, `peaks ${peaks.map(mib).join(', ')}`);
-  if (FULL) t.true(after.at(-1)! <= before * (1 + SETTLE_MARGIN), `RSS never back near ${mib(before)} in ${MAX_ROUNDS} floods: ${after.map(mib).join(', ')}`);
+  // The child collects once a sweep has dropped RECLAIM_MIN_DROP addresses; a flood that lost more
+  // of its datagrams in the kernel than that (a loaded CI machine) makes no such promise.
+  if (tracked >= RECLAIM_MIN_DROP) {
+    for (const s of settled) t.true(s.rss <= before * (1 + SETTLE_MARGIN), `RSS not back near ${mib(before)} within ${SETTLE_WITHIN_MS / 1000} s of the sweep: ${figures}`);
+  } else {
+    t.log(`only ${tracked} addresses arrived (a collection is due from ${RECLAIM_MIN_DROP}): RSS logged, not judged`);
+  }
   // New addresses are admitted again (at the full size the flood filled the 100,000 ceiling).
-  const lateSource = loopbackSource((MAX_ROUNDS + 1) * SOURCES + 10);
+  const lateSource = loopbackSource((FLOODS + 1) * SOURCES + 10);
   const late = await udpClient(t, port, { localAddress: lateSource });
   late.send('late');
   await daemon.waitForLine(new RegExp(`Connection opened: listener=flood protocol=udp src=${lateSource.replace(/\./g, '\\.')}:`), 10_000);
@@ -193,9 +216,14 @@ test.serial(`source flood, TCP: ${size(5000, 100_000)} distinct sources against 
   t.is(refused, count);
   t.is(backend.accepted(), 1);
   t.true(peak < FLOOD_RSS_BOUND, `peak RSS ${mib(peak)}`);
-  // RSS does not fall back by itself (see the UDP case); its reuse is what that case checks.
-  t.log(`child RSS ${mib(rss(pid))} once the flood was refused`);
   memory.stop();
+  // Once the refused addresses' windows have passed and the sweep has dropped them, the memory
+  // they took goes back (the holder stays tracked).
+  const sweptAfter = performance.now();
+  await waitForSampleAtMost(daemon, 'packetpony_tracked_addresses', { listener: 'tflood' }, 1, SWEPT_WITHIN_MS);
+  const settled = await settle(pid, before);
+  t.log(`child RSS ${mib(before)} → ${mib(settled.rss)}, ${((performance.now() - sweptAfter) / 1000).toFixed(0)} s after the flood (the sweep, then ${(settled.ms / 1000).toFixed(1)} s)`);
+  t.true(settled.rss <= before * (1 + SETTLE_MARGIN), `RSS ${mib(settled.rss)} not back near ${mib(before)}`);
   const denyLines = daemon.lines.filter((l) => l.includes('Connection denied: listener=tflood')).length;
   t.log(`deny lines: ${denyLines} for ${count} refusals (at most 10,000 sources per 10 s are listed, the rest summed)`);
 });
