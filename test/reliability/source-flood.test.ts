@@ -12,7 +12,10 @@
  * - the state is swept: packetpony_tracked_addresses holds what arrived (≤ the ceiling) and falls
  *   back to the active sources once the windows have passed; new addresses are admitted again;
  * - memory returns near its baseline: within SETTLE_WITHIN_MS of each sweep, the child's RSS is back
- *   within SETTLE_MARGIN of what it was before the first flood, flood after flood (FLOODS of them);
+ *   within SETTLE_MARGIN of what it was before the first flood, or has given back all but
+ *   KEPT_SHARE of what that flood added (serving for the first time keeps some memory for good:
+ *   compiled code, buffer pools, the allocator's arenas); and later floods settle no higher than
+ *   the first (FLOODS of them in the full run): nothing ratchets up;
  * - TCP: every flood connection is refused by max_total_connections without reaching the target,
  *   while the one admitted connection keeps working; RSS bounded, and back near its baseline once
  *   the refused addresses are swept.
@@ -36,6 +39,7 @@ const SOURCES = size(10_000, 100_000);
 const WINDOW_S = size(5, 20);
 const FLOOD_RSS_BOUND = size(200, 400) * MiB;
 const SETTLE_MARGIN = 0.25;
+const KEPT_SHARE = 0.2;
 /**
  * After a sweep the child asks V8 for a full collection (src/child/memory-reclaimer.ts) at its next
  * look, a second later; V8 then unmaps the freed pages in the background over a few seconds.
@@ -53,18 +57,23 @@ const SWEPT_WITHIN_MS = (WINDOW_S + size(30, 120)) * 1000;
 const ACTIVE = ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.5', '127.0.0.6'];
 const ATTEMPTS = 3;
 
+/** Near the baseline, after a flood that took RSS up to `peak`. */
+function nearBaseline(baseline: number, peak: number): number {
+  return Math.max(baseline * (1 + SETTLE_MARGIN), baseline + KEPT_SHARE * (peak - baseline));
+}
+
 /**
- * Waits for the child's RSS to come back within SETTLE_MARGIN of `baseline`; returns what it was
- * then (or, past the deadline, last seen) and how long that took.
+ * Waits for the child's RSS to come down to `limit`; returns what it was then (or, past the
+ * deadline, last seen) and how long that took.
  */
-async function settle(pid: number, baseline: number): Promise<{ rss: number; ms: number }> {
+async function settle(pid: number, limit: number): Promise<{ rss: number; ms: number; limit: number }> {
   const started = performance.now();
   let now = rss(pid);
-  while (now > baseline * (1 + SETTLE_MARGIN) && performance.now() - started < SETTLE_WITHIN_MS) {
+  while (now > limit && performance.now() - started < SETTLE_WITHIN_MS) {
     await new Promise((resolve) => setTimeout(resolve, 100));
     now = rss(pid);
   }
-  return { rss: now, ms: performance.now() - started };
+  return { rss: now, ms: performance.now() - started, limit };
 }
 
 /** One datagram from each of `count` addresses starting at `first`, `parallel` sockets at a time. */
@@ -144,21 +153,21 @@ test.serial(`source flood, UDP: ${SOURCES} distinct sources — per-IP state bou
   // Memory: back near the baseline once each flood is swept, and so again for later floods.
   memory.stop();
   const peaks = [peak];
-  const settled = [await settle(pid, before)];
+  const settled = [await settle(pid, nearBaseline(before, peak))];
   for (let round = 1; round < FLOODS; round++) {
     const again = sampler(() => rss(pid), 250);
     await udpFlood(port, round * SOURCES, SOURCES);
     peaks.push(again.stop());
     await waitForSampleAtMost(daemon, 'packetpony_tracked_addresses', { listener: 'flood' }, ACTIVE.length, SWEPT_WITHIN_MS);
-    settled.push(await settle(pid, before));
+    settled.push(await settle(pid, Math.min(nearBaseline(before, peak), settled[0]!.rss * 1.1)));
   }
-  const figures = settled.map((s) => `${mib(s.rss)} after ${(s.ms / 1000).toFixed(1)} s`).join(', ');
-  t.log(`child RSS: ${mib(before)} before; flood peaks ${peaks.map(mib).join(', ')}; once each flood was swept: ${figures} (near: ≤ ${mib(before * (1 + SETTLE_MARGIN))})`);
+  const figures = settled.map((s) => `${mib(s.rss)} after ${(s.ms / 1000).toFixed(1)} s (near: ≤ ${mib(s.limit)})`).join(', ');
+  t.log(`child RSS: ${mib(before)} before; flood peaks ${peaks.map(mib).join(', ')}; once each flood was swept: ${figures}`);
   t.true(Math.max(...peaks) < FLOOD_RSS_BOUND, `peaks ${peaks.map(mib).join(', ')}`);
   // The child collects once a sweep has dropped RECLAIM_MIN_DROP addresses; a flood that lost more
   // of its datagrams in the kernel than that (a loaded CI machine) makes no such promise.
   if (tracked >= RECLAIM_MIN_DROP) {
-    for (const s of settled) t.true(s.rss <= before * (1 + SETTLE_MARGIN), `RSS not back near ${mib(before)} within ${SETTLE_WITHIN_MS / 1000} s of the sweep: ${figures}`);
+    for (const s of settled) t.true(s.rss <= s.limit, `RSS not back near ${mib(before)} within ${SETTLE_WITHIN_MS / 1000} s of the sweep: ${figures}`);
   } else {
     t.log(`only ${tracked} addresses arrived (a collection is due from ${RECLAIM_MIN_DROP}): RSS logged, not judged`);
   }
@@ -221,9 +230,9 @@ test.serial(`source flood, TCP: ${size(5000, 100_000)} distinct sources against 
   // they took goes back (the holder stays tracked).
   const sweptAfter = performance.now();
   await waitForSampleAtMost(daemon, 'packetpony_tracked_addresses', { listener: 'tflood' }, 1, SWEPT_WITHIN_MS);
-  const settled = await settle(pid, before);
-  t.log(`child RSS ${mib(before)} → ${mib(settled.rss)}, ${((performance.now() - sweptAfter) / 1000).toFixed(0)} s after the flood (the sweep, then ${(settled.ms / 1000).toFixed(1)} s)`);
-  t.true(settled.rss <= before * (1 + SETTLE_MARGIN), `RSS ${mib(settled.rss)} not back near ${mib(before)}`);
+  const settled = await settle(pid, nearBaseline(before, peak));
+  t.log(`child RSS ${mib(before)} → ${mib(settled.rss)}, ${((performance.now() - sweptAfter) / 1000).toFixed(0)} s after the flood (the sweep, then ${(settled.ms / 1000).toFixed(1)} s; near: ≤ ${mib(settled.limit)})`);
+  t.true(settled.rss <= settled.limit, `RSS ${mib(settled.rss)} not back near ${mib(before)}`);
   const denyLines = daemon.lines.filter((l) => l.includes('Connection denied: listener=tflood')).length;
   t.log(`deny lines: ${denyLines} for ${count} refusals (at most 10,000 sources per 10 s are listed, the rest summed)`);
 });
