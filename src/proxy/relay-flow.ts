@@ -165,17 +165,10 @@ export class Flow {
     else giveLarge(large);
   }
 
-  #writeCompleted(): void {
-    const retired = this.#retired;
-    if (retired !== null) {
-      this.#retired = null;
-      giveLarge(retired);
-    }
-  }
-
-  /** Whether this direction currently reads into a large buffer (for tests). */
-  get readsLarge(): boolean {
-    return this.buf.length > SMALL_SIZE;
+  /** The write that held a given-up large buffer has completed. */
+  #returnRetired(): void {
+    giveLarge(this.#retired!);
+    this.#retired = null;
   }
 
   readonly onData = (chunk: Buffer): void => {
@@ -238,7 +231,7 @@ export class Flow {
     if (!this.pending) return;
     this.pending = false;
     this.completions++;
-    if (this.#retired !== null) this.#writeCompleted();
+    if (this.#retired !== null) this.#returnRetired();
     if (!this.throttled) this.resume();
   };
 
@@ -250,7 +243,7 @@ export class Flow {
     if (err != null || !this.pending || this.dst === null || this.dst.writableLength !== 0) return;
     this.pending = false;
     this.completions++;
-    if (this.#retired !== null) this.#writeCompleted();
+    if (this.#retired !== null) this.#returnRetired();
     if (!this.throttled) this.resume();
   };
 

@@ -10,10 +10,18 @@ function pad(n: number, width = 2): string {
   return String(n).padStart(width, '0');
 }
 
+// Events come in bursts within the same second: the last second's text is kept.
+let stampSecond = Number.NaN;
+let stampText = '';
+
 /** `2026-01-07 10:38:44`, local time, as the original's text lines. */
 export function textTimestamp(ms: number): string {
+  const second = Math.floor(ms / 1000);
+  if (second === stampSecond) return stampText;
   const d = new Date(ms);
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  stampSecond = second;
+  stampText = `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  return stampText;
 }
 
 const VERBS: Readonly<Record<ConnectionEvent['event_type'], string>> = {

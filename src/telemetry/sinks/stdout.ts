@@ -5,6 +5,11 @@
  * own buffer; that buffer is this sink's queue. It is bounded here: when journald (or whoever reads)
  * stops reading, events beyond STDOUT_BUFFER_LIMIT bytes are dropped and counted instead of piling
  * up in the supervisor's memory.
+ *
+ * Lines written in the same tick (a child's batch of events) leave in one system call: the stream is
+ * corked at the first and uncorked on the next tick, so a pipe gets one writev per batch instead of
+ * one write per line (profiled at a few thousand new connections per second, the supervisor's log
+ * writing took 8 % of the proxy's core).
  */
 import type { Writable } from 'node:stream';
 import type { LogEvent } from '../events.js';
@@ -32,6 +37,7 @@ export class StdoutSink implements LogSink {
   /** Events dropped in the current episode of a reader that does not keep up. */
   #droppedNow = 0;
   #broken = false;
+  #corked = false;
 
   constructor(options: StdoutSinkOptions) {
     this.json = options.json;
@@ -61,8 +67,18 @@ export class StdoutSink implements LogSink {
       this.#context?.report(this.name, 'notice', `standard output caught up; ${this.#droppedNow} events were dropped meanwhile`);
       this.#droppedNow = 0;
     }
+    if (!this.#corked) {
+      this.#corked = true;
+      this.#stream.cork();
+      process.nextTick(this.#uncork);
+    }
     this.#stream.write(`${this.json ? formatJson(event) : formatText(event)}\n`);
   }
+
+  readonly #uncork = (): void => {
+    this.#corked = false;
+    this.#stream.uncork();
+  };
 
   /** Waits (at most `deadlineMs`) until the reader has taken everything. stdout itself stays open. */
   close(deadlineMs = FLUSH_DEADLINE_MS): Promise<void> {

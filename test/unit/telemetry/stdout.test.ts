@@ -19,11 +19,14 @@ function stalledStream(): { stream: Writable; chunks: string[]; release(): void 
   return { stream, chunks, release: () => { released = true; for (const cb of held.splice(0)) cb(); } };
 }
 
-test('text and JSON lines', (t) => {
+const tick = (): Promise<void> => new Promise((resolve) => process.nextTick(resolve));
+
+test('text and JSON lines', async (t) => {
   const out: string[] = [];
   const stream = new Writable({ write: (chunk: Buffer, _e, cb) => { out.push(chunk.toString()); cb(); } });
   new StdoutSink({ json: false, stream }).write(tcpClose());
   new StdoutSink({ json: true, stream }).write(tcpClose());
+  await tick();
   t.regex(out[0]!, /^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] Connection closed: listener=web .*bytes_recv=4096\n$/);
   t.is((JSON.parse(out[1]!) as { event_type: string }).event_type, 'close');
 });
@@ -70,4 +73,22 @@ test('close waits for the reader, bounded by the deadline', async (t) => {
   const sink2 = new StdoutSink({ json: false, stream });
   await sink2.close(5000);
   t.true(chunks.length >= 1);
+});
+
+test('lines written in the same tick leave in one writev, in order; the next tick starts a new batch', async (t) => {
+  const calls: string[][] = [];
+  const stream = new Writable({
+    writev: (chunks, cb) => { calls.push(chunks.map((c) => String(c.chunk))); cb(); },
+  });
+  const sink = new StdoutSink({ json: false, stream });
+  for (let i = 0; i < 50; i++) sink.write(message(`line ${i}`));
+  t.is(calls.length, 0, 'nothing leaves before the tick ends');
+  await tick();
+  t.is(calls.length, 1);
+  t.is(calls[0]!.length, 50);
+  t.true(calls[0]!.every((line, i) => line.includes(`line ${i}`) && line.endsWith('\n')));
+  sink.write(message('later'));
+  await tick();
+  t.is(calls.length, 2);
+  t.regex(calls[1]![0]!, /later/);
 });
