@@ -46,6 +46,9 @@ export class MemoryReclaimer {
     this.#peak = tracked;
     if (this.#collect === null) return;
     this.collections++;
+    // Twice: measured in a child after a 100,000-source flood, one collection left the old space's
+    // emptied pages committed (RSS 74 MiB, heap 5 of 17 MiB used); a second released them (65).
+    this.#collect();
     this.#collect();
   }
 }
