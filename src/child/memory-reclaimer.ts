@@ -3,9 +3,9 @@
  * (and, for UDP, the sessions) to tens of thousands of entries; once the sweep has dropped them, the
  * garbage sits in V8's old generation until a full collection, which an idle child may put off for
  * hours: measured, a child at 54 MiB stayed at 140–167 MiB after each of five 100,000-source floods.
- * So when the table has shrunk by a large amount since the last look, the child asks V8 for one full
- * collection (children run with --expose-gc; see child-process.ts). It blocks the event loop for
- * tens of milliseconds, once per flood, at a moment the child has just seen its load fall.
+ * So when the table has shrunk by a large amount since the last look, the child asks V8 for a full
+ * collection, twice (children run with --expose-gc; see child-process.ts). It blocks the event loop
+ * for tens of milliseconds, once per flood, at a moment the child has just seen its load fall.
  */
 
 /** Addresses the table must have lost, and the share of its peak, before a collection is worth it. */
@@ -16,7 +16,7 @@ export class MemoryReclaimer {
   readonly #collect: (() => void) | null;
   #peak = 0;
   #previous = 0;
-  /** Full collections asked for (for tests and the log). */
+  /** Reclaims done (each two collections; for tests). */
   collections = 0;
 
   constructor(collect: (() => void) | null = MemoryReclaimer.exposedGc()) {

@@ -3,7 +3,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import net from 'node:net';
 import type { ExecutionContext } from 'ava';
 
-async function listen(t: ExecutionContext, server: net.Server, host: string): Promise<number> {
+/** Listens on a free port of `host`; the server and the sockets it accepted are closed when the test ends. */
+export async function listen(t: ExecutionContext, server: net.Server, host = '127.0.0.1'): Promise<number> {
   const sockets = new Set<net.Socket>();
   server.on('connection', (socket) => {
     sockets.add(socket);

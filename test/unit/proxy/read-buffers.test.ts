@@ -11,30 +11,10 @@ import { LARGE_SIZE, SMALL_SIZE, giveSmall, pooledBuffers, takeSmall } from '../
 import { SHRINK_AFTER } from '../../../src/proxy/relay-flow.js';
 import { startTcpRelay, type RelayCloseInfo } from '../../../src/proxy/tcp-relay.js';
 import { ListenerStats } from '../../../src/telemetry/stats.js';
+import { listen } from '../../helpers/servers.js';
+import { waitFor } from '../../helpers/wait-for.js';
 
 const NO_TIMEOUTS: TcpSettings = { connect_timeout: 5000, read_timeout: 0, write_timeout: 0, idle_timeout: 0 };
-
-async function waitFor(what: string, condition: () => boolean, deadlineMs = 10_000): Promise<void> {
-  const deadline = Date.now() + deadlineMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 2));
-  }
-}
-
-async function listen(t: ExecutionContext, server: net.Server): Promise<number> {
-  const sockets = new Set<net.Socket>();
-  server.on('connection', (socket: net.Socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-  });
-  t.teardown(() => {
-    for (const socket of sockets) socket.destroy();
-    return new Promise<void>((resolve) => server.close(() => resolve()));
-  });
-  await new Promise<void>((resolve) => server.listen({ port: 0, host: '127.0.0.1' }, () => resolve()));
-  return (server.address() as net.AddressInfo).port;
-}
 
 /**
  * A target that hashes what it receives and answers each line `ping` with `pong`, and a relay in
@@ -118,7 +98,7 @@ test.serial('a chatty connection never takes a large buffer; its small ones go b
   for (let i = 0; i < 20; i++) await pingPong(client);
   t.deepEqual(pooledBuffers(), { large: before.large, small: Math.max(0, before.small - 2) }, 'two small buffers in use, no large one');
   client.end();
-  await waitFor('relay closed', () => closes.length === 1);
+  await waitFor(() => closes.length === 1, 'relay closed');
   t.is(closes[0]!.cause, 'complete');
   t.deepEqual(pooledBuffers(), { large: before.large, small: Math.max(before.small, 2) });
 });
@@ -130,7 +110,7 @@ test.serial(`bulk data reads into a large buffer, given back after ${SHRINK_AFTE
   const largeBefore = pooledBuffers().large;
   const bulk = randomBytes(4 * 1024 * 1024);
   client.write(bulk);
-  await waitFor('bulk data at the target', () => received.bytes >= bulk.length + 5);
+  await waitFor(() => received.bytes >= bulk.length + 5, 'bulk data at the target');
   // The client → target direction now reads into a large buffer taken from the pool (or allocated).
   t.true(pooledBuffers().large <= largeBefore, 'no large buffer given back yet');
   const holding = pooledBuffers().large;
@@ -140,7 +120,7 @@ test.serial(`bulk data reads into a large buffer, given back after ${SHRINK_AFTE
   // And the connection still relays correctly, in both buffer sizes.
   const more = randomBytes(3 * LARGE_SIZE + 17);
   client.end(more);
-  await waitFor('relay closed', () => closes.length === 1);
+  await waitFor(() => closes.length === 1, 'relay closed');
   const expected = createHash('sha256');
   expected.update('ping\n');
   expected.update(bulk);
