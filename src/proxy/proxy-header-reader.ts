@@ -15,11 +15,11 @@
  * A LOCAL (v2) or UNKNOWN (v1) header, or one for an address family we do not forward (UNIX), is
  * valid: the connection is then treated as coming from the front itself, as the spec says.
  *
- * The socket must come paused and unread (pauseOnConnect); the header is read with 'readable'
- * and whatever the front sent after it is put back (unshift), so the relay's take-over of the
- * socket forwards it first, exactly as if the header had never been there.
+ * The connection comes as a TcpEnd not reading yet; the header is read into a small buffer of its
+ * own, and whatever the front sent after it is handed on with the connection (`early`), so the
+ * relay forwards it first, exactly as if the header had never been there. The hand-over happens
+ * inside the read that completed the header: the relay's buffer takes over from the next read.
  */
-import type net from 'node:net';
 import { formatEndpoint } from '../config/address.js';
 import type { AcceptProxyProtocolSettings } from '../config/types.js';
 import { Allowlist } from '../policy/index.js';
@@ -27,14 +27,19 @@ import type { LogEvent } from '../telemetry/events.js';
 import { MessageAggregator } from '../telemetry/message-aggregator.js';
 import type { ListenerStats } from '../telemetry/stats.js';
 import { parseProxyHeader, type HostPort } from './proxy-protocol.js';
+import { giveSmall, takeSmall } from './read-buffers.js';
+import type { ReadSink, TcpEnd } from './tcp-handle.js';
 
 const AGGREGATE_INTERVAL_MS = 10_000;
 
-/** The client as announced by the front; `destination` is null when it announced none. */
-export type OnHeader = (socket: net.Socket, client: HostPort, destination: HostPort | null) => void;
+/**
+ * The client as announced by the front; `destination` is null when it announced none; `early`:
+ * what followed the header, if anything.
+ */
+export type OnHeader = (end: TcpEnd, client: HostPort, destination: HostPort | null, early: Buffer[] | undefined) => void;
 
 interface Pending {
-  readonly socket: net.Socket;
+  readonly end: TcpEnd;
   finish(): void;
 }
 
@@ -67,29 +72,31 @@ export class ProxyHeaderReader {
   }
 
   /**
-   * Reads the header of a freshly accepted, paused socket from `remote` (normalised) and hands the
-   * socket on with the announced client, or closes it. `onHeader` may run synchronously.
+   * Reads the header of a freshly accepted connection from `remote` (normalised) and hands it on
+   * with the announced client, or resets it. `onHeader` may run synchronously.
    */
-  read(socket: net.Socket, remote: string, port: number, onHeader: OnHeader): void {
+  read(end: TcpEnd, remote: string, port: number, onHeader: OnHeader): void {
     if (!this.#trusted.allows(remote)) {
       this.#stats.error('proxy_untrusted');
       this.#problems.report('untrusted', 'warning', `listener ${this.#name}: refused a connection from ${formatEndpoint(remote, port)}: not a trusted PROXY protocol source (accept_proxy_protocol.trusted)`, {
         listener: this.#name,
         client: formatEndpoint(remote, port),
       });
-      reset(socket);
+      end.reset();
       return;
     }
     let buffered: Buffer | null = null;
+    let readBuffer: Buffer | null = takeSmall();
     const pending: Pending = {
-      socket,
+      end,
       finish: () => {
-        socket.off('readable', onReadable);
-        socket.off('end', onEnd);
-        socket.off('close', onEnd);
-        socket.off('error', onError);
+        end.onEnd = end.onError = end.onClose = noop;
         clearTimeout(timer);
         this.#pending.delete(pending);
+        // Inside a read the native side has already been given the next buffer to use, or the
+        // connection is being reset: either way this one is free again.
+        if (readBuffer !== null) giveSmall(readBuffer);
+        readBuffer = null;
       },
     };
     const fail = (kind: string, reason: string): void => {
@@ -99,43 +106,50 @@ export class ProxyHeaderReader {
         listener: this.#name,
         client: formatEndpoint(remote, port),
       });
-      reset(socket);
+      end.reset();
       this.onSettled?.();
     };
-    const onReadable = (): void => {
-      for (let chunk: unknown; (chunk = socket.read()) !== null; ) {
-        if (Buffer.isBuffer(chunk)) buffered = buffered === null ? chunk : Buffer.concat([buffered, chunk]);
-      }
-      if (buffered === null) return;
-      const result = parseProxyHeader(buffered);
-      if (result.kind === 'partial') return;
-      if (result.kind === 'invalid') {
-        fail('malformed', `malformed PROXY protocol header: ${result.reason}`);
-        return;
-      }
-      pending.finish();
-      const rest = buffered.subarray(result.length);
-      if (rest.length > 0) socket.unshift(rest);
-      const { source, destination } = result.header;
-      onHeader(socket, source ?? { ip: remote, port }, source === null ? null : destination);
-      this.onSettled?.();
+    let registered = false;
+    const sink: ReadSink = {
+      // The one buffer, registered once; null from then on keeps it.
+      nextBuffer: () => {
+        if (registered) return null;
+        registered = true;
+        return readBuffer;
+      },
+      onStaticRead: (nread) => {
+        const chunk = Buffer.from(readBuffer!.subarray(0, nread));
+        buffered = buffered === null ? chunk : Buffer.concat([buffered, chunk]);
+        const result = parseProxyHeader(buffered);
+        if (result.kind === 'partial') return true;
+        if (result.kind === 'invalid') {
+          fail('malformed', `malformed PROXY protocol header: ${result.reason}`);
+          return false;
+        }
+        pending.finish();
+        const rest = buffered.subarray(result.length);
+        const { source, destination } = result.header;
+        onHeader(end, source ?? { ip: remote, port }, source === null ? null : destination, rest.length > 0 ? [rest] : undefined);
+        this.onSettled?.();
+        // The relay starts reading once its target is connected.
+        return false;
+      },
     };
-    const onEnd = (): void => fail('incomplete', 'the connection ended before a complete PROXY protocol header');
-    const onError = (): void => fail('incomplete', 'the connection failed before a complete PROXY protocol header');
     const timer = setTimeout(() => fail('timeout', `no complete PROXY protocol header within ${this.#timeoutMs} ms`), this.#timeoutMs);
     timer.unref();
     this.#pending.add(pending);
-    socket.on('error', onError);
-    socket.on('end', onEnd);
-    socket.on('close', onEnd);
-    socket.on('readable', onReadable);
+    end.onEnd = () => fail('incomplete', 'the connection ended before a complete PROXY protocol header');
+    end.onError = () => fail('incomplete', 'the connection failed before a complete PROXY protocol header');
+    end.onClose = () => fail('incomplete', 'the connection closed before a complete PROXY protocol header');
+    end.setSink(sink);
+    if (end.startReading() !== null) fail('incomplete', 'the connection failed before a complete PROXY protocol header');
   }
 
   /** Resets every connection still waiting for its header (shutdown deadline). */
   abortAll(): void {
     for (const pending of [...this.#pending]) {
       pending.finish();
-      reset(pending.socket);
+      pending.end.reset();
     }
     this.onSettled?.();
   }
@@ -145,9 +159,4 @@ export class ProxyHeaderReader {
     clearInterval(this.#timer);
     this.#problems.flush();
   }
-}
-
-function reset(socket: net.Socket): void {
-  socket.on('error', noop);
-  socket.resetAndDestroy();
 }

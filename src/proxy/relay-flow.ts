@@ -1,13 +1,12 @@
 /**
- * The hot path of the TCP relay: one direction of one connection. Reads `src` into a static buffer
- * (or, for a client socket that could not be taken over, 'data' events), meters and counts each
- * chunk, writes it to `dst`, and stops reading while that write is pending, so at most one buffer
- * per direction is held in user space. See tcp-relay.ts for the rules it serves.
+ * The hot path of the TCP relay: one direction of one connection. Reads `src` into a static buffer,
+ * meters and counts each chunk, writes it to `dst`, and stops reading while that write is pending,
+ * so at most one buffer per direction is held in user space. See tcp-relay.ts for the rules it
+ * serves, tcp-handle.ts for the ends.
  *
  * Per chunk: no closure, no clock read, no logging; the only allocation is, when a read is shorter
- * than the buffer, a view of it. Writes go straight to the destination's handle (HandleWriter in
- * stream-handle.ts; socket.write() where that is not available), so a pending write shows in
- * pendingWriteBytes(dst), not in dst.writableLength.
+ * than the buffer, a view of it. Writes go straight to the destination's handle (HandleWriter), so
+ * a pending write shows in dst.pendingWriteBytes.
  *
  * Buffer size adapts to the traffic (read-buffers.ts says why): a direction reads into its small
  * buffer until a read fills it, then into a large one, which it gives back after SHRINK_AFTER short
@@ -16,10 +15,9 @@
  * is pending), and a large buffer still held by the write just made goes back to the pool once
  * that write completes.
  */
-import type net from 'node:net';
 import type { ListenerStats } from '../telemetry/stats.js';
 import { SMALL_SIZE, giveLarge, giveSmall, takeLarge, takeSmall } from './read-buffers.js';
-import { HandleWriter, WRITE_DONE, WRITE_PENDING, pendingWriteBytes, startReading, writeError } from './stream-handle.js';
+import { HandleWriter, WRITE_DONE, WRITE_PENDING, socketError, type ReadSink, type TcpEnd } from './tcp-handle.js';
 
 /** Which way bytes move; the values are the metrics' `direction` label values. */
 export type RelayDirection = 'sent' | 'received';
@@ -50,18 +48,18 @@ export interface FlowOwner {
   readonly stats: ListenerStats;
   /** The meter said drop. */
   drop(direction: RelayDirection): void;
+  /** A write to `end` failed: the relay ends the connection, counting the error. */
+  failed(end: TcpEnd, err: NodeJS.ErrnoException): void;
 }
 
-export class Flow {
+export class Flow implements ReadSink {
   readonly relay: FlowOwner;
   /** client → target */
   readonly up: boolean;
   readonly direction: RelayDirection;
-  /** Static-buffer reads (handle driven) vs 'data' events (stream driven). */
-  staticMode = true;
-  src: net.Socket | null = null;
+  src: TcpEnd | null = null;
   /** null until the target is connected (for the client → target direction). */
-  dst: net.Socket | null = null;
+  dst: TcpEnd | null = null;
   bytes = 0;
   /** A write to dst has not completed; reading src is stopped until it does. */
   pending = false;
@@ -70,7 +68,7 @@ export class Flow {
   /** src sent its FIN. */
   eof = false;
   throttled = false;
-  /** Data read before the target was connected, forwarded first. */
+  /** Data read before the relay started (after a PROXY header), forwarded first. */
   early: Buffer[] | null = null;
   #throttleTimer: NodeJS.Timeout | null = null;
   #throttleMs = 0;
@@ -171,10 +169,6 @@ export class Flow {
     this.#retired = null;
   }
 
-  readonly onData = (chunk: Buffer): void => {
-    if (!this.forward(chunk, chunk.length, true)) this.src?.pause();
-  };
-
   /**
    * Meters, counts and writes one chunk. `owned`: the chunk is ours to keep (not the static
    * buffer). Returns whether src may be read again right away.
@@ -200,32 +194,29 @@ export class Flow {
     this.bytes += n;
     if (this.up) relay.stats.bytesSent += n;
     else relay.stats.bytesReceived += n;
-    const writer = this.#writer;
-    if (writer === null) {
-      dst.write(chunk, this.onWritten);
-      if (dst.writableLength !== 0) {
-        this.pending = true;
-        return false;
-      }
-      return !this.throttled;
-    }
-    const result = writer.write(dst, chunk);
+    const result = this.#writer.write(dst, chunk);
     if (result === WRITE_DONE) return !this.throttled;
     if (result === WRITE_PENDING) {
       this.pending = true;
       return false;
     }
-    // What net.Socket does with a failed write: destroy the socket with the error, which the
-    // relay's 'error' listener turns into a counted, reported abort.
-    dst.destroy(writeError(result));
+    relay.failed(dst, socketError(result, 'write'));
     return false;
+  }
+
+  /** Writes `header` (a PROXY protocol header) to dst before any data; not metered or counted. */
+  writeFirst(header: Buffer): void {
+    const dst = this.dst!;
+    const result = this.#writer.write(dst, header);
+    if (result === WRITE_PENDING) this.pending = true;
+    else if (result !== WRITE_DONE) this.relay.failed(dst, socketError(result, 'write'));
   }
 
   /** A pending direct write finished (or failed: status < 0). */
   readonly #onDirectWritten = (status: number): void => {
     if (status < 0) {
       // ECANCELED when the socket was closed under it; otherwise a real write error.
-      if (!this.relay.closing && this.dst !== null) this.dst.destroy(writeError(status));
+      if (!this.relay.closing && this.dst !== null) this.relay.failed(this.dst, socketError(status, 'write'));
       return;
     }
     if (!this.pending) return;
@@ -235,17 +226,7 @@ export class Flow {
     if (!this.throttled) this.resume();
   };
 
-  /** Writes to dst's handle directly (stream-handle.ts); null: through dst.write(). */
-  readonly #writer: HandleWriter | null = HandleWriter.create(this.#onDirectWritten);
-
-  /** Write callback. Sync-completed writes land here too, later, with nothing pending: no-op. */
-  readonly onWritten = (err?: Error | null): void => {
-    if (err != null || !this.pending || this.dst === null || this.dst.writableLength !== 0) return;
-    this.pending = false;
-    this.completions++;
-    if (this.#retired !== null) this.#returnRetired();
-    if (!this.throttled) this.resume();
-  };
+  readonly #writer = new HandleWriter(this.#onDirectWritten);
 
   readonly onEnd = (): void => {
     this.eof = true;
@@ -255,12 +236,8 @@ export class Flow {
   resume(): void {
     const src = this.src;
     if (src === null || this.eof || this.relay.closing) return;
-    if (!this.staticMode) {
-      src.resume();
-      return;
-    }
-    const err = startReading(src);
-    if (err !== null) src.destroy(err);
+    const err = src.startReading();
+    if (err !== null) this.relay.failed(src, err);
   }
 
   #throttle(ms: number): void {
@@ -292,7 +269,7 @@ export class Flow {
       this.stuckSince = -1;
       return moved;
     }
-    const queue = pendingWriteBytes(this.dst);
+    const queue = this.dst.pendingWriteBytes;
     if (this.stuckSince < 0 || moved || queue !== this.#seenQueue) {
       // A new pending write (so data was read since the last look), or progress on the old one.
       this.#seenQueue = queue;

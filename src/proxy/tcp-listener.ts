@@ -20,6 +20,7 @@ import { DescriptorWatch } from './descriptor-watch.js';
 import { ProxyHeaderReader } from './proxy-header-reader.js';
 import { encodeV1, encodeV2, type HostPort } from './proxy-protocol.js';
 import { TargetRouter, type TargetDial } from './target-router.js';
+import { acceptEnds, type TcpEnd } from './tcp-handle.js';
 import { startTcpRelay, type Meter, type RelayCloseInfo, type RelayOpenInfo, type TcpRelay } from './tcp-relay.js';
 
 interface ConnectionContext {
@@ -29,8 +30,6 @@ interface ConnectionContext {
   /** The target chosen and tried, with several targets; null otherwise. */
   readonly dial: TargetDial | null;
 }
-
-function noop(): void {}
 
 /**
  * The process is out of descriptors (EMFILE) or the system is (ENFILE): a local condition, not a
@@ -73,9 +72,9 @@ export class TcpListener {
     const accept = deps.config.accept_proxy_protocol;
     this.#headers = accept === null ? null : new ProxyHeaderReader(deps.config.name, accept, deps.stats, deps.emit);
     if (this.#headers !== null) this.#headers.onSettled = () => this.#checkIdle();
-    // allowHalfOpen: a client's FIN is passed on while the other direction keeps flowing.
-    // pauseOnConnect: nothing is read before the relay takes the socket over.
-    this.#server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => this.#accept(socket));
+    // Only listens: accepted connections come as TcpEnds (acceptEnds, once listening), never as
+    // net.Sockets.
+    this.#server = net.createServer();
   }
 
   get active(): number {
@@ -95,12 +94,14 @@ export class TcpListener {
       this.#server.once('error', onError);
       this.#server.listen(handle as net.ListenOptions, () => {
         this.#server.off('error', onError);
-        // From now on an error is a failed accept (EMFILE, ENFILE…): counted, never fatal; libuv
-        // keeps the listening socket and retries.
-        this.#server.on('error', (error: NodeJS.ErrnoException) => {
+        // A failed accept (EMFILE, ENFILE…) is counted, never fatal; libuv keeps the listening
+        // socket and retries.
+        const onAcceptError = (error: NodeJS.ErrnoException): void => {
           this.#deps.stats.error('accept');
           this.#shortage(descriptorShortage(error.code) ?? 'EMFILE', error.code === undefined ? error.message : undefined);
-        });
+        };
+        this.#server.on('error', onAcceptError);
+        acceptEnds(this.#server, (end) => this.#accept(end), onAcceptError);
         this.#descriptors = new DescriptorWatch({
           inUse: () => 2 * this.#relays.size + (this.#headers?.pending ?? 0),
           onFull: () => {
@@ -115,27 +116,26 @@ export class TcpListener {
     });
   }
 
-  #accept(socket: net.Socket): void {
-    this.#descriptors?.accepted((socket as unknown as { _handle?: { fd?: number } })._handle?.fd);
-    const remote = socket.remoteAddress;
-    if (remote === undefined) {
-      socket.destroy(); // gone before we looked
+  #accept(end: TcpEnd): void {
+    this.#descriptors?.accepted(end.fd);
+    const peer = end.remote();
+    if (peer === null) {
+      end.close(); // gone before we looked
       return;
     }
-    const port = socket.remotePort ?? 0;
     if (this.#headers !== null) {
-      this.#headers.read(socket, normalizeAddress(remote), port, this.#onHeader);
+      this.#headers.read(end, normalizeAddress(peer.address), peer.port, this.#onHeader);
       return;
     }
-    this.#admit(socket, remote, port, null);
+    this.#admit(end, peer.address, peer.port, null, undefined);
   }
 
-  readonly #onHeader = (socket: net.Socket, client: HostPort, destination: HostPort | null): void => {
-    this.#admit(socket, client.ip, client.port, destination);
+  readonly #onHeader = (end: TcpEnd, client: HostPort, destination: HostPort | null, early: Buffer[] | undefined): void => {
+    this.#admit(end, client.ip, client.port, destination, early);
   };
 
   /** `remote`: the client as the socket reports it or as a trusted front announced it. */
-  #admit(socket: net.Socket, remote: string, port: number, destination: HostPort | null): void {
+  #admit(end: TcpEnd, remote: string, port: number, destination: HostPort | null, early: Buffer[] | undefined): void {
     const { policy, stats, denies, config } = this.#deps;
     const verdict = policy.admit(remote);
     if (!verdict.allow) {
@@ -148,8 +148,7 @@ export class TcpListener {
         stats.rateLimitDrop(verdict.reason);
         denies.deny(normalizeAddress(remote), port, verdict.reason, config.rate_limits.action);
       }
-      socket.on('error', () => {});
-      socket.resetAndDestroy();
+      end.reset();
       return;
     }
     if (verdict.violation) denies.deny(verdict.address, port, verdict.violation, config.rate_limits.action);
@@ -158,13 +157,13 @@ export class TcpListener {
     if (router !== null && dial === null) {
       router.refused(verdict.address, port);
       policy.limiter.release(verdict);
-      socket.on('error', noop);
-      socket.resetAndDestroy();
+      end.reset();
       return;
     }
     const context: ConnectionContext = { ticket: verdict, ip: verdict.address, port, dial };
     const relay = startTcpRelay<ConnectionContext>({
-      client: socket,
+      client: end,
+      ...(early !== undefined ? { early } : {}),
       target: dial === null ? config.target : dial.target.endpoint,
       tcp: config.tcp,
       stats,
@@ -174,7 +173,7 @@ export class TcpListener {
       onClose: (r, info) => this.#closed(r, info),
       failover: router === null ? undefined : this.#failover,
       attemptTimeoutMs: router === null ? undefined : router.attemptTimeoutMs,
-      header: config.proxy_protocol === 'off' ? undefined : this.#proxyHeader(socket, context, destination),
+      header: config.proxy_protocol === 'off' ? undefined : this.#proxyHeader(end, context, destination),
     });
     this.#relays.add(relay);
   }
@@ -183,9 +182,10 @@ export class TcpListener {
     this.#router!.failover(relay.context.dial!, relay.context.ip, reason)?.endpoint;
 
   /** What the target learns: the client, and where it connected (as a front announced, or our socket). */
-  #proxyHeader(socket: net.Socket, context: ConnectionContext, destination: HostPort | null): Buffer {
+  #proxyHeader(end: TcpEnd, context: ConnectionContext, destination: HostPort | null): Buffer {
     const source = { ip: context.ip, port: context.port };
-    const local = destination ?? { ip: socket.localAddress ?? '0.0.0.0', port: socket.localPort ?? 0 };
+    const bound = destination === null ? end.local() : null;
+    const local = destination ?? { ip: bound?.address ?? '0.0.0.0', port: bound?.port ?? 0 };
     return this.#deps.config.proxy_protocol === 'v1' ? encodeV1(source, local) : encodeV2('tcp', source, local);
   }
 

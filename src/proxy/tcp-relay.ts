@@ -5,10 +5,9 @@
  * comes in as the `meter` function).
  *
  * Caller's side of the contract
- * - Hand the accepted socket over before reading from it, and never read from it afterwards. The
- *   relay takes its reads over (see stream-handle.ts) and sets `allowHalfOpen = true` on it itself;
- *   creating the net.Server with `allowHalfOpen: true` is still the right thing (then no FIN can
- *   race the hand-over), and `pauseOnConnect` is fine too.
+ * - Hand over the accepted connection as a TcpEnd (acceptEnds() in tcp-handle.ts), not reading,
+ *   with whatever was already read from it (after a PROXY header) as `early`; the relay owns it
+ *   from then on, and forwards `early` first.
  * - Keep the returned handle (e.g. in a Set) and drop it in `onClose`, which is called exactly
  *   once, asynchronously, after both sockets are closed and every timer is cleared. `destroy()` is
  *   how to end a connection at shutdown.
@@ -33,8 +32,8 @@
  * case), reading goes on; if not, reading that direction stops until the write's callback: at most
  * one buffer per direction is held in user space however slow the peer, and the buffer is never
  * overwritten under a pending write. No closure, no logging, no clock read per chunk; the only
- * allocations per chunk are Node's own write request (and a view when a read is shorter than the
- * buffer).
+ * allocation per chunk is a view when a read is shorter than the buffer. Both sockets are Node's
+ * native TCP handles, not net.Socket streams (tcp-handle.ts says why).
  *
  * Half-close. A FIN from one side ends the other side's write half (after what was read before it);
  * the other direction keeps flowing. The connection is complete when both directions have ended and
@@ -65,12 +64,11 @@
  * due is moved to the moment it does, so the timer's own period adds no lateness: a timeout fires
  * between 1× and about 1.07× its value after the last activity (one tick to see it), never early.
  */
-import net from 'node:net';
 import type { Endpoint, TcpSettings } from '../config/types.js';
 import type { ErrorType, ListenerStats } from '../telemetry/stats.js';
 import { Flow, type FlowOwner, type Meter, type RelayDirection } from './relay-flow.js';
 import { LARGE_SIZE } from './read-buffers.js';
-import { adoptStaticBuffer, pendingWriteBytes, resetSocket, wasReset } from './stream-handle.js';
+import { TcpEnd } from './tcp-handle.js';
 import { defaultResolver, ResolveError, type ResolvedAddress, type TargetResolver } from './target-resolver.js';
 
 export { METER_DROP, METER_OK, type Meter, type RelayDirection } from './relay-flow.js';
@@ -117,8 +115,10 @@ export interface RelayCloseInfo {
 }
 
 export interface TcpRelayOptions<C = undefined> {
-  /** The accepted client socket. */
-  readonly client: net.Socket;
+  /** The accepted client connection, not reading. */
+  readonly client: TcpEnd;
+  /** Bytes already read from the client (after a PROXY header): forwarded first. */
+  readonly early?: Buffer[];
   readonly target: Endpoint;
   readonly tcp: TcpSettings;
   readonly stats: ListenerStats;
@@ -142,16 +142,11 @@ export interface TcpRelayOptions<C = undefined> {
   readonly bufferSize?: number;
   /** TCP keepalive idle time in ms on both sockets; default 60 s; 0 turns keepalive off. */
   readonly keepAliveMs?: number;
-  /**
-   * false makes the client socket use 'data' events instead of a static buffer (the automatic
-   * fallback when the take-over is impossible; here for tests and as an escape hatch).
-   */
-  readonly staticClientBuffer?: boolean;
 }
 
 /** The handle of one relay. */
 export interface TcpRelay<C = undefined> {
-  readonly client: net.Socket;
+  readonly client: TcpEnd;
   readonly context: C;
   /** Date.now() when the relay started. */
   readonly startedAt: number;
@@ -184,12 +179,12 @@ export function startTcpRelay<C = undefined>(options: TcpRelayOptions<C>): TcpRe
 function noop(): void {}
 
 class Relay<C> implements TcpRelay<C>, FlowOwner {
-  readonly client: net.Socket;
+  readonly client: TcpEnd;
   readonly context: C;
   readonly startedAt = Date.now();
   readonly stats: ListenerStats;
   readonly meter: Meter | undefined;
-  target: net.Socket | null = null;
+  target: TcpEnd | null = null;
   targetIp = '';
   targetPort: number;
   connected = false;
@@ -251,27 +246,19 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
     this.#up.src = client;
     this.#down.dst = client;
 
-    client.on('error', this.#onClientError);
-    client.on('close', this.#onClientClose);
-    client.on('end', this.#onClientEnd);
+    client.onError = this.#onClientError;
+    client.onClose = this.#onClientClose;
+    client.onEnd = this.#onClientEnd;
     if (client.destroyed) {
-      // Gone between accept and now; its 'close' may already have been emitted.
-      this.#clientClosed = true;
+      // Closed before the relay started; its close may already have been reported.
+      this.#clientClosed = client.closed;
       process.nextTick(this.#abortGoneClient);
       return;
     }
-    client.allowHalfOpen = true;
-    client.setNoDelay(true);
-    if (this.#keepAliveMs > 0) client.setKeepAlive(true, this.#keepAliveMs);
-    const early =
-      options.staticClientBuffer === false ? null : adoptStaticBuffer(client, this.#up.nextBuffer, this.#up.onStaticRead);
-    if (early === null) {
-      this.#up.staticMode = false;
-      client.pause();
-      client.on('data', this.#up.onData);
-    } else if (early.length > 0) {
-      this.#up.early = early;
-    }
+    client.setNoDelay();
+    if (this.#keepAliveMs > 0) client.setKeepAlive(this.#keepAliveMs);
+    client.setSink(this.#up);
+    if (options.early !== undefined && options.early.length > 0) this.#up.early = [...options.early];
 
     if (this.#tcp.connect_timeout > 0) {
       this.#timer = setTimeout(this.#onConnectTimeout, this.#tcp.connect_timeout);
@@ -294,14 +281,20 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
 
   get bufferedBytes(): number {
     // The flows write to the handles directly: what waits for a peer is in libuv's queue.
-    let held = this.client.writableLength + Math.max(0, pendingWriteBytes(this.client)) + this.client.readableLength;
-    if (this.target !== null) held += this.target.writableLength + Math.max(0, pendingWriteBytes(this.target)) + this.target.readableLength;
+    let held = this.client.pendingWriteBytes;
+    if (this.target !== null) held += this.target.pendingWriteBytes;
     for (const chunk of this.#up.early ?? []) held += chunk.length;
     return held;
   }
 
   destroy(reason = 'closed by the proxy'): void {
     this.#abort(null, reason, 'destroyed');
+  }
+
+  /** A write (or a read start) on `end` failed: as an error event from that end. */
+  failed(end: TcpEnd, err: NodeJS.ErrnoException): void {
+    if (end === this.client) this.#onClientError(err);
+    else if (end === this.target) this.#onTargetError(err);
   }
 
   /** The meter said drop. */
@@ -368,7 +361,7 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
       this.#addresses = addresses;
       this.#dial(0);
     } catch (err) {
-      // net.connect() throws only for invalid arguments; never let it become an unhandled rejection.
+      // Dialing throws only for invalid arguments; never let it become an unhandled rejection.
       this.#abort('target_connect', `cannot dial ${this.#host}: ${(err as Error).message}`, 'dial_failed');
     }
   };
@@ -393,38 +386,23 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
     this.#attempt = index;
     this.targetIp = address.address;
     this.#family = address.family;
-    const keepAlive = this.#keepAliveMs > 0;
     const down = this.#down;
     down.newSource();
-    const target = net.connect({
-      host: address.address,
-      port: this.targetPort,
-      family: address.family,
-      // Typed as always returning a buffer; Node keeps the current one when it returns null
-      // (see NextBuffer in stream-handle.ts).
-      onread: { buffer: down.nextBuffer as () => Uint8Array, callback: down.onStaticRead },
-      allowHalfOpen: true,
-      noDelay: true,
-      keepAlive,
-      keepAliveInitialDelay: keepAlive ? this.#keepAliveMs : 0,
-    });
+    const target = TcpEnd.dial(address.address, this.targetPort, address.family);
     this.target = target;
     this.#targetClosed = false;
     down.src = target;
-    target.on('error', this.#onTargetError);
-    target.on('close', this.#onTargetClose);
-    target.on('end', this.#onTargetEnd);
-    target.once('connect', this.#onTargetConnect);
+    target.onError = this.#onTargetError;
+    target.onClose = this.#onTargetClose;
+    target.onEnd = this.#onTargetEnd;
+    target.onConnect = this.#onTargetConnect;
+    target.setSink(down);
   }
 
   /** Forgets a failed connection attempt so that the next address can be tried. */
-  #discardAttempt(target: net.Socket): void {
-    target.removeListener('error', this.#onTargetError);
-    target.removeListener('close', this.#onTargetClose);
-    target.removeListener('end', this.#onTargetEnd);
-    target.removeListener('connect', this.#onTargetConnect);
-    target.on('error', noop);
-    target.destroy();
+  #discardAttempt(target: TcpEnd): void {
+    target.onError = target.onClose = target.onEnd = target.onConnect = noop;
+    target.close();
     this.target = null;
     this.#targetClosed = true;
     this.#down.src = null;
@@ -450,9 +428,12 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
     this.#timer = null;
     if (this.#attemptTimer !== null) clearTimeout(this.#attemptTimer);
     this.#attemptTimer = null;
-    if (this.#header !== undefined) target.write(this.#header);
+    target.setNoDelay();
+    if (this.#keepAliveMs > 0) target.setKeepAlive(this.#keepAliveMs);
     const up = this.#up;
     up.dst = target;
+    if (this.#header !== undefined) up.writeFirst(this.#header);
+    if (this.closing) return; // the header could not be written
     this.#onOpen?.(this, { target_ip: this.targetIp, target_port: this.targetPort, family: this.#family });
     if (this.closing) return; // onOpen destroyed us
     this.#startTimer();
@@ -467,6 +448,7 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
     }
     if (up.eof) target.end();
     else if (!up.pending && !up.throttled) up.resume();
+    if (!this.closing) this.#down.resume();
   };
 
   // ---- events -------------------------------------------------------------------------------
@@ -500,12 +482,12 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
    * kernel has already closed such a socket, which a FIN leaves open (see wasReset).
    */
   readonly #onClientEnd = (): void => {
-    if (wasReset(this.client)) this.#onClientError(resetError());
+    if (this.client.wasReset()) this.#onClientError(resetError());
     else this.#up.onEnd();
   };
 
   readonly #onTargetEnd = (): void => {
-    if (this.target !== null && wasReset(this.target)) this.#onTargetError(resetError());
+    if (this.target !== null && this.target.wasReset()) this.#onTargetError(resetError());
     else this.#down.onEnd();
   };
 
@@ -645,19 +627,16 @@ function resetError(): NodeJS.ErrnoException {
   return Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET', syscall: 'read' });
 }
 
-/** Ends a socket: with a RST when `reset` (see the header), else a plain close. */
-function kill(socket: net.Socket, reset: boolean): void {
-  if (socket.destroyed) return;
-  if (reset) {
-    resetSocket(socket);
-    return;
-  }
-  socket.destroy();
+/** Ends a connection: with a RST when `reset` (see the header), else a plain close. */
+function kill(end: TcpEnd, reset: boolean): void {
+  if (end.destroyed) return;
+  if (reset) end.reset();
+  else end.close();
 }
 
 /** Both halves ended normally: FIN received, our FIN sent. */
-function endedCleanly(socket: net.Socket): boolean {
-  return socket.readableEnded && socket.writableFinished;
+function endedCleanly(end: TcpEnd): boolean {
+  return end.readableEnded && end.writableFinished;
 }
 
 function errorTypeOf(side: 'client' | 'target', err: NodeJS.ErrnoException): ErrorType {

@@ -2,6 +2,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import net from 'node:net';
 import type { ExecutionContext } from 'ava';
+import { acceptEnds, type TcpEnd } from '../../src/proxy/tcp-handle.js';
 
 /** Listens on a free port of `host`; the server and the sockets it accepted are closed when the test ends. */
 export async function listen(t: ExecutionContext, server: net.Server, host = '127.0.0.1'): Promise<number> {
@@ -136,4 +137,22 @@ export async function startDownloadServer(t: ExecutionContext, host = '127.0.0.1
   });
   const port = await listen(t, server, host);
   return { port, sent };
+}
+
+/**
+ * A server whose accepted connections come as TcpEnds, as the product's listeners take them
+ * (acceptEnds); `onEnd` owns each. The server is closed when the test ends; the ends are the
+ * caller's to close.
+ */
+export async function listenEnds(t: ExecutionContext, onEnd: (end: TcpEnd) => void, host = '127.0.0.1'): Promise<number> {
+  const server = net.createServer();
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, host, () => resolve());
+  });
+  acceptEnds(server, onEnd, (err) => {
+    throw err;
+  });
+  return (server.address() as net.AddressInfo).port;
 }

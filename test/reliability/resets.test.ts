@@ -9,7 +9,6 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import net from 'node:net';
-import { wasReset } from '../../src/proxy/stream-handle.js';
 import { startDaemon } from '../helpers/daemon.js';
 import { connectionLines } from '../helpers/log-lines.js';
 import { waitFor } from '../helpers/wait-for.js';
@@ -26,10 +25,13 @@ const BEFORE_RESET = 1024 * 1024;
 
 /**
  * What an end of stream really was: libuv reports a reset that arrives right after data as an end
- * of stream, on our side as in the proxy; the kernel knows (see wasReset in stream-handle.ts).
+ * of stream, on our side as in the proxy; the kernel knows (see TcpEnd.wasReset in tcp-handle.ts):
+ * after a reset, getpeername() fails.
  */
 function endKind(socket: net.Socket): string {
-  return wasReset(socket) ? 'ECONNRESET' : 'end (FIN)';
+  if (socket.writableEnded) return 'end (FIN)';
+  const handle = (socket as unknown as { _handle: { getpeername(out: object): number } | null })._handle;
+  return handle !== null && handle.getpeername({}) !== 0 ? 'ECONNRESET' : 'end (FIN)';
 }
 
 function tally(values: readonly string[]): string {

@@ -10,6 +10,8 @@ import { ProxyHeaderReader } from '../../../src/proxy/proxy-header-reader.js';
 import { encodeV1, encodeV2, encodeV2Local, type HostPort } from '../../../src/proxy/proxy-protocol.js';
 import type { LogEvent } from '../../../src/telemetry/events.js';
 import { ListenerStats } from '../../../src/telemetry/stats.js';
+import type { TcpEnd } from '../../../src/proxy/tcp-handle.js';
+import { listenEnds } from '../../helpers/servers.js';
 import { waitFor } from '../../helpers/wait-for.js';
 
 interface Handed {
@@ -24,26 +26,35 @@ async function setup(t: ExecutionContext, trusted: string[], timeoutMs = 2000) {
   const reader = new ProxyHeaderReader('front', { trusted, header_timeout: timeoutMs }, stats, (e) => events.push(e));
   t.teardown(() => reader.close());
   const handed: Handed[] = [];
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (socket) => {
-    sockets.add(socket);
-    reader.read(socket, socket.remoteAddress!.replace(/^::ffff:/, ''), socket.remotePort!, (s, client, destination) => {
-      // What the relay would do: take everything still to come, in order.
+  const ends = new Set<TcpEnd>();
+  t.teardown(() => {
+    for (const end of ends) end.close();
+  });
+  const port = await listenEnds(t, (end) => {
+    ends.add(end);
+    const peer = end.remote()!;
+    reader.read(end, peer.address.replace(/^::ffff:/, ''), peer.port, (e, client, destination, early) => {
+      // What the relay would do: take everything still to come, in order, starting with `early`.
+      let text = (early ?? []).map((chunk) => chunk.toString('latin1')).join('');
+      const buffer = Buffer.alloc(1024);
+      let given = false;
       const data = new Promise<string>((resolve) => {
-        let text = '';
-        s.on('data', (chunk: Buffer) => (text += chunk.toString('latin1')));
-        s.on('end', () => resolve(text));
+        e.onEnd = () => resolve(text);
+        e.onError = () => resolve(text);
       });
-      s.resume();
+      e.setSink({
+        nextBuffer: () => (given ? null : ((given = true), buffer)),
+        onStaticRead: (n) => {
+          text += buffer.toString('latin1', 0, n);
+          return true;
+        },
+      });
+      // The reader stops reading as it hands over (inside the read): start again once it returned.
+      queueMicrotask(() => void e.startReading());
       handed.push({ client, destination, data });
     });
   });
-  t.teardown(() => new Promise<void>((resolve) => {
-    for (const s of sockets) s.destroy();
-    server.close(() => resolve());
-  }));
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return { port: (server.address() as net.AddressInfo).port, reader, stats, events, handed };
+  return { port, reader, stats, events, handed };
 }
 
 /** Sends the pieces (one write each, a turn apart), then ends; resolves when the socket closed. */

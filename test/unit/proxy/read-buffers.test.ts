@@ -11,7 +11,7 @@ import { LARGE_SIZE, SMALL_SIZE, giveSmall, pooledBuffers, takeSmall } from '../
 import { SHRINK_AFTER } from '../../../src/proxy/relay-flow.js';
 import { startTcpRelay, type RelayCloseInfo } from '../../../src/proxy/tcp-relay.js';
 import { ListenerStats } from '../../../src/telemetry/stats.js';
-import { listen } from '../../helpers/servers.js';
+import { listen, listenEnds } from '../../helpers/servers.js';
 import { waitFor } from '../../helpers/wait-for.js';
 
 const NO_TIMEOUTS: TcpSettings = { connect_timeout: 5000, read_timeout: 0, write_timeout: 0, idle_timeout: 0 };
@@ -42,11 +42,10 @@ async function setUp(t: ExecutionContext) {
   });
   const targetPort = await listen(t, target);
   const closes: RelayCloseInfo[] = [];
-  const relayServer = net.createServer({ allowHalfOpen: true }, (client) => {
+  const port = await listenEnds(t, (client) => {
     const relay = startTcpRelay({ client, target: { host: '127.0.0.1', port: targetPort }, tcp: NO_TIMEOUTS, stats: new ListenerStats(), onClose: (_r, info) => closes.push(info) });
     t.teardown(() => relay.destroy('test over'));
   });
-  const port = await listen(t, relayServer);
   return { port, received, closes };
 }
 

@@ -10,7 +10,7 @@ import type { Endpoint, TcpSettings } from '../../../src/config/types.js';
 import { startTcpRelay, type RelayCloseInfo, type RelayOpenInfo, type TcpRelayOptions } from '../../../src/proxy/tcp-relay.js';
 import { ResolveError, TargetResolver } from '../../../src/proxy/target-resolver.js';
 import { ListenerStats } from '../../../src/telemetry/stats.js';
-import { refusingPort } from '../../helpers/servers.js';
+import { listenEnds, refusingPort } from '../../helpers/servers.js';
 import { waitFor } from '../../helpers/wait-for.js';
 import { silentPort } from '../../reliability/helpers/dead-backends.js';
 
@@ -56,7 +56,10 @@ async function relayServer(
 ): Promise<Run> {
   const run = { port: 0, stats: new ListenerStats(), opens: [] as RelayOpenInfo[], closes: [] as RelayCloseInfo[], reasons: [] as string[] };
   const relays = new Set<{ destroy(): void }>();
-  const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (client) => {
+  t.teardown(() => {
+    for (const relay of relays) relay.destroy();
+  });
+  const port = await listenEnds(t, (client) => {
     const queue = next === null ? null : [...next];
     const relay = startTcpRelay({
       client,
@@ -80,12 +83,7 @@ async function relayServer(
     });
     relays.add(relay);
   });
-  t.teardown(() => new Promise<void>((resolve) => {
-    for (const relay of relays) relay.destroy();
-    server.close(() => resolve());
-  }));
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return { ...run, port: (server.address() as net.AddressInfo).port };
+  return { ...run, port };
 }
 
 /** Connects, sends `text`, and resolves with the echo (or '' when the connection is reset). */

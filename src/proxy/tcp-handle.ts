@@ -1,0 +1,494 @@
+/**
+ * One end of a relayed TCP connection, on Node's native TCP handle (tcp_wrap) with no net.Socket
+ * around it. The few Node internals the TCP data path leans on are here, in one file, so a Node
+ * upgrade has one place to check; test/unit/proxy/tcp-handle.test.ts fails first if they move.
+ *
+ * Why not net.Socket: a relayed connection is two sockets, and each net.Socket is a full Duplex
+ * stream (two state objects, an EventEmitter, its own connect and teardown machinery, events
+ * emitted through process.nextTick). For a short connection that machinery was most of the child's
+ * CPU: measured with wrk opening a connection per request (one core, loopback), a relay on the raw
+ * handles took 120 µs of CPU per connection where net + pipe() took 235. The relay needs far
+ * less: reads into a buffer it owns, writes that report whether the kernel took them, a shutdown,
+ * a close or a reset, and four events (connected, end of stream, error, closed). TcpEnd is that.
+ *
+ * What it mirrors from net.Socket, so the relay keeps its semantics:
+ * - Reads land in a buffer the reader gives (`useUserBuffer`, what net.connect's `onread` option
+ *   uses); after each read the reader is asked for the next buffer (null: keep the current one),
+ *   which Node re-points natively. readStart/readStop switch reading.
+ * - Writes go straight to the handle (`writeBuffer`: the write system call at once, libuv's queue
+ *   only for what the kernel did not take); the request object is reused until a write stays
+ *   pending. A pending write's completion comes through the writer's callback.
+ * - end() asks for a shutdown (libuv runs it after the queued writes: our FIN follows our data).
+ *   ENOTCONN counts as done, as in net.Socket. A half-open end closes itself once both its end of
+ *   stream has been read and its shutdown has completed (net.Socket's autoDestroy).
+ * - reset() closes with a RST (SO_LINGER 0). libuv refuses that while a shutdown is in progress
+ *   (UV_EINVAL), and node then marks the handle closing without closing it (the descriptor leaks and
+ *   no close callback ever comes); so a reset asked for during a shutdown waits for it to complete,
+ *   which takes at most one loop turn, the write queue being empty by then.
+ * - Errors from reads, writes and connects come as errors with `code`, `errno` and `syscall`, and
+ *   the messages net.Socket would give ("read ECONNRESET", "connect ECONNREFUSED 127.0.0.1:80").
+ */
+import type net from 'node:net';
+import { getSystemErrorName } from 'node:util';
+
+// ---- the native side ----------------------------------------------------------------------------
+
+interface AddressOut {
+  address?: string;
+  family?: string;
+  port?: number;
+}
+
+/** The parts of Node's TCPWrap (a LibuvStreamWrap) that we use. */
+interface NativeTcp {
+  /** Called for each read, with `this` the handle; may return the buffer for the next read. */
+  onread: ((this: NativeTcp) => Uint8Array | undefined) | null;
+  readonly fd: number;
+  /** Bytes libuv still has to write; shrinks as the kernel accepts a pending write piecewise. */
+  readonly writeQueueSize: number;
+  readStart(): number;
+  readStop(): number;
+  useUserBuffer(buffer: Uint8Array): void;
+  writeBuffer(req: WriteRequest, buffer: Uint8Array): number;
+  shutdown(req: ShutdownRequest): number;
+  close(callback?: () => void): void;
+  reset(callback?: () => void): number;
+  getpeername(out: AddressOut): number;
+  getsockname(out: AddressOut): number;
+  setNoDelay(enable: boolean): number;
+  setKeepAlive(enable: boolean, delaySeconds: number): number;
+  connect(req: ConnectRequest, address: string, port: number): number;
+  connect6(req: ConnectRequest, address: string, port: number): number;
+  /** Ours: the end this handle belongs to. */
+  owner?: TcpEnd;
+}
+
+/** Node's WriteWrap as the JS side sees it. */
+interface WriteRequest {
+  handle?: unknown;
+  /** Called by the native side, for a write that was pending, with its status (0 or a negative errno). */
+  oncomplete?: (status: number) => void;
+  /** Keeps the written buffer alive while the write is pending (as Node does). */
+  buffer?: Uint8Array | null;
+}
+
+interface ShutdownRequest {
+  handle?: unknown;
+  oncomplete?: (status: number) => void;
+  end?: TcpEnd;
+}
+
+interface ConnectRequest {
+  oncomplete?: (status: number) => void;
+  end?: TcpEnd;
+  address?: string;
+  port?: number;
+}
+
+interface ServerHandle {
+  onconnection: ((err: number, handle: NativeTcp | undefined) => void) | null;
+}
+
+interface Bindings {
+  readonly TCP: new (type: number) => NativeTcp;
+  readonly TCPConnectWrap: new () => ConnectRequest;
+  readonly SOCKET: number;
+  readonly WriteWrap: new () => WriteRequest;
+  readonly ShutdownWrap: new () => ShutdownRequest;
+  readonly state: Int32Array;
+  readonly kReadBytesOrError: number;
+  readonly kLastWriteWasAsync: number;
+}
+
+let cached: Bindings | null = null;
+
+/**
+ * Node's tcp_wrap and stream_wrap bindings, found once. Throws, saying what is missing, when this
+ * Node does not have them as expected (every Node 20 and 22 does); the child then fails at start
+ * with that message rather than relaying wrongly.
+ */
+export function nativeBindings(): Bindings {
+  if (cached !== null) return cached;
+  // process.binding is deprecated (documentation only in Node 20 and 22) but still serves the
+  // allow-listed 'tcp_wrap' and 'stream_wrap', the very bindings net.Socket is built on.
+  const binding = (process as unknown as { binding?: (name: string) => Record<string, unknown> }).binding;
+  const tcp = binding?.('tcp_wrap');
+  const stream = binding?.('stream_wrap');
+  const constants = tcp?.constants as Record<string, unknown> | undefined;
+  const proto = (tcp?.TCP as { prototype?: Record<string, unknown> } | undefined)?.prototype;
+  const ok =
+    typeof tcp?.TCP === 'function' && typeof tcp.TCPConnectWrap === 'function' && typeof constants?.SOCKET === 'number' &&
+    typeof stream?.WriteWrap === 'function' && typeof stream.ShutdownWrap === 'function' &&
+    stream.streamBaseState instanceof Int32Array && typeof stream.kReadBytesOrError === 'number' &&
+    typeof stream.kLastWriteWasAsync === 'number' && typeof proto?.reset === 'function' && typeof proto.connect === 'function';
+  if (!ok) {
+    throw new Error(`this Node.js (${process.version}) lacks the tcp_wrap/stream_wrap internals PacketPony's TCP relay is built on; use Node.js 20 or 22`);
+  }
+  cached = {
+    TCP: tcp.TCP as Bindings['TCP'],
+    TCPConnectWrap: tcp.TCPConnectWrap as Bindings['TCPConnectWrap'],
+    SOCKET: constants.SOCKET as number,
+    WriteWrap: stream.WriteWrap as Bindings['WriteWrap'],
+    ShutdownWrap: stream.ShutdownWrap as Bindings['ShutdownWrap'],
+    state: stream.streamBaseState as Int32Array,
+    kReadBytesOrError: stream.kReadBytesOrError as number,
+    kLastWriteWasAsync: stream.kLastWriteWasAsync as number,
+  };
+  return cached;
+}
+
+const UV_EOF = -4095;
+const UV_ENOTCONN = -107;
+const UV_EBADF = -9;
+
+/** The error net.Socket raises for a failed system call on a socket. */
+export function socketError(status: number, syscall: string, where = ''): NodeJS.ErrnoException {
+  let code = 'EIO';
+  try {
+    code = getSystemErrorName(status);
+  } catch {
+    // not an errno: keep EIO
+  }
+  return Object.assign(new Error(`${syscall} ${code}${where === '' ? '' : ` ${where}`}`), { code, errno: status, syscall });
+}
+
+// ---- reading ------------------------------------------------------------------------------------
+
+/** Who reads an end: a relay direction, or the PROXY header reader before it. */
+export interface ReadSink {
+  /** `nread` (> 0) bytes landed at the start of the current buffer. Returns whether to keep reading. */
+  onStaticRead(nread: number): boolean;
+  /** Asked first and after each read: the buffer to read into next, or null to keep the current one. */
+  nextBuffer(): Uint8Array | null;
+}
+
+/** One function for every handle (no closure per connection): the handle's owner does the rest. */
+function onRead(this: NativeTcp): Uint8Array | undefined {
+  const end = this.owner;
+  if (end === undefined) return undefined;
+  const b = cached!;
+  const nread = b.state[b.kReadBytesOrError]!;
+  if (nread > 0) return end.readLanded(nread);
+  if (nread < 0) end.readFailed(nread);
+  return undefined; // 0: nothing to read after all (EAGAIN)
+}
+
+function noop(): void {}
+
+// ---- one end ------------------------------------------------------------------------------------
+
+export class TcpEnd {
+  /** null once closing. */
+  handle: NativeTcp | null;
+  /** Called once a dial completes. */
+  onConnect: () => void = noop;
+  /** End of stream (the peer's FIN). */
+  onEnd: () => void = noop;
+  /** A read, write, shutdown or connect error; the end is not closed by it (the owner decides). */
+  onError: (err: NodeJS.ErrnoException) => void = noop;
+  /** The handle is closed (once; after close(), reset() or a clean end of both halves). */
+  onClose: () => void = noop;
+
+  #sink: ReadSink | null = null;
+  #userBuffer = false;
+  #inRead = false;
+  #reading = false;
+  /** The peer's FIN was read. */
+  readableEnded = false;
+  /** Our shutdown was asked for. */
+  writableEnded = false;
+  /** Our shutdown completed. */
+  writableFinished = false;
+  /** close() or reset() was called, or the end closed itself. */
+  destroyed = false;
+  /** The close callback came. */
+  closed = false;
+  #resetAfterShutdown = false;
+
+  /** An end on a handle net.Server accepted (acceptEnds). */
+  constructor(handle: NativeTcp) {
+    this.handle = handle;
+    handle.owner = this;
+    handle.onread = onRead;
+  }
+
+  /**
+   * Dials `address`:`port` (an IP literal of `family`). onConnect follows, or onError with syscall
+   * 'connect' (asynchronously, also when the dial fails at once: EMFILE, say).
+   */
+  static dial(address: string, port: number, family: 4 | 6): TcpEnd {
+    const b = nativeBindings();
+    const end = new TcpEnd(new b.TCP(b.SOCKET));
+    const req = new b.TCPConnectWrap();
+    req.end = end;
+    req.address = address;
+    req.port = port;
+    req.oncomplete = afterConnect;
+    const handle = end.handle!;
+    const err = family === 6 ? handle.connect6(req, address, port) : handle.connect(req, address, port);
+    if (err !== 0) {
+      const error = socketError(err, 'connect', `${address}:${port}`);
+      process.nextTick(() => {
+        if (!end.destroyed) end.onError(error);
+      });
+    }
+    return end;
+  }
+
+  get fd(): number {
+    return this.handle?.fd ?? -1;
+  }
+
+  /** Bytes libuv still holds for pending writes; 0 once closed. */
+  get pendingWriteBytes(): number {
+    return this.handle?.writeQueueSize ?? 0;
+  }
+
+  /** The peer's address, or null (closed, or the kernel no longer knows: reset). */
+  remote(): { address: string; port: number; family: string } | null {
+    return addressOf(this.handle, 'getpeername');
+  }
+
+  /** Our side's address, or null once closed. */
+  local(): { address: string; port: number; family: string } | null {
+    return addressOf(this.handle, 'getsockname');
+  }
+
+  setNoDelay(): void {
+    this.handle?.setNoDelay(true);
+  }
+
+  /** TCP keepalive, first probe after `ms` of silence (whole seconds, as net.Socket does). */
+  setKeepAlive(ms: number): void {
+    this.handle?.setKeepAlive(true, Math.floor(ms / 1000));
+  }
+
+  /**
+   * Hands reads to `sink`. Inside a read callback (a PROXY header reader handing over to the
+   * relay) the switch happens when that read returns; otherwise the sink's first buffer is
+   * registered now. Does not start reading.
+   */
+  setSink(sink: ReadSink): void {
+    this.#sink = sink;
+    if (this.#inRead || this.handle === null) return;
+    const buffer = sink.nextBuffer();
+    if (buffer === null) return;
+    // Each call pushes a new native listener; the relay calls it once per end (the header reader
+    // hands over from inside a read, above, and so adds none).
+    this.handle.useUserBuffer(buffer);
+    this.#userBuffer = true;
+  }
+
+  /** Starts reading. Returns the error to fail with, or null. */
+  startReading(): NodeJS.ErrnoException | null {
+    const handle = this.handle;
+    if (handle === null || this.#reading || this.readableEnded || !this.#userBuffer) return null;
+    this.#reading = true;
+    const err = handle.readStart();
+    return err === 0 ? null : socketError(err, 'read');
+  }
+
+  stopReading(): void {
+    if (!this.#reading) return;
+    this.#reading = false;
+    this.handle?.readStop();
+  }
+
+  get reading(): boolean {
+    return this.#reading;
+  }
+
+  /** From onRead: `nread` bytes are in the sink's current buffer. */
+  readLanded(nread: number): Uint8Array | undefined {
+    const sink = this.#sink;
+    if (sink === null) return undefined;
+    this.#inRead = true;
+    const more = sink.onStaticRead(nread);
+    this.#inRead = false;
+    if (!more) this.stopReading();
+    if (this.handle === null) return undefined;
+    // The sink may have changed during the read (a header reader handing over).
+    const next = this.#sink!.nextBuffer();
+    return next === null ? undefined : next;
+  }
+
+  /** From onRead: end of stream or a read error. */
+  readFailed(status: number): void {
+    this.stopReading();
+    if (this.destroyed) return;
+    if (status !== UV_EOF) {
+      this.onError(socketError(status, 'read'));
+      return;
+    }
+    this.readableEnded = true;
+    this.onEnd();
+    if (this.writableFinished) this.close();
+  }
+
+  /** Sends our FIN after the pending writes (idempotent). */
+  end(): void {
+    const handle = this.handle;
+    if (handle === null || this.writableEnded) return;
+    this.writableEnded = true;
+    const req = new cached!.ShutdownWrap();
+    req.handle = handle;
+    req.end = this;
+    req.oncomplete = afterShutdown;
+    const err = handle.shutdown(req);
+    if (err === 1 || err === UV_ENOTCONN) {
+      this.shutdownDone();
+    } else if (err !== 0) {
+      this.onError(socketError(err, 'shutdown'));
+    }
+  }
+
+  /** From the shutdown request (its status is ignored, as net.Socket does). */
+  shutdownDone(): void {
+    this.writableFinished = true;
+    if (this.#resetAfterShutdown) {
+      this.#resetAfterShutdown = false;
+      this.reset();
+    } else if (this.readableEnded) {
+      this.close();
+    }
+  }
+
+  /** Closes (idempotent). Pending writes complete with ECANCELED. */
+  close(): void {
+    const handle = this.handle;
+    if (handle === null) return;
+    this.handle = null;
+    this.destroyed = true;
+    this.#reading = false;
+    handle.close(this.#closed);
+  }
+
+  /** Closes with a TCP RST (idempotent); see the header for a reset during a shutdown. */
+  reset(): void {
+    const handle = this.handle;
+    if (handle === null) return;
+    this.destroyed = true;
+    if (this.writableEnded && !this.writableFinished) {
+      this.#resetAfterShutdown = true;
+      handle.readStop();
+      return;
+    }
+    this.handle = null;
+    this.#reading = false;
+    if (handle.reset(this.#closed) !== 0) {
+      // libuv could not set SO_LINGER: node has marked the handle closing without closing it, and
+      // no callback will come. Tell the owner all the same, so that the connection is accounted.
+      process.nextTick(this.#closed);
+    }
+  }
+
+  /**
+   * Whether an end that just reported end of stream was in fact reset. libuv turns a reset that
+   * arrives right after data into an end of stream (uv__stream_io: POLLHUP after a partial read)
+   * and never reads the error. The kernel tells them apart: a FIN leaves the connection half-open
+   * (CLOSE_WAIT), while a reset closes it, and getpeername() then fails with ENOTCONN. Only
+   * meaningful while our own write half is open: after our FIN, a normal close also ends in CLOSE.
+   */
+  wasReset(): boolean {
+    if (this.writableEnded || this.handle === null) return false;
+    return this.handle.getpeername({}) !== 0;
+  }
+
+  readonly #closed = (): void => {
+    if (this.closed) return;
+    this.closed = true;
+    this.destroyed = true;
+    this.handle = null;
+    this.onClose();
+  };
+}
+
+function afterConnect(this: ConnectRequest, status: number): void {
+  const end = this.end!;
+  if (end.destroyed) return;
+  if (status !== 0) end.onError(socketError(status, 'connect', `${this.address}:${this.port}`));
+  else end.onConnect();
+}
+
+function afterShutdown(this: ShutdownRequest): void {
+  this.end!.shutdownDone();
+}
+
+function addressOf(handle: NativeTcp | null, which: 'getpeername' | 'getsockname'): { address: string; port: number; family: string } | null {
+  if (handle === null) return null;
+  const out: AddressOut = {};
+  if (handle[which](out) !== 0 || out.address === undefined) return null;
+  return { address: out.address, port: out.port ?? 0, family: out.family ?? '' };
+}
+
+// ---- accepting ----------------------------------------------------------------------------------
+
+/**
+ * Takes over a listening net.Server's accepts: each connection arrives as a TcpEnd (not reading
+ * yet), never as a net.Socket, and a failed accept (EMFILE…) as an error with syscall 'accept'.
+ * Call once the server is listening. The server's own 'connection' event, maxConnections and
+ * connection count no longer apply; close() still stops the listening.
+ */
+export function acceptEnds(
+  server: net.Server,
+  onConnection: (end: TcpEnd) => void,
+  onError: (err: NodeJS.ErrnoException) => void,
+): void {
+  nativeBindings();
+  const handle = (server as unknown as { _handle: ServerHandle | null })._handle;
+  if (handle === null || handle === undefined) throw new Error('acceptEnds: the server is not listening');
+  handle.onconnection = (err, client) => {
+    if (err !== 0 || client === undefined) {
+      onError(socketError(err === 0 ? UV_EBADF : err, 'accept'));
+      return;
+    }
+    onConnection(new TcpEnd(client));
+  };
+}
+
+// ---- writing ------------------------------------------------------------------------------------
+
+/** HandleWriter.write(): the kernel (or libuv's queue, behind earlier writes) took it all. */
+export const WRITE_DONE = 0;
+/** HandleWriter.write(): the write waits for the peer; `onComplete` follows. */
+export const WRITE_PENDING = 1;
+
+/**
+ * Writes one relay direction's chunks to an end's handle. The request is reused until a write
+ * stays pending (then it belongs to that write); order with a PROXY header written before is kept
+ * by libuv's queue, and end() asks for a shutdown that libuv runs after the queue drains.
+ */
+export class HandleWriter {
+  readonly #onComplete: (status: number) => void;
+  #req: WriteRequest;
+
+  constructor(onComplete: (status: number) => void) {
+    this.#onComplete = onComplete;
+    this.#req = this.#request();
+  }
+
+  #request(): WriteRequest {
+    const req = new (nativeBindings().WriteWrap)();
+    req.oncomplete = this.#onComplete;
+    req.buffer = null;
+    return req;
+  }
+
+  /**
+   * WRITE_DONE, WRITE_PENDING (onComplete(status) follows), or a negative errno (nothing written;
+   * socketError(status, 'write') makes the error).
+   */
+  write(end: TcpEnd, buffer: Uint8Array): number {
+    const handle = end.handle;
+    if (handle === null) return UV_EBADF;
+    const req = this.#req;
+    req.handle = handle;
+    const err = handle.writeBuffer(req, buffer);
+    if (err !== 0) return err < 0 ? err : UV_EBADF;
+    const b = cached!;
+    if (b.state[b.kLastWriteWasAsync] === 0) return WRITE_DONE;
+    req.buffer = buffer;
+    this.#req = this.#request();
+    return WRITE_PENDING;
+  }
+}
