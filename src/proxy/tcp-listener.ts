@@ -20,8 +20,8 @@ import { DescriptorWatch } from './descriptor-watch.js';
 import { ProxyHeaderReader } from './proxy-header-reader.js';
 import { encodeV1, encodeV2, type HostPort } from './proxy-protocol.js';
 import { TargetRouter, type TargetDial } from './target-router.js';
-import { acceptEnds, type TcpEnd } from './tcp-handle.js';
-import { startTcpRelay, type Meter, type RelayCloseInfo, type RelayOpenInfo, type TcpRelay } from './tcp-relay.js';
+import { acceptEnds, presetAcceptedOptions, type TcpEnd } from './tcp-handle.js';
+import { DEFAULT_KEEPALIVE_MS, startTcpRelay, type Meter, type RelayCloseInfo, type RelayOpenInfo, type TcpRelay } from './tcp-relay.js';
 
 interface ConnectionContext {
   readonly ticket: Ticket;
@@ -61,6 +61,8 @@ export class TcpListener {
   readonly #problems: MessageAggregator;
   /** A failed accept for want of descriptors never reaches node: looked for instead. */
   #descriptors: DescriptorWatch | undefined;
+  /** Accepted connections inherit TCP_NODELAY and keepalive from the listening socket. */
+  #preset = false;
   #idle: (() => void) | undefined;
 
   constructor(deps: ListenerDeps) {
@@ -102,6 +104,7 @@ export class TcpListener {
         };
         this.#server.on('error', onAcceptError);
         acceptEnds(this.#server, (end) => this.#accept(end), onAcceptError);
+        this.#preset = presetAcceptedOptions(this.#server, DEFAULT_KEEPALIVE_MS);
         this.#descriptors = new DescriptorWatch({
           inUse: () => 2 * this.#relays.size + (this.#headers?.pending ?? 0),
           onFull: () => {
@@ -163,6 +166,7 @@ export class TcpListener {
     const context: ConnectionContext = { ticket: verdict, ip: verdict.address, port, dial };
     const relay = startTcpRelay<ConnectionContext>({
       client: end,
+      clientPreset: this.#preset,
       ...(early !== undefined ? { early } : {}),
       target: dial === null ? config.target : dial.target.endpoint,
       tcp: config.tcp,

@@ -142,6 +142,11 @@ export interface TcpRelayOptions<C = undefined> {
   readonly bufferSize?: number;
   /** TCP keepalive idle time in ms on both sockets; default 60 s; 0 turns keepalive off. */
   readonly keepAliveMs?: number;
+  /**
+   * The client connection already has TCP_NODELAY and keepalive, inherited from the listening
+   * socket (presetAcceptedOptions in tcp-handle.ts).
+   */
+  readonly clientPreset?: boolean;
 }
 
 /** The handle of one relay. */
@@ -255,8 +260,10 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
       process.nextTick(this.#abortGoneClient);
       return;
     }
-    client.setNoDelay();
-    if (this.#keepAliveMs > 0) client.setKeepAlive(this.#keepAliveMs);
+    if (options.clientPreset !== true) {
+      client.setNoDelay();
+      if (this.#keepAliveMs > 0) client.setKeepAlive(this.#keepAliveMs);
+    }
     client.setSink(this.#up);
     if (options.early !== undefined && options.early.length > 0) this.#up.early = [...options.early];
 

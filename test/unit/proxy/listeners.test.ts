@@ -4,6 +4,7 @@
  * test owns its sockets and closes them; conditions are awaited with a deadline.
  */
 import test, { type ExecutionContext } from 'ava';
+import { execFileSync } from 'node:child_process';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { join } from 'node:path';
@@ -116,4 +117,49 @@ test('UDP: log_only lets a session over max_total_connections through instead of
   t.is(listener.active, 2);
   t.like(denies(d.events)[0], { reason: 'total_limit', action: 'log_only' });
   t.is(d.stats.takeDelta().rate_limit_drops.session_limit, undefined);
+});
+
+test('TCP: both sockets of a relayed connection have keepalive (the client side inherited from the listening socket on Linux)', async (t) => {
+  // ss shows the keepalive timer of each socket; without it (not Linux) there is nothing to look at.
+  let ss: string | null = null;
+  try {
+    ss = execFileSync('ss', ['-V'], { encoding: 'utf8' });
+  } catch {
+    ss = null;
+  }
+  if (process.platform !== 'linux' || ss === null) {
+    t.log('ss is not available here: nothing to check');
+    t.pass();
+    return;
+  }
+  const held: net.Socket[] = [];
+  const backend = net.createServer((socket) => {
+    socket.on('error', () => {});
+    held.push(socket);
+  });
+  await new Promise<void>((resolve) => backend.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => {
+    for (const socket of held) socket.destroy();
+    backend.close();
+  });
+  const backendPort = (backend.address() as net.AddressInfo).port;
+  const config = listenerConfig(t, `protocol: tcp\nlisten_address: "127.0.0.1:1"\ntarget_address: "127.0.0.1:${backendPort}"\nallowlist: ["127.0.0.1"]\n`);
+  const d = deps(config);
+  const listener = new TcpListener(d);
+  const address = await listener.listen({ port: 0, host: '127.0.0.1' });
+  t.teardown(() => {
+    listener.stopAccepting();
+    return listener.finish(0);
+  });
+  const client = net.connect(address.port, '127.0.0.1');
+  client.on('error', () => {});
+  t.teardown(() => void client.destroy());
+  await waitFor(() => d.events.some((e) => e.kind === 'connection' && e.event_type === 'open'), 'the open event');
+  const sockets = (filter: string): string =>
+    execFileSync('ss', ['-tnoH', 'state', 'established', filter], { encoding: 'utf8' });
+  // Our accepted socket (source port = the listener's) and our dialled one (destination = the backend).
+  const accepted = sockets(`( sport = :${address.port} )`);
+  const dialled = sockets(`( dport = :${backendPort} )`);
+  t.regex(accepted, /timer:\(keepalive/, accepted);
+  t.regex(dialled, /timer:\(keepalive/, dialled);
 });
