@@ -109,8 +109,12 @@ export function packetpony(features: boolean, product: string | null = null, tag
     async start(proto, backendPort, ctx) {
       const dir = workDir(ctx, features ? 'pp-on' : 'pp-off');
       mkdirSync(join(dir, 'conf.d'));
+      // The log in a folder of its own, as under /var/log: every write to a file in the main
+      // file's folder wakes the config watcher, which re-reads that folder (measured: a tenth of
+      // the supervisor's CPU under a connection per request).
+      mkdirSync(join(dir, 'log'));
       const port = await freePort();
-      const events = join(dir, 'events.json');
+      const events = join(dir, 'log', 'events.json');
       const main = features
         ? `server:\n  shutdown_timeout: "2s"\nlogging:\n  jsonlog:\n    enabled: true\n    path: "${events}"\n` +
           `metrics:\n  prometheus:\n    enabled: true\n    listen_address: "127.0.0.1:${await freePort()}"\n`
