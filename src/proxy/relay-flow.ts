@@ -10,8 +10,8 @@
  *
  * Buffer size adapts to the traffic (read-buffers.ts says why): a direction reads into its small
  * buffer until a read fills it, then into a large one, which it gives back after SHRINK_AFTER short
- * reads in a row. The switch rides on Node's buffer generator (`nextBuffer`, asked after each read),
- * and is safe at any read: the write of the previous buffer has completed (reading stops while one
+ * reads in a row. The switch rides on the end's buffer question (`nextBuffer`, asked after each
+ * read; what the read returns to Node becomes the native read buffer), and is safe at any read: the write of the previous buffer has completed (reading stops while one
  * is pending), and a large buffer still held by the write just made goes back to the pool once
  * that write completes.
  */
@@ -112,10 +112,7 @@ export class Flow implements ReadSink {
     this.#large = this.#retired = null;
   }
 
-  /**
-   * The buffer generator (onread.buffer as a function): asked for the first buffer, then after
-   * each read; null keeps the current one.
-   */
+  /** ReadSink: asked for the first buffer, then after each read; null keeps the current one. */
   readonly nextBuffer = (): Buffer | null => {
     const buf = this.buf;
     if (buf === this.#handleBuf) return null;
@@ -128,7 +125,7 @@ export class Flow implements ReadSink {
     this.#handleBuf = null;
   }
 
-  /** The static-buffer read callback: returns whether to keep reading. */
+  /** ReadSink: `nread` bytes are in `buf`; returns whether to keep reading. */
   readonly onStaticRead = (nread: number): boolean => {
     const buf = this.buf;
     const more = this.forward(nread === buf.length ? buf : buf.subarray(0, nread), nread, false);

@@ -25,14 +25,16 @@
  *   --baseline DIR      also run the PacketPony build whose package root is DIR (dist/src/cli.js
  *                       inside), as targets pp-off@base and pp-on@base: a change against the code
  *                       before it, in the same run (e.g. a `git worktree` of the previous commit)
+ *   --render DIR        measure nothing: write the markdown again from a run's results.json and
+ *                       meta.json in DIR (.bench/ after a run), e.g. after the report changed
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { holdServer, httpServer, iperfServer, udpEcho, type Backend, type HoldServer } from './backends.js';
-import { markdown, type Cell, type Results } from './report.js';
+import { markdown, type Cell, type Meta, type Results } from './report.js';
 import { ROWS, type BackendKind, type Row, type RunContext, type Sample } from './rows.js';
 import { ALL_TARGETS, packetpony, type Proto, type Running, type TargetContext } from './targets.js';
 import { coreTicks, cpuNs } from './procs.js';
@@ -53,10 +55,11 @@ interface Options {
   product: string | null;
   retries: number;
   quick: boolean;
+  render: string | null;
 }
 
 function parseOptions(argv: readonly string[]): Options {
-  const o: Options = { rounds: 5, seconds: 3, rows: null, targets: null, idle: 2000, proxyCore: 0, loadCore: 1, install: true, profile: null, out: null, baseline: null, product: null, retries: 2, quick: false };
+  const o: Options = { rounds: 5, seconds: 3, rows: null, targets: null, idle: 2000, proxyCore: 0, loadCore: 1, install: true, profile: null, out: null, baseline: null, product: null, retries: 2, quick: false, render: null };
   let roundsSet = false;
   let secondsSet = false;
   let idleSet = false;
@@ -79,6 +82,7 @@ function parseOptions(argv: readonly string[]): Options {
       case '--no-install': o.install = false; break;
       case '--profile': o.profile = resolve(value()); break;
       case '--out': o.out = resolve(value()); break;
+      case '--render': o.render = resolve(value()); break;
       case '--baseline': o.baseline = resolve(value()); break;
       case '--product': o.product = resolve(value()); break;
       case '--retries': o.retries = Number(value()); break;
@@ -154,8 +158,25 @@ async function measureOnce(row: Row, target: Running, ctx: RunContext, options: 
   };
 }
 
+/** --render: the markdown of a finished run, from what it saved. */
+function render(dir: string, out: string | null): void {
+  const saved = JSON.parse(readFileSync(join(dir, 'results.json'), 'utf8')) as Record<string, Record<string, Cell>>;
+  const meta = JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8')) as Meta & { targets: Array<{ id: string; label: string }> };
+  const results: Results = new Map(Object.entries(saved).map(([row, cells]) => [row, new Map(Object.entries(cells))]));
+  const rows = ROWS.filter((r) => results.has(r.id));
+  // Only the ids and labels matter to the report.
+  const targets = meta.targets.map((t) => ({ ...ALL_TARGETS[0]!, id: t.id, label: t.label }));
+  const text = markdown(rows, targets, results, meta);
+  if (out !== null) writeFileSync(out, text);
+  process.stdout.write(text);
+}
+
 async function main(): Promise<void> {
   const options = parseOptions(process.argv.slice(2));
+  if (options.render !== null) {
+    render(options.render, options.out);
+    return;
+  }
   const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
   const work = join(root, '.bench');
   mkdirSync(work, { recursive: true });
@@ -279,9 +300,11 @@ async function main(): Promise<void> {
     ...backends,
     'PacketPony off: open allowlist, no limits, default text log lines (to a pipe). On: allowlist of 10 CIDRs, all four limits set far above the load, JSON log file, Prometheus metrics.',
   ].map((s) => `- ${s}`).join('\n');
-  const text = markdown(rows, targets, results, { date: new Date().toISOString().slice(0, 16).replace('T', ' ') + ' UTC', machine: machine(), settings, notes });
+  const meta = { date: new Date().toISOString().slice(0, 16).replace('T', ' ') + ' UTC', machine: machine(), settings, notes };
+  const text = markdown(rows, targets, results, meta);
   writeFileSync(join(work, 'results.md'), text);
   writeFileSync(join(work, 'results.json'), JSON.stringify(Object.fromEntries([...results].map(([k, v]) => [k, Object.fromEntries(v)])), null, 1));
+  writeFileSync(join(work, 'meta.json'), JSON.stringify({ date: meta.date, machine: meta.machine, settings, notes, targets: targets.map((t) => ({ id: t.id, label: t.label })) }, null, 1));
   if (options.out !== null) writeFileSync(options.out, text);
   process.stdout.write(text);
   log(`written to ${join(work, 'results.md')}${options.out !== null ? ` and ${options.out}` : ''}`);

@@ -107,7 +107,9 @@ export function markdown(rows: readonly Row[], targets: readonly Target[], resul
     out.push(`| ${row.title} | ${row.unit} | ${tds.join(' | ')} |`);
   }
   out.push('', '## Goals (PacketPony, features on)', '');
-  out.push('| Row | goal | features on | met | features off | cost of features |', '|---|---:|---:|:--:|---:|---:|');
+  // Two views of what features cost: the CPU each operation took (on against off), which is what
+  // the features add, and the medians of the rates, which this machine's drift moves by ±30 %.
+  out.push('| Row | goal | features on | met | features off | cost of features, CPU per operation | cost of features, median rates |', '|---|---:|---:|:--:|---:|---:|---:|');
   for (const row of rows) {
     const cells = results.get(row.id);
     const goal = GOALS[row.id];
@@ -122,7 +124,9 @@ export function markdown(rows: readonly Row[], targets: readonly Target[], resul
     const goalText = row.lowerIsBetter === true ? `≤ ${goal} ${row.unit}` : `≥ ×${goal}`;
     const show = (v: number): string => (row.lowerIsBetter === true ? fmt(v) : Number.isFinite(v) ? `×${v.toFixed(2)}` : '–');
     const costText = !Number.isFinite(cost) ? '–' : row.lowerIsBetter === true ? `${cost >= 0 ? '+' : ''}${cost.toFixed(1)} ${row.unit}` : `${(cost * 100).toFixed(1)} %`;
-    out.push(`| ${row.title} | ${goalText} | ${show(value)} | ${met} | ${show(offValue)} | ${costText} |`);
+    const cpuCost = extraMedian(cells.get('pp-on'), 'cpu_us_op') / extraMedian(cells.get('pp-off'), 'cpu_us_op') - 1;
+    const cpuText = Number.isFinite(cpuCost) ? `${cpuCost >= 0 ? '+' : ''}${(cpuCost * 100).toFixed(1)} %` : '–';
+    out.push(`| ${row.title} | ${goalText} | ${show(value)} | ${met} | ${show(offValue)} | ${cpuText} | ${costText} |`);
   }
   const reload = results.get('reload');
   if (reload !== undefined) {
