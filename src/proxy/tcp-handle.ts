@@ -24,7 +24,8 @@
  * - reset() closes with a RST (SO_LINGER 0). libuv refuses that while a shutdown is in progress
  *   (UV_EINVAL), and node then marks the handle closing without closing it (the descriptor leaks and
  *   no close callback ever comes); so a reset asked for during a shutdown waits for it to complete,
- *   which takes at most one loop turn, the write queue being empty by then.
+ *   which takes at most one loop turn when nothing is queued before it (the relay passes a FIN on
+ *   only once its writes to that side are done); with writes still queued it closes instead.
  * - Errors from reads, writes and connects come as errors with `code`, `errno` and `syscall`, and
  *   the messages net.Socket would give ("read ECONNRESET", "connect ECONNREFUSED 127.0.0.1:80").
  */
@@ -371,6 +372,12 @@ export class TcpEnd {
     if (handle === null) return;
     this.destroyed = true;
     if (this.writableEnded && !this.writableFinished) {
+      if (handle.writeQueueSize > 0) {
+        // The shutdown waits behind writes the peer is not taking: it may never complete. (The
+        // relay passes a FIN on only once its writes to that side are done, so this is a guard.)
+        this.close();
+        return;
+      }
       this.#resetAfterShutdown = true;
       handle.readStop();
       return;

@@ -194,3 +194,19 @@ test('a reset from the peer is a read error, or an end of stream that wasReset()
   await waitFor(() => outcome !== '', 'the reset to arrive');
   t.not(outcome, 'FIN');
 });
+
+test('a reset while a shutdown waits behind writes the peer does not take still closes the connection', async (t) => {
+  const { end, peer } = await accepted(t);
+  peer.pause();
+  const writer = new HandleWriter(() => {});
+  const chunk = Buffer.alloc(1024 * 1024, 7);
+  let result = WRITE_DONE;
+  for (let i = 0; i < 64 && result === WRITE_DONE; i++) result = writer.write(end, chunk);
+  t.is(result, WRITE_PENDING, 'a write is queued');
+  end.end(); // the shutdown waits behind the queued write, which waits for the peer
+  let closed = false;
+  end.onClose = () => (closed = true);
+  end.reset();
+  await waitFor(() => closed, 'the close callback');
+  t.true(end.closed);
+});
