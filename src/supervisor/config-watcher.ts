@@ -5,6 +5,7 @@
  * folder has been quiet for `debounceMs`. Names that are not listeners (dotfiles, `*~`, `*.swp`, …,
  * see conf-dir.ts) never trigger anything.
  */
+import { watch as watchFolder, type FSWatcher as FolderWatcher } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import { isDropInName } from '../config/conf-dir.js';
@@ -17,6 +18,7 @@ export class ConfigWatcher {
   readonly #debounceMs: number;
   #confDir: string;
   #watcher: FSWatcher | undefined;
+  #mainWatcher: FolderWatcher | undefined;
   #timer: NodeJS.Timeout | undefined;
   #reasons: string[] = [];
 
@@ -31,16 +33,28 @@ export class ConfigWatcher {
   start(): Promise<void> {
     const confDir = this.#confDir;
     const configFile = this.#configFile;
-    // The main file's folder rather than the file: an editor's rename-over would end a file watch.
-    const watcher = watch([dirname(configFile), confDir], {
+    // The main file through its folder (an editor's rename-over would end a watch on the file), but
+    // with a plain fs.watch filtered by name rather than chokidar: chokidar re-reads a watched
+    // folder on every event in it, so a busy file there (a log kept next to packetpony.yaml) cost
+    // the supervisor a readdir and an lstat per write.
+    const mainName = basename(configFile);
+    try {
+      this.#mainWatcher = watchFolder(dirname(configFile), (event, name) => {
+        if (name === null || name === mainName) this.#changed(`${event} ${configFile}`);
+      });
+      // The folder removed, inotify limits: never fatal, SIGHUP still works.
+      this.#mainWatcher.on('error', () => {});
+    } catch {
+      this.#mainWatcher = undefined;
+    }
+    const watcher = watch(confDir, {
       ignoreInitial: true,
       depth: 0,
-      // Only the main file and listener files matter; the folder itself must stay watched.
+      // Only listener files matter; the folder itself must stay watched.
       ignored: (path: string) => {
         const full = resolve(path);
-        if (full === configFile || full === confDir || full === dirname(configFile)) return false;
-        if (dirname(full) === confDir) return !isDropInName(basename(full));
-        return true;
+        if (full === confDir) return false;
+        return dirname(full) !== confDir || !isDropInName(basename(full));
       },
     });
     this.#watcher = watcher;
@@ -76,6 +90,8 @@ export class ConfigWatcher {
 
   async close(): Promise<void> {
     clearTimeout(this.#timer);
+    this.#mainWatcher?.close();
+    this.#mainWatcher = undefined;
     await this.#watcher?.close();
     this.#watcher = undefined;
   }

@@ -48,3 +48,18 @@ test('a burst of saves is one reload', async (t) => {
   await waitFor(() => reasons.length > 1, 'the next reload');
   t.regex(reasons[0]!, /^10 changes/);
 });
+
+test('the main file saved by an editor (renamed over) is one reload; other files in its folder are none', async (t) => {
+  const { dir, reasons } = await watching(t);
+  // A busy neighbour (a log kept next to the main file) must not count, however often it is written.
+  for (let i = 0; i < 50; i++) writeFileSync(join(dir, 'events.json'), `{"n":${i}}\n`, { flag: 'a' });
+  writeFileSync(join(dir, 'packetpony.yaml.tmp'), 'server:\n  name: y\n');
+  renameSync(join(dir, 'packetpony.yaml.tmp'), join(dir, 'packetpony.yaml'));
+  await waitFor(() => reasons.length > 0, 'the reload');
+  // And the watch outlives the rename: a second save is seen too.
+  writeFileSync(join(dir, 'packetpony.yaml'), 'server:\n  name: z\n');
+  await waitFor(() => reasons.length > 1, 'the second reload');
+  t.is(reasons.length, 2);
+  t.regex(reasons[0]!, /packetpony\.yaml/);
+  t.notRegex(reasons.join(' '), /events\.json/);
+});
