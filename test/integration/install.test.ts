@@ -388,7 +388,11 @@ test('logrotate with the installed snippet rotates the JSON log and the daemon r
   t.is(rotate.stderr, '');
 
   t.true(readFileSync(join(logDir, 'events.json.1'), 'utf8').includes('"event_type":"close"'), 'the old events stay in the rotated file');
-  const reopened = await waitFor(() => existsSync(join(logDir, 'events.json')) && readFileSync(join(logDir, 'events.json'), 'utf8'), 'the daemon to create the new log file');
+  // A whole first line: a read may catch the daemon's first write half done.
+  const reopened = await waitFor(() => {
+    const text = existsSync(join(logDir, 'events.json')) ? readFileSync(join(logDir, 'events.json'), 'utf8') : '';
+    return text.includes('\n') ? text : undefined;
+  }, 'the daemon to write a first line to the new log file');
   const firstLine = reopened.split('\n')[0]!;
   t.true(firstLine.includes('log files reopened'), `the first line of the new file: ${firstLine}`);
   await traffic(tcpPort, udpPort);
