@@ -41,6 +41,17 @@ function deps(config: ListenerConfig): ListenerDeps & { events: LogEvent[] } {
   };
 }
 
+/** A TcpListener on a free loopback port, stopped when the test ends. */
+async function listenTcp(t: ExecutionContext, d: ListenerDeps): Promise<net.AddressInfo> {
+  const listener = new TcpListener(d);
+  const address = await listener.listen({ port: 0, host: '127.0.0.1' });
+  t.teardown(() => {
+    listener.stopAccepting();
+    return listener.finish(0);
+  });
+  return address;
+}
+
 function denies(events: readonly LogEvent[]): DenyEvent[] {
   return events.filter((e): e is DenyEvent => e.kind === 'deny');
 }
@@ -65,12 +76,7 @@ test('TCP: a transfer cut by the bandwidth cap (drop) is counted and reported as
     `protocol: tcp\nlisten_address: "127.0.0.1:1"\ntarget_address: "127.0.0.1:${(backend.address() as net.AddressInfo).port}"\nallowlist: ["127.0.0.1"]\nrate_limits:\n  max_bandwidth_per_ip: "100KB"\n  bandwidth_window: "1m"\n`,
   );
   const d = deps(config);
-  const listener = new TcpListener(d);
-  const address = await listener.listen({ port: 0, host: '127.0.0.1' });
-  t.teardown(() => {
-    listener.stopAccepting();
-    return listener.finish(0);
-  });
+  const address = await listenTcp(t, d);
   const client = net.connect(address.port, '127.0.0.1');
   client.on('error', () => {});
   client.resume();
@@ -145,12 +151,7 @@ test('TCP: both sockets of a relayed connection have keepalive (the client side 
   const backendPort = (backend.address() as net.AddressInfo).port;
   const config = listenerConfig(t, `protocol: tcp\nlisten_address: "127.0.0.1:1"\ntarget_address: "127.0.0.1:${backendPort}"\nallowlist: ["127.0.0.1"]\n`);
   const d = deps(config);
-  const listener = new TcpListener(d);
-  const address = await listener.listen({ port: 0, host: '127.0.0.1' });
-  t.teardown(() => {
-    listener.stopAccepting();
-    return listener.finish(0);
-  });
+  const address = await listenTcp(t, d);
   const client = net.connect(address.port, '127.0.0.1');
   client.on('error', () => {});
   t.teardown(() => void client.destroy());
