@@ -1,6 +1,6 @@
 /**
  * The few Node internals the UDP relay's per-datagram path leans on, kept in one file (as
- * stream-handle.ts is for TCP) so a Node upgrade has one place to check. Everything is
+ * tcp-handle.ts is for TCP) so a Node upgrade has one place to check. Everything is
  * feature-detected: when a piece is missing, the caller gets null and uses the public dgram API
  * (slower, same behaviour).
  *
@@ -24,6 +24,11 @@ type OnMessage = (nread: number, handle: UdpHandle, buf: Buffer, rinfo: dgram.Re
 /** The parts of Node's UDPWrap that we use (send is send6 on an IPv6 socket's handle). */
 interface UdpHandle {
   onmessage: OnMessage;
+  /** The socket's descriptor (Unix); -1 when it has none. */
+  readonly fd?: number;
+  recvStart?(): number;
+  recvStop?(): number;
+  close?(callback?: () => void): void;
   send(req: SendRequest, list: Buffer[], count: number, port: number, address: string, hasCallback: boolean): number;
   send(req: SendRequest, list: Buffer[], count: number, hasCallback: boolean): number;
 }
@@ -35,6 +40,7 @@ interface SendRequest {
 
 interface DgramState {
   handle?: UdpHandle | null;
+  receiving?: boolean;
 }
 
 type SendRequestClass = new () => SendRequest;
@@ -159,4 +165,40 @@ export function interceptDatagrams(
   return () => {
     if (state?.handle === handle) handle.onmessage = original;
   };
+}
+
+/**
+ * Hands a bound socket's reading over to udp-batch.ts: Node stops reading it (libuv then no longer
+ * polls the descriptor, which the batch's own poll needs) and the descriptor is returned, or null
+ * when Node's internals are not as expected (nothing changed then). `beforeClose` runs inside the
+ * socket's close(), before the descriptor is closed: a poll left on a closed descriptor would
+ * catch the events of the next socket that gets its number.
+ */
+export function takeOverReading(socket: dgram.Socket, beforeClose: (() => void) | null): number | null {
+  const state = stateOf(socket);
+  const handle = usableHandle(state);
+  if (state === null || handle === null) return null;
+  const { fd } = handle;
+  if (typeof fd !== 'number' || fd < 0 || typeof handle.recvStop !== 'function' || typeof handle.close !== 'function') return null;
+  if (state.receiving === true) {
+    handle.recvStop();
+    state.receiving = false;
+  }
+  if (beforeClose !== null) {
+    const close = handle.close;
+    handle.close = function closeAfterBatch(this: UdpHandle, callback?: () => void): void {
+      beforeClose();
+      close.call(this, callback);
+    };
+  }
+  return fd;
+}
+
+/** Undoes takeOverReading's stop when the batch could not take the socket after all. */
+export function resumeReading(socket: dgram.Socket): void {
+  const state = stateOf(socket);
+  const handle = usableHandle(state);
+  if (state === null || handle === null || state.receiving === true || typeof handle.recvStart !== 'function') return;
+  handle.recvStart();
+  state.receiving = true;
 }

@@ -53,6 +53,14 @@ export class UdpSession<A = unknown> {
   header: Buffer | null = null;
   /** Sends on the upstream socket's handle (dgram-handle.ts); null: upstream.send(). */
   sender: DatagramSender | null = null;
+  /** The upstream socket's id in the relay's DatagramBatch (udp-batch.ts); -1: Node's path. */
+  batchId = -1;
+  /** The client's address as the batch reports it (four words of the IPv6 form) and scope id. */
+  w0 = 0;
+  w1 = 0;
+  w2 = 0;
+  w3 = 0;
+  scope = 0;
 
   constructor(
     clientAddress: string,
@@ -103,6 +111,18 @@ export class SessionTable<A = unknown> {
     if (first === undefined || first.clientAddress === address) return first;
     const shared = this.#shared.get(port);
     return shared === undefined ? undefined : shared.get(address);
+  }
+
+  /**
+   * The batch path's lookup, by the address's words (udp-batch.ts) instead of its string; the
+   * string is only made (by `addressOf`) in the rare case that the port's first session is another
+   * client's.
+   */
+  getByWords(port: number, w0: number, w1: number, w2: number, w3: number, addressOf: () => string): UdpSession<A> | undefined {
+    const first = this.#byPort.get(port);
+    if (first === undefined || (first.w3 === w3 && first.w2 === w2 && first.w1 === w1 && first.w0 === w0)) return first;
+    const shared = this.#shared.get(port);
+    return shared === undefined ? undefined : shared.get(addressOf());
   }
 
   /** The caller has checked that no session exists for the session's address and port. */

@@ -1,7 +1,8 @@
 /**
  * The UDP relay's per-session plans on real loopback sockets: a PROXY protocol v2 header before
  * every datagram a session sends (and none on the replies), sessions routed to the target a plan
- * names, a refused plan, planEnded, and endSessions() for a target that went down.
+ * names, a refused plan, planEnded, and endSessions() for a target that went down. On the batched
+ * path; udp-relay-node-path.test.ts runs them on Node's.
  */
 import test, { type ExecutionContext } from 'ava';
 import dgram from 'node:dgram';
@@ -40,6 +41,7 @@ async function relayWith(
     target,
     udp: UDP,
     stats: new ListenerStats(),
+    batched: process.env['PP_TEST_UDP_BATCHED'] !== '0',
     hooks: {
       plan,
       planEnded: (p) => ended.push(p as Plan),

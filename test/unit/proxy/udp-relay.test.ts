@@ -3,6 +3,9 @@
  * t.teardown; conditions are awaited with a deadline, never by sleeping; no test passes or fails on
  * speed. Where time matters for logging thresholds the clock is injected; idle timeouts use short
  * real intervals and only assert what happened, not when.
+ *
+ * The relay runs on its batched path (udp-batch.ts) here; udp-relay-node-path.test.ts runs these
+ * same tests on Node's path, by setting PP_TEST_UDP_BATCHED=0 before importing this file.
  */
 import test, { type ExecutionContext } from 'ava';
 import dgram from 'node:dgram';
@@ -20,6 +23,8 @@ import type { ConnectionEvent } from '../../../src/telemetry/events.js';
 import { ListenerStats, type ErrorType } from '../../../src/telemetry/stats.js';
 
 // ---- helpers ---------------------------------------------------------------------------------
+
+const BATCHED = process.env['PP_TEST_UDP_BATCHED'] !== '0';
 
 async function waitFor(what: string, condition: () => boolean, deadlineMs = 10_000): Promise<void> {
   const deadline = Date.now() + deadlineMs;
@@ -152,6 +157,7 @@ async function startRelay<A extends UdpAdmission = UdpAdmission>(
     target: { host: options.targetHost ?? (type === 'udp6' ? '::1' : '127.0.0.1'), port: targetPort },
     udp: options.udp ?? udpSettings(),
     stats,
+    batched: BATCHED,
     ...(options.maxSessions !== undefined ? { maxSessions: options.maxSessions } : {}),
     ...(options.clock !== undefined ? { clock: options.clock } : {}),
     ...(options.resolver !== undefined ? { resolver: options.resolver } : {}),
@@ -166,6 +172,7 @@ async function startRelay<A extends UdpAdmission = UdpAdmission>(
   });
   t.teardown(() => relay.close({ closeSocket: true }));
   await relay.start();
+  t.is(relay.batched, BATCHED);
   return { relay, socket, port: socket.address().port, host, stats, events, drops, errors };
 }
 
@@ -729,7 +736,7 @@ test('start() rejects when the target name does not resolve', async (t) => {
     setImmediate(() => callback(Object.assign(new Error('nope'), { code: 'ENOTFOUND' }), []));
   };
   const relay = new UdpRelay({
-    listenerName: 'test', socket, target: { host: 'nowhere.test', port: 53 }, udp: udpSettings(), stats,
+    listenerName: 'test', socket, target: { host: 'nowhere.test', port: 53 }, udp: udpSettings(), stats, batched: BATCHED,
     resolver: new TargetResolver({ lookup }),
   });
   t.teardown(() => relay.close());

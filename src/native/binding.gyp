@@ -1,0 +1,10 @@
+{
+  "targets": [
+    {
+      "target_name": "udp_batch",
+      "sources": ["udp_batch.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra"],
+      "conditions": [["OS!='linux'", {"type": "none"}]]
+    }
+  ]
+}

@@ -1,0 +1,40 @@
+// Builds the batched UDP path (udp_batch.c, see its header) and puts it next to the compiled
+// JavaScript, where src/proxy/udp-batch.ts loads it: dist/src/native/udp_batch.node.
+//
+// Optional by design: off Linux, or without a C compiler and Node's headers, it says so and
+// PacketPony relays UDP through Node's dgram instead (the same behaviour, slower). It rebuilds only
+// when the source is newer than the built file, so `npm run build` stays quick.
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const target = join(here, '..', '..', 'dist', 'src', 'native', 'udp_batch.node');
+const sources = ['udp_batch.c', 'binding.gyp'].map((name) => join(here, name));
+
+function skip(why) {
+  console.warn(`packetpony: the batched UDP path is not built (${why}); UDP is relayed through Node's dgram instead.`);
+  process.exit(0);
+}
+
+if (process.platform !== 'linux') skip(`it needs Linux, this is ${process.platform}`);
+if (existsSync(target)) {
+  const built = statSync(target).mtimeMs;
+  if (sources.every((file) => statSync(file).mtimeMs <= built)) process.exit(0);
+}
+
+// npm tells its scripts where its node-gyp is; outside npm, look next to this node's npm.
+const candidates = [
+  process.env.npm_config_node_gyp,
+  join(dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js'),
+].filter((file) => typeof file === 'string' && existsSync(file));
+if (candidates.length === 0) skip('node-gyp not found');
+
+const result = spawnSync(process.execPath, [candidates[0], 'rebuild'], { cwd: here, encoding: 'utf8' });
+if (result.status !== 0) {
+  const output = `${result.stdout ?? ''}${result.stderr ?? ''}`.trim().split('\n').slice(-8).join('\n');
+  skip(`node-gyp failed:\n${output}\n`);
+}
+mkdirSync(dirname(target), { recursive: true });
+copyFileSync(join(here, 'build', 'Release', 'udp_batch.node'), target);
