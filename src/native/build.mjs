@@ -5,7 +5,7 @@
 // PacketPony relays UDP through Node's dgram instead (the same behaviour, slower). It rebuilds only
 // when the source is newer than the built file, so `npm run build` stays quick.
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, statSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, renameSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -13,8 +13,9 @@ const here = dirname(fileURLToPath(import.meta.url));
 const target = join(here, '..', '..', 'dist', 'src', 'native', 'udp_batch.node');
 const sources = ['udp_batch.c', 'binding.gyp'].map((name) => join(here, name));
 
-function skip(why) {
+function skip(why, details = '') {
   console.warn(`packetpony: the batched UDP path is not built (${why}); UDP is relayed through Node's dgram instead.`);
+  if (details !== '') console.warn(details);
   process.exit(0);
 }
 
@@ -31,10 +32,21 @@ const candidates = [
 ].filter((file) => typeof file === 'string' && existsSync(file));
 if (candidates.length === 0) skip('node-gyp not found');
 
-const result = spawnSync(process.execPath, [candidates[0], 'rebuild'], { cwd: here, encoding: 'utf8' });
+// Build against this node's own headers when it has them (npm passes its nodedir setting, if any):
+// node-gyp would otherwise try to download them.
+const args = [candidates[0], 'rebuild'];
+const prefix = dirname(dirname(process.execPath));
+if (process.env.npm_config_nodedir === undefined && existsSync(join(prefix, 'include', 'node', 'node_api.h'))) {
+  args.push(`--nodedir=${prefix}`);
+}
+const result = spawnSync(process.execPath, args, { cwd: here, encoding: 'utf8' });
 if (result.status !== 0) {
-  const output = `${result.stdout ?? ''}${result.stderr ?? ''}`.trim().split('\n').slice(-8).join('\n');
-  skip(`node-gyp failed:\n${output}\n`);
+  const lines = `${result.stdout ?? ''}${result.stderr ?? ''}`.trim().split('\n');
+  const output = lines.filter((line) => /error|ERR!/i.test(line)).slice(0, 8).join('\n');
+  skip('node-gyp failed', output);
 }
 mkdirSync(dirname(target), { recursive: true });
-copyFileSync(join(here, 'build', 'Release', 'udp_batch.node'), target);
+// A new file renamed over the old one: running daemons keep the copy they loaded (writing into a
+// loaded shared object in place would crash them).
+copyFileSync(join(here, 'build', 'Release', 'udp_batch.node'), `${target}.tmp`);
+renameSync(`${target}.tmp`, target);

@@ -79,6 +79,7 @@ struct group_s {
   sock_t **socks;
   int socks_cap;
   int open_handles; /* uv handles not yet closed */
+  int delivering;   /* inside the callback: close() leaves the async context to deliver() */
   int closed;
   int collected;    /* the JavaScript external is gone: with closed and no handles, free */
   struct mmsghdr *mm;
@@ -170,7 +171,10 @@ static void deliver(group_t *g) {
   argv[0] = int_value(env, g->pending);
   /* The batch is the callback's from here: whatever it did not take is gone. */
   g->pending = 0;
+  g->delivering = 1;
   napi_status status = napi_make_callback(env, g->async_context, recv, callback, 1, argv, &result);
+  g->delivering = 0;
+  if (g->closed) napi_async_destroy(env, g->async_context); /* closed by the callback */
   if (status == napi_pending_exception) {
     napi_value error;
     napi_get_and_clear_last_exception(env, &error);
@@ -207,10 +211,16 @@ static void on_readable(uv_poll_t *poll, int status, int events) {
      */
     int err = 0;
     socklen_t len = sizeof(err);
-    if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err == 0) err = -status;
-    record_error(g, s, err);
-    if (uv_poll_start(&s->poll, UV_READABLE, on_readable) != 0) {
-      /* Cannot watch it any more: leave it; the relay's idle timeout ends the session. */
+    if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0) {
+      record_error(g, s, err);
+      uv_poll_start(&s->poll, UV_READABLE, on_readable);
+    } else {
+      /*
+       * Not a socket error we can clear: polling again would only report it again (or, on a
+       * descriptor that is gone, make libuv abort). Stay stopped; the relay's idle timeout ends
+       * an upstream socket's session.
+       */
+      record_error(g, s, -status);
     }
   } else {
     int room = g->slots - g->pending;
@@ -554,7 +564,7 @@ static napi_value Close(napi_env env, napi_callback_info info) {
   napi_delete_reference(env, g->arena_ref);
   napi_delete_reference(env, g->recv_ref);
   napi_delete_reference(env, g->send_ref);
-  napi_async_destroy(env, g->async_context);
+  if (!g->delivering) napi_async_destroy(env, g->async_context);
   uv_close((uv_handle_t *)&g->check, on_handle_closed);
   return NULL;
 }

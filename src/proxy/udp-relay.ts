@@ -7,7 +7,9 @@
  * - Hand over a bound `dgram.Socket`; the relay adds its 'message', 'error' and 'close' listeners
  *   in start() and removes them in close(). The socket stays the caller's: close() leaves it open
  *   unless asked (`close({ closeSocket: true })`). If the caller closes it first, the relay closes
- *   itself (every session ends with its close event), since no reply could be sent any more.
+ *   itself (every session ends with its close event), since no reply could be sent any more. On
+ *   the batched path (below) Node no longer reads the socket once start() has handed it over, and
+ *   close() does not give it back: datagrams then wait in the kernel, as for a hand-over.
  * - `await start()` once: it resolves the target (rejects with a ResolveError, counted as
  *   'target_resolve', if a name does not resolve) and then starts relaying.
  * - The relay counts into the ListenerStats: bytes and packets each way, `accepted` and `active`

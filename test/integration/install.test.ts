@@ -123,7 +123,7 @@ test('installs the program, the unit, the man pages, the configuration and the l
 
   const main = readFileSync(i.at('/etc/packetpony/packetpony.yaml'), 'utf8');
   t.true(main.startsWith(`# yaml-language-server: $schema=${i.prefix}/lib/packetpony/schema/packetpony.schema.json\n`));
-  t.deepEqual(readdirSync(i.at('/etc/packetpony/conf.d')).sort(), ['dns.yaml.example', 'web.yaml.example']);
+  t.deepEqual(readdirSync(i.at('/etc/packetpony/conf.d')).sort(), ['dns.yaml.example', 'pool.yaml.example', 'web.yaml.example']);
   t.is(mode(i.at('/etc/packetpony/packetpony.yaml')), 0o644, 'readable by the service\'s dynamic user');
   t.is(mode(i.at('/etc/packetpony')), 0o755);
 
@@ -175,7 +175,7 @@ test('the installed binary reports its version and checks the installed configur
   for (const name of readdirSync(confDir)) copyFileSync(join(confDir, name), join(enabledDir, name.replace(/\.example$/, '')));
   const enabled = spawnSync(i.bin, ['--check', '--config', i.at('/etc/packetpony/packetpony.yaml'), '--conf-dir', enabledDir], { encoding: 'utf8' });
   t.is(enabled.status, 0, enabled.stderr);
-  t.is(enabled.stdout.trim(), 'configuration OK: 2 listeners (dns, web)');
+  t.is(enabled.stdout.trim(), 'configuration OK: 3 listeners (dns, pool, web)');
   t.is(enabled.stderr, '', 'no warning either');
 });
 
