@@ -18,6 +18,7 @@ import {
 } from '../ipc/protocol.js';
 import { ListenerPolicy, RateLimiter, type LimiterSnapshot } from '../policy/index.js';
 import { TcpListener } from '../proxy/tcp-listener.js';
+import { trimNativeHeap } from '../proxy/udp-batch.js';
 import { UdpListener } from '../proxy/udp-listener.js';
 import { DenyAggregator } from '../telemetry/deny-aggregator.js';
 import type { LogEvent } from '../telemetry/events.js';
@@ -90,7 +91,7 @@ async function begin(snapshot: LimiterSnapshot | null): Promise<void> {
     ? ListenerPolicy.withLimiter(config, RateLimiter.restore(config.rate_limits, clock, snapshot))
     : ListenerPolicy.fromConfig(config, clock);
   const limiter = policy.limiter;
-  const reclaimer = new MemoryReclaimer();
+  const reclaimer = new MemoryReclaimer(MemoryReclaimer.exposedGc(), trimNativeHeap);
   setInterval(() => {
     limiter.sweep();
     stats.tracked = limiter.trackedAddresses;

@@ -36,6 +36,9 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <netinet/in.h>
 #include <node_api.h>
 #include <stdint.h>
@@ -569,6 +572,21 @@ static napi_value Close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * trim() -> 1 if memory went back to the system. After a flood, the freed per-session allocations
+ * (ours and Node's, a few hundred bytes each, tens of thousands of them) sit in the C heap between
+ * live ones, where free() cannot return them; glibc's malloc_trim gives their whole pages back.
+ * The child calls it once per flood, after V8's full collections (src/child/memory-reclaimer.ts).
+ */
+static napi_value Trim(napi_env env, napi_callback_info info) {
+  (void)info;
+#ifdef __GLIBC__
+  return int_value(env, malloc_trim(0));
+#else
+  return int_value(env, 0);
+#endif
+}
+
 static napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"open", NULL, Open, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -578,6 +596,7 @@ static napi_value Init(napi_env env, napi_value exports) {
     {"header", NULL, Header, NULL, NULL, NULL, napi_enumerable, NULL},
     {"flush", NULL, Flush, NULL, NULL, NULL, napi_enumerable, NULL},
     {"close", NULL, Close, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"trim", NULL, Trim, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_value constants;
   napi_create_object(env, &constants);

@@ -55,6 +55,7 @@ export interface UdpBatchAddon {
   header(group: object, id: number, header: Buffer | null): number;
   flush(group: object, count: number): number;
   close(group: object): void;
+  trim(): number;
 }
 
 let addon: UdpBatchAddon | null | undefined;
@@ -92,6 +93,14 @@ export function loadUdpBatch(): UdpBatchAddon | null {
 export function udpBatchUnavailableReason(): string {
   loadUdpBatch();
   return unavailableReason;
+}
+
+/**
+ * Gives the C heap's free pages back to the system (glibc's malloc_trim), where the addon is
+ * loaded; see trim() in udp_batch.c. Returns whether anything went back.
+ */
+export function trimNativeHeap(): boolean {
+  return loadUdpBatch()?.trim() === 1;
 }
 
 /** An Error like the ones Node's sockets emit, for a native errno. */

@@ -2,6 +2,7 @@
 import test from 'ava';
 import { execFileSync } from 'node:child_process';
 import { MemoryReclaimer, RECLAIM_MIN_DROP } from '../../../src/child/memory-reclaimer.js';
+import { trimNativeHeap } from '../../../src/proxy/udp-batch.js';
 import { CHILD_NODE_FLAGS } from '../../../src/supervisor/child-process.js';
 
 function reclaimer(): { r: MemoryReclaimer; calls: () => number } {
@@ -26,6 +27,20 @@ test('a flood swept a tenth per pass: one collection, when the table stops shrin
   r.observe(size + 3);
   r.observe(size);
   t.is(r.collections, 1, 'not again without a new flood');
+});
+
+test('the C heap is trimmed after the collections, once per reclaim', (t) => {
+  const order: string[] = [];
+  const r = new MemoryReclaimer(() => order.push('gc'), () => order.push('trim'));
+  r.observe(50_000);
+  r.observe(0);
+  r.observe(0);
+  r.observe(0);
+  t.deepEqual(order, ['gc', 'gc', 'trim']);
+});
+
+test('trimNativeHeap answers without throwing, with or without the addon', (t) => {
+  t.is(typeof trimNativeHeap(), 'boolean');
 });
 
 test('small tables and small drops never cost a collection', (t) => {
