@@ -16,6 +16,9 @@
  * Behaviour kept: as with send() without a callback, a failed send is dropped silently (Node
  * reports such errors only to a callback); a socket whose handle is gone (closed) drops the datagram
  * instead of throwing; received errors still go to dgram's own handler, which emits 'error'.
+ *
+ * Reading can also be stopped (pauseReading, for a hand-over) or handed to the batched path
+ * (takeOverReading / resumeReading, for udp-batch.ts): Node keeps the socket, the batch reads it.
  */
 import type dgram from 'node:dgram';
 
@@ -168,6 +171,22 @@ export function interceptDatagrams(
 }
 
 /**
+ * Stops a dgram socket reading without closing it (a listener handing over to its successor).
+ * Node 20 has no public API for this (its own close path calls the handle's recvStop()). Returns
+ * false (and changes nothing) if Node's internals do not look as expected.
+ */
+export function pauseReading(socket: dgram.Socket): boolean {
+  const state = stateOf(socket);
+  const handle = usableHandle(state);
+  if (state === null || handle === null || typeof handle.recvStop !== 'function') return false;
+  if (state.receiving === true) {
+    handle.recvStop();
+    state.receiving = false;
+  }
+  return true;
+}
+
+/**
  * Hands a bound socket's reading over to udp-batch.ts: Node stops reading it (libuv then no longer
  * polls the descriptor, which the batch's own poll needs) and the descriptor is returned, or null
  * when Node's internals are not as expected (nothing changed then). `beforeClose` runs inside the
@@ -179,11 +198,7 @@ export function takeOverReading(socket: dgram.Socket, beforeClose: (() => void) 
   const handle = usableHandle(state);
   if (state === null || handle === null) return null;
   const { fd } = handle;
-  if (typeof fd !== 'number' || fd < 0 || typeof handle.recvStop !== 'function' || typeof handle.close !== 'function') return null;
-  if (state.receiving === true) {
-    handle.recvStop();
-    state.receiving = false;
-  }
+  if (typeof fd !== 'number' || fd < 0 || typeof handle.close !== 'function' || !pauseReading(socket)) return null;
   if (beforeClose !== null) {
     const close = handle.close;
     handle.close = function closeAfterBatch(this: UdpHandle, callback?: () => void): void {
