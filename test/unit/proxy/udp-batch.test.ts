@@ -5,6 +5,7 @@
  * and batch is closed at teardown.
  */
 import test, { type ExecutionContext } from 'ava';
+import { spawnSync } from 'node:child_process';
 import dgram from 'node:dgram';
 import { takeOverReading } from '../../../src/proxy/dgram-handle.js';
 import {
@@ -210,4 +211,29 @@ test.serial('closing a watched socket stops the watch first: the next socket on 
   await waitFor(() => seen.length === 1, 'Node to receive on the reused descriptor');
   t.deepEqual(seen, ['for node']);
   t.is(received.length, 0);
+});
+
+test('an exception thrown by the batch callback reaches process \'uncaughtException\' (no abort)', (t) => {
+  addonOrFail(t);
+  const module = new URL('../../../src/proxy/udp-batch.js', import.meta.url).href;
+  const script = `
+    import dgram from 'node:dgram';
+    import { DatagramBatch, loadUdpBatch } from ${JSON.stringify(module)};
+    const { takeOverReading } = await import(${JSON.stringify(new URL('../../../src/proxy/dgram-handle.js', import.meta.url).href)});
+    const socket = dgram.createSocket('udp4');
+    socket.bind(0, '127.0.0.1', () => {
+      const batch = new DatagramBatch(loadUdpBatch(), 64, 4, () => { throw new Error('thrown in the batch'); });
+      batch.watch(takeOverReading(socket, null));
+      process.on('uncaughtException', (err) => {
+        console.log('caught: ' + err.message);
+        batch.close();
+        socket.close();
+      });
+      const client = dgram.createSocket('udp4');
+      client.send('x', socket.address().port, '127.0.0.1', () => client.close());
+    });
+  `;
+  const result = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 20_000 });
+  t.is(result.stdout.trim(), 'caught: thrown in the batch', result.stderr);
+  t.is(result.status, 0, result.stderr);
 });
