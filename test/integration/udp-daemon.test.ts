@@ -39,6 +39,17 @@ test('20 concurrent sessions from distinct source ports each get only their own 
   const opened = await waitForConnectionLines(daemon, 'opened', 'many', 20);
   t.deepEqual(opened.map(sourcePort).sort(), clients.map((c) => c.localPort).sort());
   t.true(opened.every((l) => / protocol=udp src=127\.0\.0\.1:\d+ dst=127\.0\.0\.1:\d+$/.test(l)), opened.join('\n'));
+  t.false(daemon.lines.some((l) => l.includes("UDP goes through Node's dgram")), 'the batched path, unannounced');
+});
+
+test("PACKETPONY_UDP_BATCH=0: Node's path, said once in the log, relaying the same", async (t) => {
+  await slot(t);
+  const backend = await startUdpBackend(t);
+  const daemon = await startDaemon(t, { 'conf.d/plain.yaml': udpListener(`127.0.0.1:${backend.port}`) }, [], { PACKETPONY_UDP_BATCH: '0' });
+  const client = await udpClient(t, await daemon.port('plain'));
+  t.is(String(await client.request('through dgram')), 'through dgram');
+  const line = await daemon.waitForLine(/listener plain: UDP goes through Node's dgram sockets/);
+  t.regex(line, /\[INFO\] .*turned off by PACKETPONY_UDP_BATCH=0/);
 });
 
 test('IPv6 on both sides', async (t) => {
