@@ -443,16 +443,26 @@ static void drop_socket(group_t *g, sock_t *s) {
   uv_close((uv_handle_t *)&s->poll, on_handle_closed);
 }
 
+/*
+ * The watched socket that (argv[0], argv[1]) = (group, id) name, or NULL: none by that id, or
+ * *g NULL too when argv[0] is not an open group (an exception is then pending).
+ */
+static sock_t *socket_arg(napi_env env, napi_value *argv, group_t **g) {
+  *g = group_of(env, argv[0]);
+  if (*g == NULL) return NULL;
+  int32_t id = -1;
+  napi_get_value_int32(env, argv[1], &id);
+  return id >= 0 && id < (*g)->socks_cap ? (*g)->socks[id] : NULL;
+}
+
 /* unwatch(group, id): stops reading the socket; the descriptor stays Node's. Call before closing it. */
 static napi_value Unwatch(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
+  group_t *g;
   CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  group_t *g = group_of(env, argv[0]);
-  if (g == NULL) return NULL;
-  int32_t id = -1;
-  napi_get_value_int32(env, argv[1], &id);
-  if (id >= 0 && id < g->socks_cap && g->socks[id] != NULL) drop_socket(g, g->socks[id]);
+  sock_t *s = socket_arg(env, argv, &g);
+  if (s != NULL) drop_socket(g, s);
   return NULL;
 }
 
@@ -460,12 +470,10 @@ static napi_value Unwatch(napi_env env, napi_callback_info info) {
 static napi_value Pause(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
+  group_t *g;
   CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  group_t *g = group_of(env, argv[0]);
-  if (g == NULL) return NULL;
-  int32_t id = -1;
-  napi_get_value_int32(env, argv[1], &id);
-  if (id >= 0 && id < g->socks_cap && g->socks[id] != NULL) uv_poll_stop(&g->socks[id]->poll);
+  sock_t *s = socket_arg(env, argv, &g);
+  if (s != NULL) uv_poll_stop(&s->poll);
   return NULL;
 }
 
@@ -473,13 +481,11 @@ static napi_value Pause(napi_env env, napi_callback_info info) {
 static napi_value Header(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
+  group_t *g;
   CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  group_t *g = group_of(env, argv[0]);
+  sock_t *s = socket_arg(env, argv, &g);
   if (g == NULL) return NULL;
-  int32_t id = -1;
-  napi_get_value_int32(env, argv[1], &id);
-  if (id < 0 || id >= g->socks_cap || g->socks[id] == NULL) return int_value(env, -EBADF);
-  sock_t *s = g->socks[id];
+  if (s == NULL) return int_value(env, -EBADF);
   if (s->header_ref != NULL) napi_delete_reference(env, s->header_ref);
   s->header_ref = NULL;
   s->header = NULL;

@@ -14,7 +14,6 @@
  * session (addressOf).
  */
 import { createRequire } from 'node:module';
-import { getSystemErrorName } from 'node:util';
 import ipaddr from 'ipaddr.js';
 
 /** Fields of one received datagram in `recv` (stride RECV_STRIDE). */
@@ -101,21 +100,6 @@ export function udpBatchUnavailableReason(): string {
  */
 export function trimNativeHeap(): boolean {
   return loadUdpBatch()?.trim() === 1;
-}
-
-/** An Error like the ones Node's sockets emit, for a native errno. */
-export function systemError(syscall: string, errno: number): NodeJS.ErrnoException {
-  let code: string;
-  try {
-    code = getSystemErrorName(-errno);
-  } catch {
-    code = `E${errno}`;
-  }
-  const err: NodeJS.ErrnoException = new Error(`${syscall} ${code}`);
-  err.code = code;
-  err.errno = -errno;
-  err.syscall = syscall;
-  return err;
 }
 
 /**

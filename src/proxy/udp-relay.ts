@@ -99,6 +99,7 @@
  */
 import dgram from 'node:dgram';
 import { isIP } from 'node:net';
+import { constants as osConstants } from 'node:os';
 import type { Endpoint, UdpLoggingSettings, UdpSettings } from '../config/types.js';
 import type { ConnectionEvent, ConnectionEventType } from '../telemetry/events.js';
 import type { ErrorType, ListenerStats } from '../telemetry/stats.js';
@@ -107,8 +108,9 @@ import {
 } from './dgram-handle.js';
 import {
   addressOf, DatagramBatch, loadUdpBatch, R_ADDR, R_ID, R_LENGTH, R_OFFSET, R_PORT, R_SCOPE, R_TRUNCATED,
-  RECV_STRIDE, systemError, udpBatchUnavailableReason,
+  RECV_STRIDE, udpBatchUnavailableReason,
 } from './udp-batch.js';
+import { socketError } from './tcp-handle.js';
 import { defaultResolver, type TargetResolver } from './target-resolver.js';
 import { SessionTable, UdpSession } from './udp-sessions.js';
 
@@ -193,6 +195,7 @@ export interface UdpRelayOptions<A extends UdpAdmission = UdpAdmission> {
 }
 
 const ALLOWED: UdpAdmission = Object.freeze({ allow: true });
+const { ECONNREFUSED } = osConstants.errno;
 const MAPPED_PREFIX = '::ffff:';
 const MIN_SWEEP_MS = 10;
 const MAX_SWEEP_MS = 1_000;
@@ -469,13 +472,13 @@ export class UdpRelay<A extends UdpAdmission = UdpAdmission> {
       const length = recv[e + R_LENGTH]!;
       if (id === listenerId) {
         if (length >= 0) this.#batchFromClient(batch, recv, e, length);
-        else this.#error('client_read', systemError('recvmsg', -length), undefined, 0);
+        else this.#error('client_read', socketError(length, 'recvmsg'), undefined, 0);
         continue;
       }
       const session = this.#byId[id];
       if (session === undefined) continue; // ended since the datagram was read
       if (length < 0) {
-        this.#onUpstreamError(session, systemError('recvmsg', -length));
+        this.#onUpstreamError(session, socketError(length, 'recvmsg'));
       } else if (recv[e + R_TRUNCATED] !== 0) {
         this.#oversize(session.clientAddress, session.clientPort, 'received');
       } else if (this.#passFromTarget(session, length)) {
@@ -511,9 +514,7 @@ export class UdpRelay<A extends UdpAdmission = UdpAdmission> {
   /** A datagram the kernel refused in a flush: as on Node's path, only a refused target counts. */
   readonly #onSendFailure = (id: number, errno: number): void => {
     const session = this.#byId[id];
-    if (session === undefined || id === this.#listenerId) return;
-    const err = systemError('send', errno);
-    if (err.code === 'ECONNREFUSED') this.#onUpstreamError(session, err);
+    if (session !== undefined && errno === ECONNREFUSED) this.#onUpstreamError(session, socketError(-errno, 'send'));
   };
 
   /** Moves the listening socket to the batched path if the addon is there; see `batched`. */
@@ -569,7 +570,8 @@ export class UdpRelay<A extends UdpAdmission = UdpAdmission> {
     const targetIp = to === null ? this.#targetIp : to.ip;
     const targetPort = to === null ? this.#targetPort : to.port;
     const upstream = this.#connectUpstream(clientIp, port, targetIp, targetPort, to === null ? this.#targetFamily : to.family);
-    if (upstream === null) {
+    const batchId = upstream === null ? null : this.#watchUpstream(upstream, clientIp, port);
+    if (upstream === null || batchId === null) {
       if (plan !== undefined) this.#planEnded?.(plan);
       this.#release?.(admission);
       this.#onDrop?.('session_create', clientIp, port, 'sent');
@@ -584,14 +586,8 @@ export class UdpRelay<A extends UdpAdmission = UdpAdmission> {
       session.header = plan.header;
     }
     upstream.on('error', (err: Error) => this.#onUpstreamError(session, err));
-    if (this.#batch !== null) {
-      if (!this.#attachToBatch(this.#batch, session)) {
-        closeQuietly(upstream);
-        if (plan !== undefined) this.#planEnded?.(plan);
-        this.#release?.(admission);
-        this.#onDrop?.('session_create', clientIp, port, 'sent');
-        return undefined;
-      }
+    if (batchId >= 0) {
+      this.#attachToBatch(this.#batch!, session, batchId);
     } else {
       // One closure pair per session, none per datagram.
       const onReply = (msg: Buffer): void => this.#onTargetMessage(session, msg);
@@ -605,14 +601,24 @@ export class UdpRelay<A extends UdpAdmission = UdpAdmission> {
     return session;
   }
 
-  /** Reads the session's upstream socket into the batch; false (counted) if that fails. */
-  #attachToBatch(batch: DatagramBatch, session: UdpSession<A>): boolean {
-    const fd = takeOverReading(session.upstream, null);
+  /**
+   * On the batched path, hands the new upstream socket's reading to the batch: its id there, or
+   * null if the batch could not take it (counted as 'session_create'; the socket is closed).
+   * -1 on Node's path.
+   */
+  #watchUpstream(upstream: dgram.Socket, clientIp: string, clientPort: number): number | null {
+    const batch = this.#batch;
+    if (batch === null) return -1;
+    const fd = takeOverReading(upstream, null);
     const id = fd === null ? -1 : batch.watch(fd);
-    if (id < 0) {
-      this.#error('session_create', id < -1 ? systemError('epoll_ctl', -id) : new Error('the upstream socket has no descriptor'), session.clientIp, session.clientPort);
-      return false;
-    }
+    if (id >= 0) return id;
+    closeQuietly(upstream);
+    this.#error('session_create', fd === null ? new Error('the upstream socket has no descriptor') : socketError(id, 'epoll_ctl'), clientIp, clientPort);
+    return null;
+  }
+
+  /** The session's side of #watchUpstream: its id, its PROXY header, the address replies go to. */
+  #attachToBatch(batch: DatagramBatch, session: UdpSession<A>, id: number): void {
     session.batchId = id;
     this.#byId[id] = session;
     if (session.header !== null) batch.setHeader(id, session.header);
@@ -624,7 +630,6 @@ export class UdpRelay<A extends UdpAdmission = UdpAdmission> {
     session.w2 = recv[a + 2]!;
     session.w3 = recv[a + 3]!;
     session.scope = recv[this.#entry + R_SCOPE]!;
-    return true;
   }
 
   /** A socket connected to the target, or null (counted as 'session_create'). */
