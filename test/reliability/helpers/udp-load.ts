@@ -34,6 +34,11 @@ export interface UdpLoadResult {
   readonly elapsedMs: number;
   /** Date.now() of each client's last reply. */
   readonly lastReplyAt: number[];
+  /**
+   * Date.now() when each client first sent the datagram its last reply answered. The proxy relayed
+   * that reply after this moment and before lastReplyAt: the two bound its last activity.
+   */
+  readonly lastRequestAt: number[];
   /** The source port of each client. */
   readonly ports: number[];
   /** Closes every client socket. */
@@ -97,6 +102,8 @@ export async function udpClients(t: ExecutionContext, options: Omit<UdpLoadOptio
     const end = Int32Array.from(next, (n) => n + datagrams);
     const sentAt = new Float64Array(options.clients);
     const lastReplyAt = new Array<number>(options.clients).fill(0);
+    const lastRequestAt = new Array<number>(options.clients).fill(0);
+    const requestedAt = new Float64Array(options.clients);
     let matched = 0;
     let foreign = 0;
     let duplicates = 0;
@@ -105,8 +112,9 @@ export async function udpClients(t: ExecutionContext, options: Omit<UdpLoadOptio
     let outstanding = 0;
     const waiting: number[] = Array.from({ length: options.clients }, (_, i) => i);
     const started = performance.now();
-    const send = (i: number): void => {
+    const send = (i: number, again = false): void => {
       sentAt[i] = performance.now();
+      if (!again) requestedAt[i] = Date.now();
       try {
         sockets[i]!.send(payload(i, next[i]!));
       } catch {
@@ -131,6 +139,7 @@ export async function udpClients(t: ExecutionContext, options: Omit<UdpLoadOptio
       }
       matched++;
       lastReplyAt[i] = Date.now();
+      lastRequestAt[i] = requestedAt[i]!;
       sentAt[i] = 0;
       outstanding--;
       next[i]++;
@@ -139,7 +148,7 @@ export async function udpClients(t: ExecutionContext, options: Omit<UdpLoadOptio
       pump();
     };
     return new Promise<UdpLoadResult>((resolve, reject) => {
-      const result = (): UdpLoadResult => ({ matched, foreign, duplicates, resent, complete, elapsedMs: performance.now() - started, lastReplyAt, ports, close });
+      const result = (): UdpLoadResult => ({ matched, foreign, duplicates, resent, complete, elapsedMs: performance.now() - started, lastReplyAt, lastRequestAt, ports, close });
       const timer = setInterval(() => {
         if (complete === options.clients) {
           clearInterval(timer);
@@ -156,7 +165,7 @@ export async function udpClients(t: ExecutionContext, options: Omit<UdpLoadOptio
         for (let i = 0; i < options.clients; i++) {
           if (sentAt[i]! > 0 && now - sentAt[i]! > retryMs) {
             resent++;
-            send(i);
+            send(i, true);
           }
         }
       }, Math.max(20, retryMs / 4));
