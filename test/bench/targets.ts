@@ -19,6 +19,10 @@ export interface TargetContext {
   readonly proxyCore: number;
   /** Extra node options for PacketPony (--profile: --cpu-prof; children inherit execArgv). */
   readonly nodeArgs?: readonly string[];
+  /** A program PacketPony's node runs under, with its arguments (instructions.ts: valgrind). */
+  readonly wrapper?: readonly string[];
+  /** How long PacketPony may take to serve (default 20 s; far longer under valgrind). */
+  readonly startTimeoutMs?: number;
 }
 
 export interface Running {
@@ -161,7 +165,8 @@ export function packetpony(features: boolean, product: string | null = null, tag
         upLines += text.split(marker).length - 1;
         tail = text.slice(-marker.length);
       };
-      const p = start('packetpony', process.execPath, [...(ctx.nodeArgs ?? []), cli, '--config', join(dir, 'packetpony.yaml')], {
+      const argv = [...(ctx.wrapper ?? []), process.execPath, ...(ctx.nodeArgs ?? []), cli, '--config', join(dir, 'packetpony.yaml')];
+      const p = start('packetpony', argv[0]!, argv.slice(1), {
         core: ctx.proxyCore,
         cwd: dir,
         ...(features ? { capture: true } : { onStdout: scan }),
@@ -191,7 +196,7 @@ export function packetpony(features: boolean, product: string | null = null, tag
         await waitFor(() => {
           if (p.child.exitCode !== null) throw new Error(`packetpony exited: ${p.err()} ${p.out()}`);
           return ups() > 0 || undefined;
-        }, 'packetpony to serve', 20_000);
+        }, 'packetpony to serve', ctx.startTimeoutMs ?? 20_000);
         await waitBound(proto, port, p, 'packetpony');
       } catch (err) {
         await stopTree(p);

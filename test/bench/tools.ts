@@ -21,7 +21,7 @@ export interface Tools {
   readonly notes: string[];
 }
 
-function which(name: string): string | null {
+export function which(name: string): string | null {
   for (const dir of (process.env.PATH ?? '').split(':').concat(['/usr/sbin', '/sbin'])) {
     const path = join(dir, name);
     if (dir !== '' && existsSync(path)) return path;
