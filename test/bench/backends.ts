@@ -8,6 +8,7 @@ import net from 'node:net';
 import { join } from 'node:path';
 import { freePort, tcpListening } from './net-util.js';
 import { start, stop, waitFor, type Started } from './procs.js';
+import type { BackendKind } from './rows.js';
 import type { Tools } from './tools.js';
 
 export interface Backend {
@@ -112,4 +113,13 @@ export async function holdServer(): Promise<HoldServer> {
       await new Promise((resolve) => server.close(resolve));
     },
   };
+}
+
+export async function startBackend(kind: BackendKind, ctx: BackendContext): Promise<Backend> {
+  switch (kind) {
+    case 'iperf': return iperfServer(ctx);
+    case 'http': return httpServer(ctx);
+    case 'udp': return udpEcho(ctx);
+    case 'hold': return holdServer();
+  }
 }

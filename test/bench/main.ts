@@ -33,7 +33,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { holdServer, httpServer, iperfServer, udpEcho, type Backend, type HoldServer } from './backends.js';
+import { startBackend, type HoldServer } from './backends.js';
 import { markdown, type Cell, type Meta, type Results } from './report.js';
 import { ROWS, type BackendKind, type Row, type RunContext, type Sample } from './rows.js';
 import { ALL_TARGETS, packetpony, type Proto, type Running, type TargetContext } from './targets.js';
@@ -107,15 +107,6 @@ function machine(): string {
 
 function log(text: string): void {
   process.stderr.write(`bench: ${text}\n`);
-}
-
-async function startBackend(kind: BackendKind, ctx: TargetContext & { loadCore: number }): Promise<Backend> {
-  switch (kind) {
-    case 'iperf': return iperfServer(ctx);
-    case 'http': return httpServer(ctx);
-    case 'udp': return udpEcho(ctx);
-    case 'hold': return holdServer();
-  }
 }
 
 const MAX_FOREIGN_PCT = 15;

@@ -29,7 +29,7 @@ export function which(name: string): string | null {
   return null;
 }
 
-function aptInstall(packages: string[], notes: string[]): void {
+export function aptInstall(packages: string[], notes: string[]): void {
   if (packages.length === 0) return;
   if (process.getuid?.() !== 0 || which('apt-get') === null) {
     notes.push(`not installed (needs root and apt-get): ${packages.join(', ')}`);
