@@ -23,6 +23,7 @@ import { UdpListener } from '../proxy/udp-listener.js';
 import { DenyAggregator } from '../telemetry/deny-aggregator.js';
 import type { LogEvent } from '../telemetry/events.js';
 import { ListenerStats } from '../telemetry/stats.js';
+import { loopClock } from './loop-clock.js';
 import { MemoryReclaimer } from './memory-reclaimer.js';
 import { Reporter } from './reporter.js';
 
@@ -85,7 +86,7 @@ async function begin(snapshot: LimiterSnapshot | null): Promise<void> {
   if (!prepared || running) return;
   const { start, handle, stats, denies, emit } = prepared;
   const config: ListenerConfig = start.config;
-  const clock = (): number => performance.now();
+  const clock = loopClock();
   // The previous child's windows and open connections carry over: a reload is no free pass.
   policy = snapshot
     ? ListenerPolicy.withLimiter(config, RateLimiter.restore(config.rate_limits, clock, snapshot))

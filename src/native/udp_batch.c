@@ -593,6 +593,31 @@ static napi_value Trim(napi_env env, napi_callback_info info) {
 #endif
 }
 
+/*
+ * loopTime() -> an ArrayBuffer over the event loop's own clock (uv_loop_t's `time`: milliseconds
+ * as a uint64, the value uv_now() returns), or undefined where external buffers are refused. libuv
+ * updates it at the start of each turn and right after each poll returns, so a read callback sees
+ * the time its data arrived to the millisecond. JavaScript reads it as two 32-bit words: no call,
+ * no system call (performance.now() costs ~590 instructions under callgrind, a clock_gettime and a
+ * trip through C++). The loop lives as long as the process's main thread; the buffer owns nothing.
+ * Call it once per process: V8 may refuse a second buffer over the same memory.
+ */
+static napi_value LoopTime(napi_env env, napi_callback_info info) {
+  (void)info;
+  uv_loop_t *loop;
+  CALL(env, napi_get_uv_event_loop(env, &loop));
+  napi_value buffer;
+  if (napi_create_external_arraybuffer(env, &loop->time, sizeof(loop->time), NULL, NULL, &buffer) != napi_ok) {
+    /* Leave no exception pending: the caller falls back to performance.now(). */
+    napi_value ignored;
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (pending) napi_get_and_clear_last_exception(env, &ignored);
+    return NULL;
+  }
+  return buffer;
+}
+
 static napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"open", NULL, Open, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -603,6 +628,7 @@ static napi_value Init(napi_env env, napi_value exports) {
     {"flush", NULL, Flush, NULL, NULL, NULL, napi_enumerable, NULL},
     {"close", NULL, Close, NULL, NULL, NULL, napi_enumerable, NULL},
     {"trim", NULL, Trim, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"loopTime", NULL, LoopTime, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_value constants;
   napi_create_object(env, &constants);

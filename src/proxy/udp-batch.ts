@@ -55,43 +55,48 @@ export interface UdpBatchAddon {
   flush(group: object, count: number): number;
   close(group: object): void;
   trim(): number;
+  loopTime(): ArrayBuffer | undefined;
 }
 
 let addon: UdpBatchAddon | null | undefined;
-let unavailableReason = '';
+let addonMissing = '';
 
 /**
- * The addon, or null (then `udpBatchUnavailableReason()` says why). Loaded once; the compiled file
- * sits next to the compiled JavaScript, in dist/src/native.
+ * The compiled addon, or null (with the reason kept). Loaded once; the compiled file sits next to
+ * the compiled JavaScript, in dist/src/native. Also what trimNativeHeap() and the child's loop
+ * clock use, whatever PACKETPONY_UDP_BATCH says.
  */
-export function loadUdpBatch(): UdpBatchAddon | null {
+export function nativeAddon(): UdpBatchAddon | null {
   if (addon !== undefined) return addon;
   addon = null;
-  if (process.env['PACKETPONY_UDP_BATCH'] === '0') {
-    unavailableReason = 'turned off by PACKETPONY_UDP_BATCH=0';
-    return addon;
-  }
   if (process.platform !== 'linux') {
-    unavailableReason = `not built on ${process.platform} (it uses Linux's recvmmsg and sendmmsg)`;
+    addonMissing = `not built on ${process.platform} (it uses Linux's recvmmsg and sendmmsg)`;
     return addon;
   }
   try {
     const loaded = createRequire(import.meta.url)('../native/udp_batch.node') as UdpBatchAddon;
     // The strides are the contract between the two files: a stale build must not be misread.
-    if (loaded.constants.RECV_STRIDE !== RECV_STRIDE || loaded.constants.SEND_STRIDE !== SEND_STRIDE) {
-      unavailableReason = 'dist/src/native/udp_batch.node is from another version (run npm run build)';
+    if (loaded.constants.RECV_STRIDE !== RECV_STRIDE || loaded.constants.SEND_STRIDE !== SEND_STRIDE || typeof loaded.loopTime !== 'function') {
+      addonMissing = 'dist/src/native/udp_batch.node is from another version (run npm run build)';
       return addon;
     }
     addon = loaded;
   } catch (err) {
-    unavailableReason = `dist/src/native/udp_batch.node could not be loaded (${(err as Error).message.split('\n')[0]})`;
+    addonMissing = `dist/src/native/udp_batch.node could not be loaded (${(err as Error).message.split('\n')[0]})`;
   }
   return addon;
 }
 
+/** The addon for the batched UDP path, or null (then `udpBatchUnavailableReason()` says why). */
+export function loadUdpBatch(): UdpBatchAddon | null {
+  if (process.env['PACKETPONY_UDP_BATCH'] === '0') return null;
+  return nativeAddon();
+}
+
 export function udpBatchUnavailableReason(): string {
-  loadUdpBatch();
-  return unavailableReason;
+  if (process.env['PACKETPONY_UDP_BATCH'] === '0') return 'turned off by PACKETPONY_UDP_BATCH=0';
+  nativeAddon();
+  return addonMissing;
 }
 
 /**
@@ -99,7 +104,7 @@ export function udpBatchUnavailableReason(): string {
  * loaded; see trim() in udp_batch.c. Returns whether anything went back.
  */
 export function trimNativeHeap(): boolean {
-  return loadUdpBatch()?.trim() === 1;
+  return nativeAddon()?.trim() === 1;
 }
 
 /**

@@ -211,3 +211,24 @@ export function coreTicks(core: number): { busy: number; total: number } {
     return { busy: NaN, total: NaN };
   }
 }
+
+/**
+ * CPU time the processes have run in user space and in the kernel, in clock ticks (/proc/PID/stat
+ * utime and stime, threads included; 10 ms each, so measure over seconds). Exited processes count 0.
+ */
+export function userSystemTicks(pids: readonly number[]): { user: number; system: number } {
+  let user = 0;
+  let system = 0;
+  for (const pid of pids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      // The command name (field 2) may hold spaces and parentheses: count fields after its end.
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      user += Number(fields[11]);
+      system += Number(fields[12]);
+    } catch {
+      // exited
+    }
+  }
+  return { user, system };
+}
