@@ -33,6 +33,49 @@ test('deny events name the reason, the action and the count', (t) => {
   });
 });
 
+/** What the JSON line must equal: the object in the original's key order, through JSON.stringify. */
+function reference(event: ReturnType<typeof tcpClose> | ReturnType<typeof udpUpdate>): string {
+  const out: Record<string, unknown> = {
+    timestamp: new Date(event.timestamp).toISOString(),
+    listener_name: event.listener_name, protocol: event.protocol,
+    source_ip: event.source_ip, source_port: event.source_port,
+    target_ip: event.target_ip, target_port: event.target_port,
+    event_type: event.event_type, bytes_sent: event.bytes_sent, bytes_received: event.bytes_received,
+  };
+  if (event.packets_sent !== undefined) {
+    out.packets_sent = event.packets_sent;
+    out.packets_received = event.packets_received ?? 0;
+  }
+  out.duration_ms = Math.round(event.duration_ms);
+  if (event.error !== undefined) out.error = event.error;
+  return JSON.stringify(out);
+}
+
+test('JSON lines are written out directly, byte for byte what JSON.stringify of the object gives', (t) => {
+  const base = Date.UTC(2026, 0, 7, 9, 38, 44);
+  // Milliseconds that need padding, second and day boundaries, a fractional stamp, the epoch.
+  const stamps = [base, base + 5, base + 50, base + 999, base + 1000, base + 0.7, Date.UTC(2026, 11, 31, 23, 59, 59, 999), 0, Date.UTC(9999, 11, 31, 23, 59, 59, 1)];
+  const texts = ['web', 'a "quoted" name', 'back\\slash', 'tab\tnew\nline', 'ünïcödé ✓', '\u0001', ''];
+  for (const timestamp of stamps) {
+    for (const text of texts) {
+      const tcp = tcpClose({ timestamp, listener_name: text, error: text, duration_ms: 12.5 });
+      t.is(formatJson(tcp), reference(tcp));
+      const udp = udpUpdate({ timestamp, target_ip: '2001:db8::1', source_ip: text });
+      t.is(formatJson(udp), reference(udp));
+    }
+  }
+  // Same second again after another one: the cached part follows the stamp.
+  t.is(formatJson(tcpClose({ timestamp: base + 1 })), reference(tcpClose({ timestamp: base + 1 })));
+});
+
+test('a malformed event from a child still gives one valid JSON line', (t) => {
+  const broken = { ...tcpClose(), source_port: undefined, bytes_sent: Number.NaN, listener_name: 7 } as unknown as ReturnType<typeof tcpClose>;
+  const parsed = JSON.parse(formatJson(broken)) as Record<string, unknown>;
+  t.is(parsed.source_port, null);
+  t.is(parsed.bytes_sent, null);
+  t.is(parsed.listener_name, null);
+});
+
 test('messages as JSON: timestamp, lower-case level, message, then fields', (t) => {
   t.deepEqual(Object.keys(JSON.parse(formatJson(message('listener web up', 'notice', { listener: 'web', pid: 3 }))) as object), [
     'timestamp', 'level', 'message', 'listener', 'pid',
