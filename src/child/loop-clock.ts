@@ -1,6 +1,6 @@
 /**
- * The child's clock for the policy and the UDP sessions: milliseconds, never going back, read on
- * every metered chunk and every admission.
+ * The child's clock for the policy (the rate limiter's windows and pauses): milliseconds, never
+ * going back, read on every metered chunk or datagram and every admission.
  *
  * Why not performance.now(): with a bandwidth limit set, the rate limiter reads the clock once per
  * chunk relayed, and performance.now() costs ~590 instructions (a clock_gettime and a trip through
@@ -10,9 +10,9 @@
  * that stamp's memory (loopTime() in src/native/udp_batch.c), and reading it is two array loads.
  *
  * What it means for the readers: time moves in whole milliseconds and stands still within a turn
- * of the loop (a sliding window's buckets are a twentieth of bandwidth_window, a pause is whole
- * milliseconds, a session timeout is checked at a fraction of itself: none needs more). Only
- * differences between readings matter, and the origin is not performance.now()'s.
+ * of the loop (a sliding window's buckets are a twentieth of its window, a pause is whole
+ * milliseconds: neither needs more). Only differences between readings matter, and the origin is
+ * not performance.now()'s.
  *
  * Without the addon (not Linux, no compiler at install), performance.now().
  */

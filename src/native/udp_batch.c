@@ -33,6 +33,9 @@
  * entry with a negative length. A send the kernel refuses at once (a full buffer: EAGAIN) is
  * dropped and reported in its entry, as UDP would lose it anyway; nothing is queued, so memory
  * stays bounded. An exception thrown by the callback goes to process 'uncaughtException'.
+ *
+ * Two small exports ride along, as this is the project's one addon: trim() gives the C heap's free
+ * pages back after a flood, loopTime() shares the event loop's clock (see each).
  */
 #define _GNU_SOURCE
 #include <errno.h>
