@@ -20,10 +20,14 @@ const running = new Set<Started>();
 
 function killAll(): void {
   for (const p of running) {
-    try {
-      process.kill(p.pid, 'SIGKILL');
-    } catch {
-      // already gone
+    // Descendants too (nginx's worker, PacketPony's children): SIGKILL gives a parent no chance to
+    // take them down, and they would outlive the benchmark.
+    for (const pid of processTree(p.pid)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
     }
   }
   running.clear();
