@@ -87,14 +87,18 @@ export function nativeAddon(): UdpBatchAddon | null {
   return addon;
 }
 
+/** The administrator turned the batched UDP path off (PACKETPONY_UDP_BATCH=0). */
+export function udpBatchTurnedOff(): boolean {
+  return process.env['PACKETPONY_UDP_BATCH'] === '0';
+}
+
 /** The addon for the batched UDP path, or null (then `udpBatchUnavailableReason()` says why). */
 export function loadUdpBatch(): UdpBatchAddon | null {
-  if (process.env['PACKETPONY_UDP_BATCH'] === '0') return null;
-  return nativeAddon();
+  return udpBatchTurnedOff() ? null : nativeAddon();
 }
 
 export function udpBatchUnavailableReason(): string {
-  if (process.env['PACKETPONY_UDP_BATCH'] === '0') return 'turned off by PACKETPONY_UDP_BATCH=0';
+  if (udpBatchTurnedOff()) return 'turned off by PACKETPONY_UDP_BATCH=0';
   nativeAddon();
   return addonMissing;
 }

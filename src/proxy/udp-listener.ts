@@ -16,7 +16,7 @@ import { MessageAggregator } from '../telemetry/message-aggregator.js';
 import { encodeV2, type HostPort } from './proxy-protocol.js';
 import type { PoolTarget } from './target-pool.js';
 import { TargetRouter } from './target-router.js';
-import { udpBatchUnavailableReason } from './udp-batch.js';
+import { udpBatchTurnedOff, udpBatchUnavailableReason } from './udp-batch.js';
 import type { ListenerDeps } from './tcp-listener.js';
 import { DEFAULT_MAX_SESSIONS, UdpRelay, type UdpDirection, type UdpSessionPlan } from './udp-relay.js';
 
@@ -116,7 +116,7 @@ export class UdpListener {
    */
   #sayNodePath(): void {
     const name = this.#deps.config.name;
-    const expected = process.platform === 'linux' && process.env['PACKETPONY_UDP_BATCH'] !== '0';
+    const expected = process.platform === 'linux' && !udpBatchTurnedOff();
     this.#deps.emit({
       kind: 'message',
       timestamp: Date.now(),

@@ -79,7 +79,6 @@ export function formatText(event: LogEvent): string {
   }
 }
 
-/** One JSON object, without the newline. Keys in the original's order. */
 let isoSecond = Number.NaN;
 let isoPrefix = '';
 
@@ -112,7 +111,7 @@ function jsonNumber(value: unknown): string {
 }
 
 /**
- * One JSON object, keys in the original's order. Connection and deny lines are written out
+ * One JSON object, without the newline, keys in the original's order. Connection and deny lines are written out
  * directly: an object built per event and JSON.stringify took ~22,000 instructions an event
  * (callgrind), the largest part of what the JSON log cost the supervisor per connection.
  */
@@ -140,6 +139,7 @@ export function formatJson(event: LogEvent): string {
   }
 }
 
+/** The syslog message body (the header — facility, severity, tag — is the sink's business). */
 export function formatSyslogBody(event: LogEvent): string {
   switch (event.kind) {
     case 'connection': {

@@ -42,6 +42,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startBackend } from './backends.js';
 import { userSystemTicks, waitFor } from './procs.js';
+import { median } from './report.js';
 import { ROWS, type BackendKind, type Row, type RunContext, type Sample } from './rows.js';
 import { packetpony, type Running, type Target, type TargetContext } from './targets.js';
 import { aptInstall, findTools, which } from './tools.js';
@@ -207,12 +208,6 @@ async function userShare(target: Target, rows: readonly Row[], backendPort: numb
 }
 
 // ---- report -----------------------------------------------------------------------------------
-
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-}
 
 function figure(n: number): string {
   return n >= 1e6 ? `${(n / 1e6).toFixed(2)} M` : n >= 1e3 ? `${(n / 1e3).toFixed(1)} k` : n.toFixed(0);
