@@ -261,3 +261,37 @@ test.serial('reloads are counted by result; a reload moves the metrics server an
   }, 'the partial reload counted at the address kept');
   t.true(after.includes('packetpony_connections_total{listener="r",protocol="tcp",status="accepted"} 2\n'));
 });
+
+/** The voluntary context switches of a process's main thread: one per time it went to sleep. */
+function sleepsOf(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/task/${pid}/status`, 'latin1');
+  return Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)![1]);
+}
+
+test.serial('an idle daemon sleeps: its supervisor and child wake a few times a second, not a hundred', async (t) => {
+  if (!existsSync('/proc/self/task')) {
+    t.pass('no /proc: nothing to count');
+    return;
+  }
+  const echo = await startEchoServer(t);
+  const daemon = await startDaemon(t, {
+    'packetpony.yaml': mainFile(),
+    'conf.d/web.yaml': tcpListener(`127.0.0.1:${echo}`),
+  });
+  const metrics = await metricsPort(daemon);
+  await daemon.port('web');
+  const child = await daemon.childPid('web');
+  await scrape(metrics); // every collector has run once
+  // A count of wake-ups over a span of idle time, not a measure of speed: each timer period shows
+  // in it whatever the machine's load. The supervisor's timers tick once a second (stats, the
+  // event-loop sampler, the metrics server's connection check); prom-client's default sampler at
+  // 10 ms made it about a hundred.
+  const before = { supervisor: sleepsOf(daemon.pid), child: sleepsOf(child), at: performance.now() };
+  await new Promise((resolve) => setTimeout(resolve, 2000));
+  const seconds = (performance.now() - before.at) / 1000;
+  const supervisor = (sleepsOf(daemon.pid) - before.supervisor) / seconds;
+  const listener = (sleepsOf(child) - before.child) / seconds;
+  t.log(`wake-ups per second: supervisor ${supervisor.toFixed(1)}, child ${listener.toFixed(1)}`);
+  t.true(supervisor < 20, `the supervisor woke ${supervisor.toFixed(1)} times a second`);
+  t.true(listener < 20, `the child woke ${listener.toFixed(1)} times a second`);
+});
