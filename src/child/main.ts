@@ -17,6 +17,7 @@ import {
   type StartMessage,
 } from '../ipc/protocol.js';
 import { ListenerPolicy, RateLimiter, type LimiterSnapshot } from '../policy/index.js';
+import type { TargetStates } from '../proxy/target-pool.js';
 import { TcpListener } from '../proxy/tcp-listener.js';
 import { trimNativeHeap } from '../proxy/udp-batch.js';
 import { UdpListener } from '../proxy/udp-listener.js';
@@ -79,10 +80,11 @@ function prepare(start: StartMessage, handle: object | undefined): void {
   setInterval(() => denies.flush(), denies.intervalMs).unref();
   prepared = { start, handle, stats, reporter, denies, emit };
   if (start.hold) send({ type: 'pp:prepared' });
-  else void begin(null);
+  else void begin(null, start.target_states);
 }
 
-async function begin(snapshot: LimiterSnapshot | null): Promise<void> {
+/** `targetStates`: what the listener's previous child last reported of its targets. */
+async function begin(snapshot: LimiterSnapshot | null, targetStates: TargetStates | null): Promise<void> {
   if (!prepared || running) return;
   const { start, handle, stats, denies, emit } = prepared;
   const config: ListenerConfig = start.config;
@@ -98,7 +100,7 @@ async function begin(snapshot: LimiterSnapshot | null): Promise<void> {
     stats.tracked = limiter.trackedAddresses;
     reclaimer.observe(stats.tracked);
   }, SWEEP_INTERVAL_MS).unref();
-  const deps = { config, policy, stats, denies, emit };
+  const deps = { config, policy, stats, denies, emit, targetStates };
   const listener: RunningListener = config.protocol === 'tcp' ? new TcpListener(deps) : new UdpListener(deps, start.socket_family);
   let address: AddressInfo;
   try {
@@ -142,7 +144,7 @@ process.on('message', (message: unknown, handle: unknown) => {
       prepare(message, handle as object | undefined);
       break;
     case 'pp:begin':
-      void begin(message.snapshot);
+      void begin(message.snapshot, message.target_states);
       break;
     case 'pp:drain':
       void stop(message.deadline_ms, false);

@@ -8,6 +8,7 @@
  */
 import type { ListenerConfig } from '../config/types.js';
 import type { LimiterSnapshot } from '../policy/snapshot.js';
+import type { TargetStates } from '../proxy/target-pool.js';
 import type { LogEvent } from '../telemetry/events.js';
 import type { StatsDelta } from '../telemetry/stats.js';
 
@@ -32,12 +33,16 @@ export interface StartMessage {
    * which brings the previous child's limiter state.
    */
   readonly hold: boolean;
+  /** Not held: the target states the listener's children last reported (null: none known). */
+  readonly target_states: TargetStates | null;
 }
 
 /** Start serving (after a held start), continuing from the previous child's limiter state. */
 export interface BeginMessage {
   readonly type: 'pp:begin';
   readonly snapshot: LimiterSnapshot | null;
+  /** The target states the replaced child last reported (null: none known). */
+  readonly target_states: TargetStates | null;
 }
 
 /**
@@ -103,17 +108,22 @@ function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null;
 }
 
+/** null, or an object of 0s and 1s. */
+export function isTargetStates(value: unknown): value is TargetStates | null {
+  return value === null || (isObject(value) && Object.values(value).every((v) => v === 0 || v === 1));
+}
+
 /** Type guards: anything arriving over IPC is checked before use; unknown types are ignored. */
 export function isSupervisorMessage(value: unknown): value is SupervisorMessage {
   if (!isObject(value)) return false;
   switch (value.type) {
     case 'pp:start':
-      return value.v === PROTOCOL_VERSION && isObject(value.config) && typeof value.hold === 'boolean';
+      return value.v === PROTOCOL_VERSION && isObject(value.config) && typeof value.hold === 'boolean' && isTargetStates(value.target_states);
     case 'pp:drain':
     case 'pp:handover':
       return typeof value.deadline_ms === 'number';
     case 'pp:begin':
-      return value.snapshot === null || isObject(value.snapshot);
+      return (value.snapshot === null || isObject(value.snapshot)) && isTargetStates(value.target_states);
     case 'pp:release':
       return Array.isArray(value.addresses) && typeof value.all === 'boolean';
     default:

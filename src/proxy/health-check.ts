@@ -86,12 +86,16 @@ export class HealthChecker {
         };
   }
 
-  /** Starts checking every target now (with health_check); otherwise only arms targetDown(). */
+  /**
+   * Starts checking every target now (with health_check); otherwise probes at once the targets
+   * already down (inherited from a previous child) and arms targetDown() for the others.
+   */
   start(): void {
     if (this.#running) return;
     this.#running = true;
-    if (!this.#active) return;
-    for (const target of this.#pool.targets) this.#schedule(target, 0);
+    for (const target of this.#pool.targets) {
+      if (this.#active || !target.up) this.#schedule(target, 0);
+    }
   }
 
   /** A target went down. Without health_check, it is probed until it answers once. */

@@ -20,9 +20,20 @@
  * connection that could not be made (refused, timed out) marks its target down at once; the checks
  * (or, without health_check, recovery probes with rise 1) bring it back. Each change is reported
  * through `onChange`, once per transition.
+ *
+ * A restarted or reloaded listener's pool inherits the states its predecessor last reported
+ * (`inherit`): a target found dead stays down, and comes back the way any down target does, after
+ * `rise` passed checks (or one recovery probe). Not a transition: nothing is reported for it.
  */
 import type { BalanceMode, Endpoint, TargetConfig } from '../config/types.js';
 import type { ResolvedAddress } from './target-resolver.js';
+
+/**
+ * Target address (as written) → 1 up, 0 down: what a child reports with its counters (the
+ * packetpony_target_up gauge), and what a new child of the same listener starts from, so a restart
+ * or reload does not send clients to a target already found dead.
+ */
+export type TargetStates = Readonly<Record<string, number>>;
 
 export class PoolTarget {
   /** As written; the `target` label of packetpony_target_up. */
@@ -92,6 +103,24 @@ export class TargetPool {
   /** Whether any target, regular or backup, is up. */
   get anyUp(): boolean {
     return this.targets.some((t) => t.up);
+  }
+
+  /**
+   * Starts from the states a previous child of the listener last reported: each target whose
+   * address is listed as down (0) is down, as if its checks had failed. Addresses the pool does not
+   * have are ignored (a reload may have changed the list). Returns the targets now down.
+   */
+  inherit(states: TargetStates): PoolTarget[] {
+    const down: PoolTarget[] = [];
+    for (const target of this.targets) {
+      if (states[target.address] !== 0) continue;
+      target.up = false;
+      target.checked = true;
+      target.passes = 0;
+      target.fails = 0;
+      down.push(target);
+    }
+    return down;
   }
 
   /** Up (1) or down (0) per target address: the packetpony_target_up gauge. */

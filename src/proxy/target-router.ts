@@ -16,7 +16,7 @@ import type { LogEvent } from '../telemetry/events.js';
 import { MessageAggregator } from '../telemetry/message-aggregator.js';
 import type { ListenerStats } from '../telemetry/stats.js';
 import { HealthChecker } from './health-check.js';
-import { TargetPool, type PoolTarget, type TargetStateChange } from './target-pool.js';
+import { TargetPool, type PoolTarget, type TargetStateChange, type TargetStates } from './target-pool.js';
 import { defaultResolver, type TargetResolver } from './target-resolver.js';
 
 /** Targets one TCP connection tries at most. */
@@ -38,6 +38,8 @@ export interface TargetRouterDeps {
   readonly stats: ListenerStats;
   readonly emit: (event: LogEvent) => void;
   readonly resolver?: TargetResolver;
+  /** The states a previous child of the listener last reported: down targets start down. */
+  readonly targetStates?: TargetStates | null;
 }
 
 export class TargetRouter {
@@ -50,6 +52,7 @@ export class TargetRouter {
   readonly #resolver: TargetResolver;
   readonly #checker: HealthChecker;
   readonly #problems: MessageAggregator;
+  readonly #inherited: TargetStates | null;
   #timers: NodeJS.Timeout[] = [];
   #running = false;
   /** UDP: a target went down (its sessions are ended, see udp-listener.ts). */
@@ -66,6 +69,7 @@ export class TargetRouter {
     this.#stats = deps.stats;
     this.#emit = deps.emit;
     this.#resolver = deps.resolver ?? defaultResolver;
+    this.#inherited = deps.targetStates ?? null;
     const checks = config.health_check;
     this.pool = new TargetPool(config.targets, {
       balance: config.balance,
@@ -88,10 +92,14 @@ export class TargetRouter {
     this.attemptTimeoutMs = connect > 0 ? Math.floor(connect / Math.min(MAX_DIAL_ATTEMPTS, config.targets.length)) : 0;
   }
 
-  /** Reports the initial states (every target up), resolves UDP targets, starts the checks. */
+  /**
+   * Reports the initial states (every target up, but those a previous child last saw down),
+   * resolves UDP targets, starts the checks.
+   */
   async start(): Promise<void> {
     if (this.#running) return;
     this.#running = true;
+    if (this.#inherited !== null) this.#startDown(this.pool.inherit(this.#inherited));
     this.#stats.targets = this.pool.states();
     if (this.#config.protocol === 'udp') {
       await this.#resolveAll();
@@ -151,6 +159,29 @@ export class TargetRouter {
     this.#problems.report('no_target', 'error', `listener ${name}: refused client ${formatEndpoint(clientIp, clientPort)}: every target is down`, {
       listener: name,
     });
+  }
+
+  /** Says which targets start down, and why no client goes there until they answer. */
+  #startDown(targets: readonly PoolTarget[]): void {
+    const name = this.#config.name;
+    for (const target of targets) {
+      this.#emit({
+        kind: 'message',
+        timestamp: Date.now(),
+        level: 'notice',
+        message: `listener ${name}: target ${target.address}${target.backup ? ' (backup)' : ''} starts down, as the listener's previous process last saw it; it is back once it answers its checks`,
+        fields: { listener: name, target: target.address, state: 'down' },
+      });
+    }
+    if (targets.length > 0 && !this.pool.anyUp) {
+      this.#emit({
+        kind: 'message',
+        timestamp: Date.now(),
+        level: 'error',
+        message: `listener ${name}: every target is down; new clients are refused until one is up again`,
+        fields: { listener: name },
+      });
+    }
   }
 
   #every(ms: number, fn: () => void): void {

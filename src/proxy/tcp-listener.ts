@@ -19,6 +19,7 @@ import type { ListenerStats } from '../telemetry/stats.js';
 import { DescriptorWatch } from './descriptor-watch.js';
 import { ProxyHeaderReader } from './proxy-header-reader.js';
 import { encodeV1, encodeV2, type HostPort } from './proxy-protocol.js';
+import type { TargetStates } from './target-pool.js';
 import { TargetRouter, type TargetDial } from './target-router.js';
 import { acceptEnds, presetAcceptedOptions, type TcpEnd } from './tcp-handle.js';
 import { DEFAULT_KEEPALIVE_MS, startTcpRelay, type Meter, type RelayCloseInfo, type RelayOpenInfo, type TcpRelay } from './tcp-relay.js';
@@ -46,6 +47,8 @@ export interface ListenerDeps {
   readonly stats: ListenerStats;
   readonly denies: DenyAggregator;
   readonly emit: (event: LogEvent) => void;
+  /** With several targets or health checks: the states a previous child last reported. */
+  readonly targetStates?: TargetStates | null;
 }
 
 export class TcpListener {

@@ -15,7 +15,8 @@
  */
 import { formatEndpoint } from '../config/address.js';
 import type { ListenerConfig } from '../config/types.js';
-import { PROTOCOL_VERSION, type ChildMessage, type ReportMessage } from '../ipc/protocol.js';
+import { isTargetStates, PROTOCOL_VERSION, type ChildMessage, type ReportMessage } from '../ipc/protocol.js';
+import type { TargetStates } from '../proxy/target-pool.js';
 import type { Logger } from '../telemetry/logger.js';
 import { ChildProcessHandle, CHILD_ENTRY } from './child-process.js';
 import { Backoff } from './restart-policy.js';
@@ -72,6 +73,11 @@ export class ListenerChild {
   #stopped: Promise<void> | undefined;
   #restarts = 0;
   #replacing: Promise<unknown> = Promise.resolve();
+  /**
+   * The target states the listener's children last reported (with several targets or health
+   * checks): a restarted or reloaded child starts from them instead of every target up.
+   */
+  #targetStates: TargetStates | null = null;
 
   constructor(config: ListenerConfig, logger: Logger, hooks: ListenerChildHooks, options: { childEntry?: string } = {}) {
     this.#config = config;
@@ -163,7 +169,7 @@ export class ListenerChild {
     const child = new ChildProcessHandle(config.name, (c, message) => this.#onMessage(c, message), this.#entry);
     void child.exited.then(() => this.#onExit(child));
     child
-      .send({ type: 'pp:start', v: PROTOCOL_VERSION, config, socket_family: socket.family, hold }, socket.handle)
+      .send({ type: 'pp:start', v: PROTOCOL_VERSION, config, socket_family: socket.family, hold, target_states: hold ? null : this.#targetStates }, socket.handle)
       .catch((error: Error) => {
         if (child.alive) this.#logger.error(`listener ${config.name}: cannot hand the socket to the child: ${error.message}`);
       });
@@ -194,6 +200,8 @@ export class ListenerChild {
         });
         break;
       case 'pp:report':
+        // Only a child whose targets are checked reports them (a replaced one stops at hand-over).
+        if (message.stats.targets !== undefined && isTargetStates(message.stats.targets)) this.#targetStates = message.stats.targets;
         this.#hooks.report(this.name, message, child.pid ?? 0);
         if (this.#handedOver.has(child)) this.#forwardReleases(message);
         break;
@@ -315,7 +323,8 @@ export class ListenerChild {
     this.#setState('starting');
     this.#armStartTimer(next);
     try {
-      await next.send({ type: 'pp:begin', snapshot });
+      // The old child's last report came before its hand-over state: these are its final states.
+      await next.send({ type: 'pp:begin', snapshot, target_states: this.#targetStates });
       await next.waitFor('pp:ready', START_TIMEOUT_MS);
     } catch {
       // Its exit takes the usual crash path: restarted with backoff on the new configuration.

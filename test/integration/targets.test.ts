@@ -175,3 +175,42 @@ test('live reload: the target list, balance and checks change without a restart;
   t.is(await waitForMetric(daemon, 'packetpony_target_up', { listener: 'live', target: `127.0.0.1:${c.port}` }, (v) => v === 1), 1);
   await waitFor(() => c.accepted() >= 4, 'the new child to health-check c');
 });
+
+test('a target found dead stays down across a reload and a crash restart: no client is sent to it again', async (t) => {
+  await slot(t);
+  const dead = await namedBackend(t, 'dead');
+  const b = await namedBackend(t, 'b');
+  await dead.stop();
+  const daemon = await startDaemon(t, { 'packetpony.yaml': MAIN_FILE_WITH_METRICS, 'conf.d/inh.yaml': listener([dead, b]) });
+  const port = await daemon.port('inh');
+  const deadAddress = `127\\.0\\.0\\.1:${dead.port}`;
+  const failed = new RegExp(`listener inh: target ${deadAddress} is down: .*\\(a client connection failed\\)`);
+  const startsDown = new RegExp(`\\[NOTICE\\] listener inh: target ${deadAddress} starts down, as the listener's previous process last saw it`);
+  t.is(await nameOnce(t, port), 'b', 'round robin tried the dead target first and failed over');
+  await daemon.waitForLine(failed);
+  await waitForMetric(daemon, 'packetpony_target_up', { listener: 'inh', target: `127.0.0.1:${dead.port}` }, (v) => v === 0);
+
+  // Reload: the new child starts with the dead target down. Round robin would send it the first
+  // client otherwise (and the failed dial would log it down a second time).
+  let from = daemon.lines.length;
+  const firstPid = await daemon.childPid('inh');
+  writeFileSync(join(daemon.dir, 'conf.d/inh.yaml'), listener([dead, b], 'tcp:\n  connect_timeout: "9s"\n'));
+  await daemon.waitForLine(/listener inh reconfigured/, 15_000, from);
+  await daemon.waitForLine(startsDown, 10_000, from);
+  t.not(await daemon.childPid('inh'), firstPid, 'a new child');
+  for (let i = 0; i < 3; i++) t.is(await nameOnce(t, port), 'b');
+
+  // Crash: the supervisor restarts the child with the states the last one reported.
+  from = daemon.lines.length;
+  const reloadedPid = await daemon.childPid('inh');
+  process.kill(reloadedPid, 'SIGKILL');
+  await daemon.waitForLine(/listener inh up /, 30_000, from);
+  await daemon.waitForLine(startsDown, 10_000, from);
+  for (let i = 0; i < 3; i++) t.is(await nameOnce(t, port), 'b');
+  t.is(daemon.lines.filter((l) => failed.test(l)).length, 1, 'no client was sent to the dead target after the first');
+
+  // And it comes back as any down target does: its recovery probe answers.
+  await dead.start();
+  await daemon.waitForLine(new RegExp(`listener inh: target ${deadAddress} is up: a health check passed`));
+  t.is(await waitForMetric(daemon, 'packetpony_target_up', { listener: 'inh', target: `127.0.0.1:${dead.port}` }, (v) => v === 1), 1);
+});

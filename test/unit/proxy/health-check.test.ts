@@ -187,6 +187,18 @@ test('without health_check: nothing is checked while up; a target marked down is
   t.is(probes, 1, 'one probe, then no more checks');
 });
 
+test('without health_check: a target inherited down is probed at once, the others are not', async (t) => {
+  const back = await tcpServer(t);
+  const up = await tcpServer(t);
+  const { checker, pool, changes } = setup(t, [back.port, up.port], { settings: null });
+  pool.inherit({ [`127.0.0.1:${back.port}`]: 0, [`127.0.0.1:${up.port}`]: 1 });
+  checker.start();
+  await waitFor(() => pool.targets[0]!.up, 'the probe to bring the inherited target back');
+  t.deepEqual(changes.map((c) => [c.target.address, c.up]), [[`127.0.0.1:${back.port}`, true]]);
+  t.is(back.accepted(), 1);
+  t.is(up.accepted(), 0, 'a target up is not probed');
+});
+
 test('stop(): no further checks and no state change afterwards', async (t) => {
   let accepted = 0;
   const server = await tcpServer(t, () => accepted++);

@@ -134,3 +134,33 @@ test('states(): the gauge values by address; UDP pools skip unresolved targets',
   udp.targets[1]!.resolved = { address: '127.0.0.1', family: 4 };
   t.is(udp.pick('c')!.address, 'b:1');
 });
+
+test('inherit(): targets a previous child saw down start down, without a reported change; unknown addresses are ignored', (t) => {
+  const { pool: p, changes } = pool('round_robin', ['a:1', 'b:1', 'c:1!']);
+  const down = p.inherit({ 'a:1': 0, 'b:1': 1, 'gone:1': 0 });
+  t.deepEqual(names(down), ['a:1']);
+  t.deepEqual(p.states(), { 'a:1': 0, 'b:1': 1, 'c:1': 1 });
+  t.deepEqual(names([1, 2, 3].map(() => p.pick('192.0.2.1'))), ['b:1', 'b:1', 'b:1']);
+  t.deepEqual(changes, [], 'not a transition');
+});
+
+test('inherit(): a target inherited down comes back after `rise` passed checks, like any down target', (t) => {
+  const { pool: p, changes } = pool('round_robin', ['a:1', 'b:1'], { rise: 2 });
+  p.inherit({ 'a:1': 0 });
+  const a = byAddress(p, 'a:1');
+  p.checkFailed(a, 'refused');
+  t.false(a.up);
+  t.deepEqual(changes, [], 'already down: a failed check changes nothing');
+  p.checkPassed(a);
+  t.false(a.up, 'one pass of two');
+  p.checkPassed(a);
+  t.true(a.up);
+  t.deepEqual(changes.map((c) => [c.target.address, c.up, c.reason]), [['a:1', true, '2 health checks passed in a row']]);
+});
+
+test('inherit(): with every target inherited down, nothing is picked', (t) => {
+  const { pool: p } = pool('least_connections', ['a:1', 'b:1!']);
+  p.inherit({ 'a:1': 0, 'b:1': 0 });
+  t.false(p.anyUp);
+  t.is(p.pick('192.0.2.1'), undefined);
+});

@@ -1,0 +1,26 @@
+/**
+ * The IPC messages' guards: what a child accepts from the supervisor. A message that fails its
+ * guard is ignored, so a guard that is too strict leaves a child waiting forever: the cases here
+ * are the ones the supervisor really sends, and the ones it must never be fooled by.
+ */
+import test from 'ava';
+import { isSupervisorMessage, isTargetStates, PROTOCOL_VERSION } from '../../../src/ipc/protocol.js';
+
+const START = { type: 'pp:start', v: PROTOCOL_VERSION, config: {}, socket_family: 'IPv4', hold: false };
+
+test('pp:start and pp:begin carry the target states a previous child reported, or null', (t) => {
+  t.true(isSupervisorMessage({ ...START, target_states: null }));
+  t.true(isSupervisorMessage({ ...START, target_states: { '127.0.0.1:80': 0, 'db.example:5432': 1 } }));
+  t.true(isSupervisorMessage({ type: 'pp:begin', snapshot: null, target_states: null }));
+  t.true(isSupervisorMessage({ type: 'pp:begin', snapshot: {}, target_states: { 'a:1': 1 } }));
+});
+
+test('target states: only 0 and 1 per address; anything else is refused', (t) => {
+  t.true(isTargetStates(null));
+  t.true(isTargetStates({}));
+  t.false(isTargetStates(undefined));
+  t.false(isTargetStates({ 'a:1': 2 }));
+  t.false(isTargetStates({ 'a:1': 'down' }));
+  t.false(isSupervisorMessage({ ...START }), 'a start without the field is from another version');
+  t.false(isSupervisorMessage({ type: 'pp:begin', snapshot: null, target_states: { 'a:1': true } }));
+});
