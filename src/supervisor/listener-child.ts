@@ -14,7 +14,7 @@
  * released in the new child.
  */
 import { formatEndpoint } from '../config/address.js';
-import type { ListenerConfig } from '../config/types.js';
+import { usesTargetPool, type ListenerConfig } from '../config/types.js';
 import { isTargetStates, PROTOCOL_VERSION, type ChildMessage, type ReportMessage } from '../ipc/protocol.js';
 import type { TargetStates } from '../proxy/target-pool.js';
 import type { Logger } from '../telemetry/logger.js';
@@ -166,6 +166,9 @@ export class ListenerChild {
   }
 
   #spawn(config: ListenerConfig, socket: BoundSocket, hold: boolean): ChildProcessHandle {
+    // Without a pool nothing is reported: states kept from before would be stale by the time a
+    // later reload brings targets back.
+    if (!usesTargetPool(config)) this.#targetStates = null;
     const child = new ChildProcessHandle(config.name, (c, message) => this.#onMessage(c, message), this.#entry);
     void child.exited.then(() => this.#onExit(child));
     child

@@ -27,6 +27,8 @@ const config = {
   listen: { host: '127.0.0.1', port: 0 },
   listen_address: '127.0.0.1:0',
   ipv6_only: false,
+  targets: [{ address: '127.0.0.1:9', endpoint: { host: '127.0.0.1', port: 9 }, backup: false }],
+  health_check: null,
 } as ListenerConfig;
 
 test('a crashing child: exit code and its last stderr lines are logged, restarts back off', async (t) => {
