@@ -29,7 +29,7 @@ const config = {
   ipv6_only: false,
   targets: [{ address: '127.0.0.1:9', endpoint: { host: '127.0.0.1', port: 9 }, backup: false }],
   health_check: null,
-} as ListenerConfig;
+} as unknown as ListenerConfig;
 
 test('a crashing child: exit code and its last stderr lines are logged, restarts back off', async (t) => {
   const { logger, messages } = memoryLogger();
