@@ -173,15 +173,18 @@ export class TargetRouter {
         fields: { listener: name, target: target.address, state: 'down' },
       });
     }
-    if (targets.length > 0 && !this.pool.anyUp) {
-      this.#emit({
-        kind: 'message',
-        timestamp: Date.now(),
-        level: 'error',
-        message: `listener ${name}: every target is down; new clients are refused until one is up again`,
-        fields: { listener: name },
-      });
-    }
+    if (targets.length > 0 && !this.pool.anyUp) this.#everyTargetDown();
+  }
+
+  #everyTargetDown(): void {
+    const name = this.#config.name;
+    this.#emit({
+      kind: 'message',
+      timestamp: Date.now(),
+      level: 'error',
+      message: `listener ${name}: every target is down; new clients are refused until one is up again`,
+      fields: { listener: name },
+    });
   }
 
   #every(ms: number, fn: () => void): void {
@@ -203,15 +206,7 @@ export class TargetRouter {
       message: `listener ${name}: target ${target.address}${target.backup ? ' (backup)' : ''} is ${state}: ${change.reason}`,
       fields: { listener: name, target: target.address, state },
     });
-    if (!up && !change.anyUp) {
-      this.#emit({
-        kind: 'message',
-        timestamp: Date.now(),
-        level: 'error',
-        message: `listener ${name}: every target is down; new clients are refused until one is up again`,
-        fields: { listener: name },
-      });
-    }
+    if (!up && !change.anyUp) this.#everyTargetDown();
     if (!up) {
       this.#checker.targetDown(target);
       this.onDown?.(target);
