@@ -4,9 +4,10 @@
  * so at most one buffer per direction is held in user space. See tcp-relay.ts for the rules it
  * serves, tcp-handle.ts for the ends.
  *
- * Per chunk: no closure, no clock read, no logging; the only allocation is, when a read is shorter
- * than the buffer, a view of it. Writes go straight to the destination's handle (HandleWriter), so
- * a pending write shows in dst.pendingWriteBytes.
+ * Per chunk: no closure, no clock read, no logging, no allocation (a view of the buffer only when
+ * the kernel does not take a chunk whole, or without the addon when a read is shorter than the
+ * buffer). Writes go straight to the destination's socket (HandleWriter), so a pending write shows
+ * in dst.pendingWriteBytes.
  *
  * Buffer size adapts to the traffic (read-buffers.ts says why): a direction reads into its small
  * buffer until a read fills it, then into a large one, which it gives back after SHRINK_AFTER short
@@ -128,7 +129,7 @@ export class Flow implements ReadSink {
   /** ReadSink: `nread` bytes are in `buf`; returns whether to keep reading. */
   readonly onStaticRead = (nread: number): boolean => {
     const buf = this.buf;
-    const more = this.forward(nread === buf.length ? buf : buf.subarray(0, nread), nread, false);
+    const more = this.forward(buf, nread, false);
     if (this.relay.closing) return more;
     if (buf === this.#small) {
       if (nread === buf.length) this.#grow();
@@ -167,16 +168,16 @@ export class Flow implements ReadSink {
   }
 
   /**
-   * Meters, counts and writes one chunk. `owned`: the chunk is ours to keep (not the static
-   * buffer). Returns whether src may be read again right away.
+   * Meters, counts and writes one chunk, buf[0, n). `owned`: buf is the chunk, ours to keep (not
+   * the static buffer). Returns whether src may be read again right away.
    */
-  forward(chunk: Buffer, n: number, owned: boolean): boolean {
+  forward(buf: Buffer, n: number, owned: boolean): boolean {
     const relay = this.relay;
     if (relay.closing) return false;
     const dst = this.dst;
     if (dst === null) {
       // Read before the target is up (only if someone restarted reading): keep a copy for later.
-      (this.early ??= []).push(owned ? chunk : Buffer.from(chunk));
+      (this.early ??= []).push(owned ? buf : Buffer.from(buf.subarray(0, n)));
       return false;
     }
     const meter = relay.meter;
@@ -191,7 +192,7 @@ export class Flow implements ReadSink {
     this.bytes += n;
     if (this.up) relay.stats.bytesSent += n;
     else relay.stats.bytesReceived += n;
-    const result = this.#writer.write(dst, chunk);
+    const result = this.#writer.write(dst, buf, n);
     if (result === WRITE_DONE) return !this.throttled;
     if (result === WRITE_PENDING) {
       this.pending = true;

@@ -31,6 +31,7 @@
  */
 import type net from 'node:net';
 import { getSystemErrorName } from 'node:util';
+import { nativeAddon } from './udp-batch.js';
 
 // ---- the native side ----------------------------------------------------------------------------
 
@@ -193,6 +194,7 @@ export class TcpEnd {
   onClose: () => void = noop;
 
   #sink: ReadSink | null = null;
+  #descriptor = -1;
   #userBuffer = false;
   #inRead = false;
   #reading = false;
@@ -240,6 +242,16 @@ export class TcpEnd {
 
   get fd(): number {
     return this.handle?.fd ?? -1;
+  }
+
+  /**
+   * The socket's descriptor, read once from the handle (a call into C++ each time otherwise); -1
+   * once the handle is closed, as the number may then belong to another socket.
+   */
+  get descriptor(): number {
+    if (this.handle === null) return -1;
+    if (this.#descriptor < 0) this.#descriptor = this.handle.fd;
+    return this.#descriptor;
   }
 
   /** Bytes libuv still holds for pending writes; 0 once closed. */
@@ -478,14 +490,51 @@ export const WRITE_DONE = 0;
 /** HandleWriter.write(): the write waits for the peer; `onComplete` follows. */
 export const WRITE_PENDING = 1;
 
+type SendNow = (fd: number, buffer: Uint8Array, length: number) => number;
+let sendNowLoaded = false;
+let sendNowFn: SendNow | null = null;
+
+/**
+ * The addon's sendNow() (src/native/udp_batch.c): one send(2) of a chunk, with no write request, no
+ * view and no stream checks around it. null without the addon (not Linux, no compiler at install)
+ * or with PACKETPONY_TCP_SEND_NOW=0 in the environment: then every chunk goes through Node's
+ * writeBuffer, which makes the same system call for ~750 more instructions.
+ */
+function sendNow(): SendNow | null {
+  if (!sendNowLoaded) {
+    sendNowLoaded = true;
+    const addon = process.env['PACKETPONY_TCP_SEND_NOW'] === '0' ? null : nativeAddon();
+    sendNowFn = addon === null ? null : addon.sendNow.bind(addon);
+  }
+  return sendNowFn;
+}
+
+/** Whether chunks are written with the addon's sendNow() (false: Node's writeBuffer only). */
+export function sendsNow(): boolean {
+  return sendNow() !== null;
+}
+
 /**
  * Writes one relay direction's chunks to an end's handle. The request is reused until a write
  * stays pending (then it belongs to that write); order with a PROXY header written before is kept
  * by libuv's queue, and end() asks for a shutdown that libuv runs after the queue drains.
+ *
+ * With the addon, a chunk is first sent straight to the socket's descriptor, but only while
+ * libuv's queue for it is empty (so nothing can overtake data already queued); whatever the
+ * kernel did not take then goes through writeBuffer as usual, and the write is pending from there.
+ * The descriptor is only used while the end's handle is open: close() and reset() drop the handle
+ * before libuv closes the descriptor, whose number the kernel may then give to another socket.
  */
 export class HandleWriter {
   readonly #onComplete: (status: number) => void;
+  readonly #sendNow = sendNow();
   #req: WriteRequest;
+  /**
+   * This writer's writes libuv still holds. The relay writes to an end through its one writer
+   * only, so when this is 0 libuv's queue for the end is empty (cheaper to know here than to ask
+   * the handle's writeQueueSize, a call into C++).
+   */
+  #pending = 0;
 
   constructor(onComplete: (status: number) => void) {
     this.#onComplete = onComplete;
@@ -494,26 +543,44 @@ export class HandleWriter {
 
   #request(): WriteRequest {
     const req = new (nativeBindings().WriteWrap)();
-    req.oncomplete = this.#onComplete;
+    req.oncomplete = this.#completed;
     req.buffer = null;
     return req;
   }
 
+  readonly #completed = (status: number): void => {
+    this.#pending--;
+    this.#onComplete(status);
+  };
+
   /**
-   * WRITE_DONE, WRITE_PENDING (onComplete(status) follows), or a negative errno (nothing written;
-   * socketError(status, 'write') makes the error).
+   * Writes buffer[0, length). WRITE_DONE, WRITE_PENDING (onComplete(status) follows), or a negative
+   * errno (socketError(status, 'write') makes the error).
    */
-  write(end: TcpEnd, buffer: Uint8Array): number {
+  write(end: TcpEnd, buffer: Uint8Array, length = buffer.length): number {
     const handle = end.handle;
     if (handle === null) return UV_EBADF;
+    let chunk = buffer;
+    let from = 0;
+    const direct = this.#sendNow;
+    if (direct !== null && this.#pending === 0) {
+      const fd = end.descriptor;
+      if (fd >= 0) {
+        from = direct(fd, buffer, length);
+        if (from === length) return WRITE_DONE;
+        if (from < 0) return from;
+      }
+    }
+    if (from > 0 || length !== buffer.length) chunk = buffer.subarray(from, length);
     const req = this.#req;
     req.handle = handle;
-    const err = handle.writeBuffer(req, buffer);
+    const err = handle.writeBuffer(req, chunk);
     if (err !== 0) return err < 0 ? err : UV_EBADF;
     const b = cached!;
     if (b.state[b.kLastWriteWasAsync] === 0) return WRITE_DONE;
-    req.buffer = buffer;
+    req.buffer = chunk;
     this.#req = this.#request();
+    this.#pending++;
     return WRITE_PENDING;
   }
 }

@@ -56,6 +56,7 @@ export interface UdpBatchAddon {
   close(group: object): void;
   trim(): number;
   loopTime(): ArrayBuffer | undefined;
+  sendNow(fd: number, buffer: Uint8Array, length: number): number;
 }
 
 let addon: UdpBatchAddon | null | undefined;
@@ -63,8 +64,8 @@ let addonMissing = '';
 
 /**
  * The compiled addon, or null (with the reason kept). Loaded once; the compiled file sits next to
- * the compiled JavaScript, in dist/src/native. Also what trimNativeHeap() and the child's loop
- * clock use, whatever PACKETPONY_UDP_BATCH says.
+ * the compiled JavaScript, in dist/src/native. Also what trimNativeHeap(), the child's loop clock
+ * and the TCP relay's writes use, whatever PACKETPONY_UDP_BATCH says.
  */
 export function nativeAddon(): UdpBatchAddon | null {
   if (addon !== undefined) return addon;
@@ -76,7 +77,7 @@ export function nativeAddon(): UdpBatchAddon | null {
   try {
     const loaded = createRequire(import.meta.url)('../native/udp_batch.node') as UdpBatchAddon;
     // The strides are the contract between the two files: a stale build must not be misread.
-    if (loaded.constants.RECV_STRIDE !== RECV_STRIDE || loaded.constants.SEND_STRIDE !== SEND_STRIDE || typeof loaded.loopTime !== 'function') {
+    if (loaded.constants.RECV_STRIDE !== RECV_STRIDE || loaded.constants.SEND_STRIDE !== SEND_STRIDE || typeof loaded.loopTime !== 'function' || typeof loaded.sendNow !== 'function') {
       addonMissing = 'dist/src/native/udp_batch.node is from another version (run npm run build)';
       return addon;
     }

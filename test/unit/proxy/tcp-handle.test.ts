@@ -7,7 +7,7 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import net from 'node:net';
-import { HandleWriter, TcpEnd, WRITE_DONE, WRITE_PENDING, nativeBindings, type ReadSink } from '../../../src/proxy/tcp-handle.js';
+import { HandleWriter, TcpEnd, WRITE_DONE, WRITE_PENDING, nativeBindings, sendsNow, type ReadSink } from '../../../src/proxy/tcp-handle.js';
 import { listen, listenEnds } from '../../helpers/servers.js';
 import { waitFor } from '../../helpers/wait-for.js';
 
@@ -104,6 +104,72 @@ test('a write the peer does not take stays pending, then completes', async (t) =
   t.deepEqual(statuses, [0]);
   await waitFor(() => got === written, 'every byte at the peer');
   t.is(end.pendingWriteBytes, 0);
+});
+
+test('write(end, buffer, length) writes only the first `length` bytes', async (t) => {
+  const { end, peer } = await accepted(t);
+  const received = readAll(peer);
+  const writer = new HandleWriter(() => {});
+  const buffer = Buffer.from('abcdefgh');
+  t.is(writer.write(end, buffer, 3), WRITE_DONE);
+  t.is(writer.write(end, buffer.subarray(3), 2), WRITE_DONE);
+  end.end();
+  t.is(await received, 'abcde');
+});
+
+test('order holds across a pending write: nothing is sent past what libuv still holds', async (t) => {
+  // The chunks are numbered bytes; the peer reads nothing until the writer has a write pending,
+  // then checks every byte came in order. With the addon, a chunk written while a pending one is
+  // still queued must go behind it through libuv, never straight to the socket.
+  const { end, peer } = await accepted(t);
+  peer.pause();
+  let completed = 0;
+  const writer = new HandleWriter(() => completed++);
+  // Byte n of the stream is n mod 251 (a prime: no chunk or read boundary lines up with it).
+  const chunkSize = 256 * 1024;
+  let next = 0;
+  const chunk = (): Buffer => {
+    const c = Buffer.allocUnsafe(chunkSize);
+    for (let i = 0; i < chunkSize; i++) c[i] = (next + i) % 251;
+    next += chunkSize;
+    return c;
+  };
+  let pending = 0;
+  for (let i = 0; i < 256 && pending === 0; i++) if (writer.write(end, chunk()) === WRITE_PENDING) pending++;
+  t.is(pending, 1, 'the socket filled up');
+  // Once the peer has read some (so the socket has room) but before libuv writes out its queue,
+  // another chunk is written: it must go behind the queued one. (The relay never writes while a
+  // write is pending, but for the PROXY header's; this is the writer's own guarantee.)
+  const total = next + chunkSize;
+  let second = -1;
+  let got = 0;
+  let inOrder = true;
+  peer.on('data', (c: Buffer) => {
+    for (let i = 0; i < c.length; i++) if (c[i] !== (got + i) % 251) inOrder = false;
+    got += c.length;
+    if (second === -1) second = writer.write(end, chunk());
+  });
+  peer.resume();
+  await waitFor(() => got === total, 'every byte at the peer');
+  t.is(second, WRITE_PENDING, 'queued behind the pending write');
+  t.true(inOrder, 'every byte in order');
+  await waitFor(() => completed === 2, 'both pending writes to complete');
+  // Once libuv's queue is empty again, writes go out at once.
+  t.is(writer.write(end, Buffer.from('after')), WRITE_DONE);
+});
+
+test('sendNow: used wherever the addon is built, unless PACKETPONY_TCP_SEND_NOW=0', (t) => {
+  const wanted = process.env['PACKETPONY_TCP_SEND_NOW'] !== '0' && process.platform === 'linux';
+  t.is(sendsNow(), wanted);
+});
+
+test('descriptor: the socket\'s number while open, -1 once closed (never a number the kernel may reuse)', async (t) => {
+  const { end } = await accepted(t);
+  t.true(end.descriptor >= 0);
+  t.is(end.descriptor, end.fd);
+  end.close();
+  t.is(end.descriptor, -1);
+  t.is(new HandleWriter(() => {}).write(end, Buffer.from('x')), -9, 'EBADF: nothing is written to a closed end');
 });
 
 test('a dial to a closed port fails like net.Socket: ECONNREFUSED, syscall connect, then close', async (t) => {
