@@ -14,6 +14,10 @@
  * - on a timer, the listener's own tally of its sockets against the limit, and only when that comes
  *   near, a real count. This catches a table that stays full whatever the order it filled in.
  *
+ * The limit itself (prlimit can change it while we run) is read again when the tally comes near
+ * it and otherwise every LIMIT_READ_EVERY looks (10 s): reading /proc/self/limits is five system
+ * calls and some string work, twice a second in every idle child otherwise.
+ *
  * Linux only (/proc): elsewhere the watch does nothing.
  */
 import { readdirSync, readFileSync } from 'node:fs';
@@ -66,6 +70,9 @@ export interface DescriptorWatchOptions {
   readonly intervalMs?: number;
 }
 
+/** Timer looks between two readings of the limit while the tally stays far from it. */
+export const LIMIT_READ_EVERY = 20;
+
 /** Below this distance from the limit (by the listener's tally) the descriptors are counted. */
 function margin(limit: number): number {
   return Math.max(8, Math.ceil(limit * 0.05));
@@ -81,6 +88,7 @@ export class DescriptorWatch {
   #timer: NodeJS.Timeout | undefined;
   /** The limit as last read: kept when a full table keeps it from being read again. */
   #limit = Infinity;
+  #looks = 0;
 
   constructor(options: DescriptorWatchOptions) {
     this.#options = options;
@@ -109,9 +117,16 @@ export class DescriptorWatch {
 
   /** The timer's look; true when the table was found full. */
   check(): boolean {
-    const limit = this.#readLimit();
+    if (++this.#looks >= LIMIT_READ_EVERY) {
+      this.#looks = 0;
+      this.#readLimit();
+    }
+    const used = this.#baseline + this.#options.inUse();
+    // Near the limit as last read: read it again (it may have been raised), then look closer.
+    if (Number.isFinite(this.#limit) && used + margin(this.#limit) >= this.#limit) this.#readLimit();
+    const limit = this.#limit;
     if (!Number.isFinite(limit)) return false;
-    if (this.#baseline + this.#options.inUse() + margin(limit) < limit) return false;
+    if (used + margin(limit) < limit) return false;
     const open = this.#probe.open();
     if (open < 0 || open < limit - 1) return false;
     this.#options.onFull();

@@ -4,12 +4,16 @@
  */
 import test from 'ava';
 import { openSync, closeSync } from 'node:fs';
-import { DescriptorWatch, procProbe, type DescriptorProbe } from '../../../src/proxy/descriptor-watch.js';
+import { DescriptorWatch, LIMIT_READ_EVERY, procProbe, type DescriptorProbe } from '../../../src/proxy/descriptor-watch.js';
 
-function fakeProbe(state: { limit: number; open: number }): DescriptorProbe & { counts: number } {
+function fakeProbe(state: { limit: number; open: number }): DescriptorProbe & { counts: number; limitReads: number } {
   const probe = {
     counts: 0,
-    limit: () => state.limit,
+    limitReads: 0,
+    limit: () => {
+      probe.limitReads++;
+      return state.limit;
+    },
     open: () => {
       probe.counts++;
       return state.open;
@@ -42,14 +46,38 @@ test('far from the limit the descriptors are not counted; near it they are, and 
   t.is(full, 2);
 });
 
-test('a limit lowered while running (prlimit) is followed', (t) => {
+test('a limit lowered while running (prlimit) is followed within LIMIT_READ_EVERY looks', (t) => {
   const state = { limit: 65536, open: 130 };
   let full = 0;
   const watch = new DescriptorWatch({ inUse: () => 110, onFull: () => full++, probe: fakeProbe(state) });
   t.false(watch.check());
   state.limit = 128;
-  t.true(watch.check());
+  let looks = 1;
+  while (!watch.check()) {
+    looks++;
+    if (looks > LIMIT_READ_EVERY) break;
+  }
+  t.true(looks <= LIMIT_READ_EVERY, `seen after ${looks} looks`);
   t.is(full, 1);
+});
+
+test('far from the limit it is read once per LIMIT_READ_EVERY looks; near it, at every look (a raise is seen at once)', (t) => {
+  const state = { limit: 1000, open: 20 };
+  const probe = fakeProbe(state);
+  let inUse = 10;
+  let full = 0;
+  const watch = new DescriptorWatch({ inUse: () => inUse, onFull: () => full++, probe });
+  const before = probe.limitReads;
+  for (let i = 0; i < LIMIT_READ_EVERY * 3; i++) watch.check();
+  t.is(probe.limitReads - before, 3);
+
+  inUse = 960; // near: 20 + 960 + 50 ≥ 1000
+  state.open = 1000;
+  state.limit = 4096; // raised meanwhile
+  const near = probe.limitReads;
+  t.false(watch.check(), 'the raised limit is read before counting');
+  t.is(probe.limitReads - near, 1);
+  t.is(full, 0);
 });
 
 test('no limit, or no way to count, means no report and no timer', (t) => {
