@@ -117,13 +117,13 @@ export class DescriptorWatch {
 
   /** The timer's look; true when the table was found full. */
   check(): boolean {
-    if (++this.#looks >= LIMIT_READ_EVERY) {
+    const used = this.#baseline + this.#options.inUse();
+    // Near the limit as last read, read it again (it may have been raised) before looking closer.
+    const near = Number.isFinite(this.#limit) && used + margin(this.#limit) >= this.#limit;
+    if (++this.#looks >= LIMIT_READ_EVERY || near) {
       this.#looks = 0;
       this.#readLimit();
     }
-    const used = this.#baseline + this.#options.inUse();
-    // Near the limit as last read: read it again (it may have been raised), then look closer.
-    if (Number.isFinite(this.#limit) && used + margin(this.#limit) >= this.#limit) this.#readLimit();
     const limit = this.#limit;
     if (!Number.isFinite(limit)) return false;
     if (used + margin(limit) < limit) return false;

@@ -123,7 +123,7 @@ export class TcpListener {
   }
 
   #accept(end: TcpEnd): void {
-    this.#descriptors?.accepted(end.fd);
+    this.#descriptors?.accepted(end.descriptor);
     const peer = end.remote();
     if (peer === null) {
       end.close(); // gone before we looked
