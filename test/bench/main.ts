@@ -121,6 +121,7 @@ async function measureOnce(row: Row, target: Running, ctx: RunContext, options: 
   const cpuBefore = cpuNs(pids);
   const rootBefore = cpuNs(pids.slice(0, 1));
   const coreBefore = coreTicks(options.proxyCore);
+  const loadBefore = coreTicks(options.loadCore);
   const wallBefore = performance.now();
   const measured: Sample = await row.measure(target, ctx).catch((err: unknown) => ({
     value: NaN,
@@ -128,14 +129,19 @@ async function measureOnce(row: Row, target: Running, ctx: RunContext, options: 
   }));
   const cpu = cpuNs(pids) - cpuBefore;
   const coreAfter = coreTicks(options.proxyCore);
+  const loadAfter = coreTicks(options.loadCore);
   const rootShare = pids.length > 1 ? (cpuNs(pids.slice(0, 1)) - rootBefore) / cpu : NaN;
   const wall = (performance.now() - wallBefore) * 1e6;
   // /proc/stat counts in USER_HZ (100 per second on Linux); schedstat in ns.
   const coreBusyNs = (coreAfter.busy - coreBefore.busy) * 1e7;
   const foreign = Math.max(0, (coreBusyNs - cpu) / wall) * 100;
+  // How busy the other core (clients, backends, this process) was: near 100 %, the load side and
+  // not the proxy set the rate, for every target alike.
+  const loadPct = ((loadAfter.busy - loadBefore.busy) / (loadAfter.total - loadBefore.total)) * 100;
+  const load: Record<string, number> = Number.isFinite(loadPct) ? { load_core_pct: loadPct } : {};
   // The memory row is not about CPU; during a reload the processes change, so their CPU is unknown.
   if (pids.length === 0 || row.id === 'rss' || row.id === 'reload') {
-    return row.id === 'rss' ? measured : { ...measured, extra: { ...measured.extra, ...(Number.isFinite(foreign) ? { foreign_pct: foreign } : {}) } };
+    return row.id === 'rss' ? measured : { ...measured, extra: { ...measured.extra, ...load, ...(Number.isFinite(foreign) ? { foreign_pct: foreign } : {}) } };
   }
   return {
     ...measured,
@@ -143,6 +149,7 @@ async function measureOnce(row: Row, target: Running, ctx: RunContext, options: 
       ...measured.extra,
       cpu_pct: (cpu / wall) * 100,
       ...(Number.isFinite(foreign) ? { foreign_pct: foreign } : {}),
+      ...load,
       ...(Number.isFinite(rootShare) ? { cpu_root_pct: rootShare * 100 } : {}),
       ...(row.perOp !== undefined ? { cpu_us_op: cpu / 1000 / row.perOp(measured.value, options.seconds) } : {}),
     },

@@ -98,10 +98,33 @@ function extrasText(row: Row, cell: Cell | undefined): string {
   }
   const foreign = extraMedian(cell, 'foreign_pct');
   if (Number.isFinite(foreign) && cell.samples.length > 0 && row.id !== 'rss') parts.push(`other load ${foreign.toFixed(0)} %`);
+  const loadCore = extraMedian(cell, 'load_core_pct');
+  if (Number.isFinite(loadCore) && row.id !== 'rss') parts.push(`load core ${loadCore.toFixed(0)} %`);
   if (row.id === 'rss') parts.push(`RSS ${fmt(extraMedian(cell, 'rss_mb'))} MB with the connections open`);
   const notes = [...new Set((cell.samples ?? []).map((s) => s.note).filter((n): n is string => n !== undefined))];
   if (notes.length > 0) parts.push(`failed: ${notes.join('; ').slice(0, 160)}`);
   return parts.join('; ');
+}
+
+/** The load core's busy share at or above which the load side, not the proxy, sets a rate. */
+export const SATURATED_LOAD_PCT = 95;
+
+/**
+ * For a missed goal: when the core running the clients and backends was saturated during
+ * PacketPony's runs, the rate was the load side's ceiling, so say so, with the other proxies'
+ * ratios and load in the same run to judge against. null when the load core had room.
+ */
+function saturatedLoadNote(row: Row, targets: readonly Target[], results: Results): string | null {
+  const cells = results.get(row.id);
+  const load = extraMedian(cells?.get('pp-on'), 'load_core_pct');
+  if (!(load >= SATURATED_LOAD_PCT)) return null;
+  const others = targets
+    .filter((t) => t.id !== 'direct' && t.id !== 'pp-on' && cells?.get(t.id)?.skipped === undefined && Number.isFinite(ratio(row, results, t.id)))
+    .map((t) => `${t.label} ×${ratio(row, results, t.id).toFixed(2)} (load core ${extraMedian(cells?.get(t.id), 'load_core_pct').toFixed(0)} %)`);
+  return (
+    `${row.title}: the load core (clients and backends) was ${load.toFixed(0)} % busy during PacketPony's runs, so the load side set this rate as much as the proxy did. ` +
+    `In the same run: PacketPony ×${ratio(row, results, 'pp-on').toFixed(2)}${others.length > 0 ? `, ${others.join(', ')}` : ''}.`
+  );
 }
 
 export function markdown(rows: readonly Row[], targets: readonly Target[], results: Results, meta: Meta): string {
@@ -127,6 +150,7 @@ export function markdown(rows: readonly Row[], targets: readonly Target[], resul
   // (the two runs are minutes apart at most, so the machine's drift mostly cancels), which is what
   // the features add; and the medians of the rates, which that drift moves by ±30 %.
   out.push('| Row | goal | features on | met | features off | cost of features, CPU per operation (paired by round) | cost of features, median rates |', '|---|---:|---:|:--:|---:|---:|---:|');
+  const missed: Row[] = [];
   for (const row of rows) {
     const cells = results.get(row.id);
     const goal = GOALS[row.id];
@@ -144,6 +168,11 @@ export function markdown(rows: readonly Row[], targets: readonly Target[], resul
     const cpuCost = pairedCost(cells.get('pp-on'), cells.get('pp-off'));
     const cpuText = Number.isFinite(cpuCost) ? `${cpuCost >= 0 ? '+' : ''}${(cpuCost * 100).toFixed(1)} %` : '–';
     out.push(`| ${row.title} | ${goalText} | ${show(value)} | ${met} | ${show(offValue)} | ${cpuText} | ${costText} |`);
+    if (met === 'no') missed.push(row);
+  }
+  for (const row of missed) {
+    const line = saturatedLoadNote(row, targets, results);
+    if (line !== null) out.push('', line);
   }
   const reload = results.get('reload');
   if (reload !== undefined) {
