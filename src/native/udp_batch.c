@@ -35,8 +35,8 @@
  * stays bounded. An exception thrown by the callback goes to process 'uncaughtException'.
  *
  * Small exports ride along, as this is the project's one addon: trim() gives the C heap's free
- * pages back after a flood, loopTime() shares the event loop's clock, sendNow() is the TCP relay's
- * write (see each).
+ * pages back after a flood, loopTime() shares the event loop's clock, sendNow() and shutdownNow()
+ * are the TCP relay's write and FIN (see each).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -651,6 +651,24 @@ static napi_value SendNow(napi_env env, napi_callback_info info) {
   return int_value(env, errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno);
 }
 
+/*
+ * shutdownNow(fd) -> 0 or -errno: shutdown(fd, SHUT_WR), our FIN, at once. For a socket libuv holds
+ * no writes for (the relay checks that first): libuv's own shutdown would wait a loop turn for the
+ * socket to be writable, through a request object, two epoll changes and a callback into
+ * JavaScript, to make this same system call. libuv keeps owning the socket and is never asked to
+ * write to it again.
+ */
+static napi_value ShutdownNow(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int32_t fd = -1;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
+      napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
+    return int_value(env, -EINVAL);
+  }
+  return int_value(env, shutdown(fd, SHUT_WR) == 0 ? 0 : -errno);
+}
+
 static napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"open", NULL, Open, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -663,6 +681,7 @@ static napi_value Init(napi_env env, napi_value exports) {
     {"trim", NULL, Trim, NULL, NULL, NULL, napi_enumerable, NULL},
     {"loopTime", NULL, LoopTime, NULL, NULL, NULL, napi_enumerable, NULL},
     {"sendNow", NULL, SendNow, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"shutdownNow", NULL, ShutdownNow, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_value constants;
   napi_create_object(env, &constants);

@@ -228,8 +228,16 @@ export class Flow implements ReadSink {
 
   readonly onEnd = (): void => {
     this.eof = true;
-    if (this.dst !== null && !this.relay.closing) this.dst.end();
+    if (this.dst !== null && !this.relay.closing) this.endDestination();
   };
+
+  /**
+   * Passes src's FIN on to dst, after what this direction wrote. With no write of ours waiting in
+   * libuv's queue, the FIN goes at once (TcpEnd.end's direct path).
+   */
+  endDestination(): void {
+    this.dst?.end(this.#writer.idle);
+  }
 
   resume(): void {
     const src = this.src;

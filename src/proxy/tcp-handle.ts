@@ -19,7 +19,8 @@
  *   only for what the kernel did not take); the request object is reused until a write stays
  *   pending. A pending write's completion comes through the writer's callback.
  * - end() asks for a shutdown (libuv runs it after the queued writes: our FIN follows our data).
- *   ENOTCONN counts as done, as in net.Socket. A half-open end closes itself once both its end of
+ *   ENOTCONN counts as done, as in net.Socket. When the caller knows nothing is queued, the FIN
+ *   goes at once through the addon instead (see end()). A half-open end closes itself once both its end of
  *   stream has been read and its shutdown has completed (net.Socket's autoDestroy).
  * - reset() closes with a RST (SO_LINGER 0). libuv refuses that while a shutdown is in progress
  *   (UV_EINVAL), and node then marks the handle closing without closing it (the descriptor leaks and
@@ -340,11 +341,25 @@ export class TcpEnd {
     if (this.writableFinished) this.close();
   }
 
-  /** Sends our FIN after the pending writes (idempotent). */
-  end(): void {
+  /**
+   * Sends our FIN after the pending writes (idempotent). `nothingQueued`: the caller knows libuv
+   * holds no write for this end (its one writer has none pending); then, with the addon, the FIN
+   * goes at once (shutdownNow) and the shutdown is done before this returns. Otherwise libuv's
+   * shutdown runs after the queue, and completes in a later turn.
+   */
+  end(nothingQueued = false): void {
     const handle = this.handle;
     if (handle === null || this.writableEnded) return;
     this.writableEnded = true;
+    const direct = nothingQueued ? directCalls() : null;
+    const fd = direct === null ? -1 : this.descriptor;
+    if (fd >= 0) {
+      // Its status is ignored, as libuv's is below (afterShutdown): ENOTCONN, the only error a
+      // connected socket can give, means the peer reset it, which the reads report.
+      direct!.shutdownNow(fd);
+      this.shutdownDone();
+      return;
+    }
     const req = new cached!.ShutdownWrap();
     req.handle = handle;
     req.end = this;
@@ -491,29 +506,39 @@ export const WRITE_DONE = 0;
 export const WRITE_PENDING = 1;
 
 type SendNow = (fd: number, buffer: Uint8Array, length: number) => number;
-let sendNowLoaded = false;
-let sendNowFn: SendNow | null = null;
 
-/**
- * The addon's sendNow() (src/native/udp_batch.c): one send(2) of a chunk, with no write request, no
- * view and no stream checks around it. null without the addon (not Linux, no compiler at install)
- * or with PACKETPONY_TCP_SEND_NOW=0 in the environment: then every chunk goes through Node's
- * writeBuffer, which makes the same system call for ~750 more instructions.
- */
-function sendNow(): SendNow | null {
-  if (!sendNowLoaded) {
-    sendNowLoaded = true;
-    const addon = process.env['PACKETPONY_TCP_SEND_NOW'] === '0' ? null : nativeAddon();
-    // Unbound on purpose: the native function uses no `this`, and a bound one costs a trampoline
-    // per chunk.
-    sendNowFn = addon === null ? null : addon.sendNow;
-  }
-  return sendNowFn;
+/** The addon's calls straight to a socket's descriptor (src/native/udp_batch.c). */
+interface DirectCalls {
+  /** One send(2) of a chunk, with no write request, no view and no stream checks around it. */
+  readonly sendNow: SendNow;
+  /** shutdown(2) of the write half, with no request, no epoll change and no callback. */
+  readonly shutdownNow: (fd: number) => number;
 }
 
-/** Whether chunks are written with the addon's sendNow() (false: Node's writeBuffer only). */
+let directLoaded = false;
+let direct: DirectCalls | null = null;
+
+/**
+ * The addon's direct socket calls, or null without the addon (not Linux, no compiler at install)
+ * or with PACKETPONY_TCP_SEND_NOW=0 in the environment: then every chunk goes through Node's
+ * writeBuffer (the same system call for ~750 more instructions) and every FIN through libuv's
+ * shutdown (the same system call a loop turn later, for a request object, two epoll changes and a
+ * callback).
+ */
+function directCalls(): DirectCalls | null {
+  if (!directLoaded) {
+    directLoaded = true;
+    const addon = process.env['PACKETPONY_TCP_SEND_NOW'] === '0' ? null : nativeAddon();
+    // Unbound on purpose: the native functions use no `this`, and a bound one costs a trampoline
+    // per call.
+    direct = addon === null ? null : { sendNow: addon.sendNow, shutdownNow: addon.shutdownNow };
+  }
+  return direct;
+}
+
+/** Whether chunks and FINs go straight to the socket (false: through Node's writeBuffer and libuv's shutdown). */
 export function sendsNow(): boolean {
-  return sendNow() !== null;
+  return directCalls() !== null;
 }
 
 /**
@@ -529,7 +554,7 @@ export function sendsNow(): boolean {
  */
 export class HandleWriter {
   readonly #onComplete: (status: number) => void;
-  readonly #sendNow = sendNow();
+  readonly #sendNow = directCalls()?.sendNow ?? null;
   #req: WriteRequest;
   /**
    * This writer's writes libuv still holds. The relay writes to an end through its one writer
@@ -541,6 +566,11 @@ export class HandleWriter {
   constructor(onComplete: (status: number) => void) {
     this.#onComplete = onComplete;
     this.#req = this.#request();
+  }
+
+  /** No write of this writer's is waiting in libuv's queue. */
+  get idle(): boolean {
+    return this.#pending === 0;
   }
 
   #request(): WriteRequest {

@@ -453,7 +453,7 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
         if (this.closing) return;
       }
     }
-    if (up.eof) target.end();
+    if (up.eof) up.endDestination();
     else if (!up.pending && !up.throttled) up.resume();
     if (!this.closing) this.#down.resume();
   };

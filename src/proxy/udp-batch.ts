@@ -57,6 +57,7 @@ export interface UdpBatchAddon {
   trim(): number;
   loopTime(): ArrayBuffer | undefined;
   sendNow(fd: number, buffer: Uint8Array, length: number): number;
+  shutdownNow(fd: number): number;
 }
 
 let addon: UdpBatchAddon | null | undefined;
@@ -77,7 +78,7 @@ export function nativeAddon(): UdpBatchAddon | null {
   try {
     const loaded = createRequire(import.meta.url)('../native/udp_batch.node') as UdpBatchAddon;
     // The strides are the contract between the two files: a stale build must not be misread.
-    if (loaded.constants.RECV_STRIDE !== RECV_STRIDE || loaded.constants.SEND_STRIDE !== SEND_STRIDE || typeof loaded.loopTime !== 'function' || typeof loaded.sendNow !== 'function') {
+    if (loaded.constants.RECV_STRIDE !== RECV_STRIDE || loaded.constants.SEND_STRIDE !== SEND_STRIDE || typeof loaded.loopTime !== 'function' || typeof loaded.sendNow !== 'function' || typeof loaded.shutdownNow !== 'function') {
       addonMissing = 'dist/src/native/udp_batch.node is from another version (run npm run build)';
       return addon;
     }

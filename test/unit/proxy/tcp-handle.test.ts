@@ -163,6 +163,41 @@ test('sendNow: used wherever the addon is built, unless PACKETPONY_TCP_SEND_NOW=
   t.is(sendsNow(), wanted);
 });
 
+test('end(true) with nothing queued: the FIN goes at once through the addon, behind the data, and the end closes itself', async (t) => {
+  const { end, peer } = await accepted(t);
+  const text = readAll(peer);
+  let closed = false;
+  end.onClose = () => (closed = true);
+  end.setSink(collector());
+  end.startReading();
+  const writer = new HandleWriter(() => {});
+  t.is(writer.write(end, Buffer.from('all of it')), WRITE_DONE);
+  t.true(writer.idle);
+  end.end(true);
+  // Straight to the socket where the addon is there; through libuv's request (a later turn) otherwise.
+  t.is(end.writableFinished, sendsNow());
+  t.is(await text, 'all of it');
+  peer.end();
+  await waitFor(() => closed, 'the end to close once both halves are done');
+  t.true(end.writableFinished);
+});
+
+test('end(true) after the peer reset: counted as done, and the reset is still reported by the read', async (t) => {
+  const { end, peer } = await accepted(t);
+  let outcome = '';
+  end.onEnd = () => (outcome = end.wasReset() ? 'reset' : 'FIN');
+  end.onError = (err) => (outcome = err.code ?? err.message);
+  end.setSink(collector());
+  peer.resetAndDestroy();
+  // Wait until the kernel has the reset (getpeername fails then) before shutting down.
+  await waitFor(() => end.remote() === null, 'the reset to arrive');
+  end.end(true);
+  t.true(end.writableEnded);
+  end.startReading();
+  await waitFor(() => outcome !== '', 'the read to report the reset');
+  t.not(outcome, 'FIN');
+});
+
 test('descriptor: the socket\'s number while open, -1 once closed (never a number the kernel may reuse)', async (t) => {
   const { end } = await accepted(t);
   t.true(end.descriptor >= 0);
