@@ -435,7 +435,13 @@ export class TcpEnd {
     this.closed = true;
     this.destroyed = true;
     this.handle = null;
-    this.onClose();
+    const onClose = this.onClose;
+    // Nothing can come from a closed end: forget the owner, so that whatever still holds the end
+    // for a moment (keepalive-later.ts) does not hold the whole connection.
+    this.onConnect = this.onEnd = this.onClose = noop;
+    this.onError = noop;
+    this.#sink = null;
+    onClose();
   };
 }
 

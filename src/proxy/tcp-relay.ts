@@ -25,7 +25,8 @@
  * else and is not counted as client bytes. All of this is set-up: the per-chunk path is the same
  * with or without it. Both sockets get TCP_NODELAY (we forward what we read at once; Nagle would
  * only add latency to small requests) and keepalive (60 s by default, so a peer that vanished
- * without a FIN is found).
+ * without a FIN is found; on the target's socket once the connection has lived a second:
+ * keepalive-later.ts).
  *
  * Moving bytes. Each direction reads into one static buffer (64 KiB by default) and writes that
  * buffer to the other socket. If the write completes at once (the kernel took it all, the usual
@@ -68,6 +69,7 @@ import type { Endpoint, TcpSettings } from '../config/types.js';
 import type { ErrorType, ListenerStats } from '../telemetry/stats.js';
 import { Flow, type FlowOwner, type Meter, type RelayDirection } from './relay-flow.js';
 import { LARGE_SIZE } from './read-buffers.js';
+import { setKeepAliveLater } from './keepalive-later.js';
 import { TcpEnd } from './tcp-handle.js';
 import { defaultResolver, ResolveError, type ResolvedAddress, type TargetResolver } from './target-resolver.js';
 
@@ -436,7 +438,7 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
     if (this.#attemptTimer !== null) clearTimeout(this.#attemptTimer);
     this.#attemptTimer = null;
     target.setNoDelay();
-    if (this.#keepAliveMs > 0) target.setKeepAlive(this.#keepAliveMs);
+    if (this.#keepAliveMs > 0) setKeepAliveLater(target, this.#keepAliveMs);
     const up = this.#up;
     up.dst = target;
     if (this.#header !== undefined) up.writeFirst(this.#header);

@@ -125,7 +125,7 @@ test('UDP: log_only lets a session over max_total_connections through instead of
   t.is(d.stats.takeDelta().rate_limit_drops.session_limit, undefined);
 });
 
-test('TCP: both sockets of a relayed connection have keepalive (the client side inherited from the listening socket on Linux)', async (t) => {
+test('TCP: both sockets of a relayed connection have keepalive (the client side inherited from the listening socket on Linux, the target side after a second)', async (t) => {
   // ss shows the keepalive timer of each socket; without it (not Linux) there is nothing to look at.
   let ss: string | null = null;
   try {
@@ -160,7 +160,9 @@ test('TCP: both sockets of a relayed connection have keepalive (the client side 
     execFileSync('ss', ['-tnoH', 'state', 'established', filter], { encoding: 'utf8' });
   // Our accepted socket (source port = the listener's) and our dialled one (destination = the backend).
   const accepted = sockets(`( sport = :${address.port} )`);
-  const dialled = sockets(`( dport = :${backendPort} )`);
   t.regex(accepted, /timer:\(keepalive/, accepted);
+  // The dialled one gets it once the connection has lived a second (keepalive-later.ts).
+  let dialled = '';
+  await waitFor(() => /timer:\(keepalive/.test((dialled = sockets(`( dport = :${backendPort} )`))), 'keepalive on the dialled socket');
   t.regex(dialled, /timer:\(keepalive/, dialled);
 });

@@ -163,6 +163,23 @@ test('sendNow: used wherever the addon is built, unless PACKETPONY_TCP_SEND_NOW=
   t.is(sendsNow(), wanted);
 });
 
+test('a closed end forgets its owner: no callback of the owner is held once the close is reported', async (t) => {
+  const { end } = await accepted(t);
+  const owner = () => {};
+  end.onEnd = owner;
+  end.onError = owner;
+  end.onConnect = owner;
+  let closed = 0;
+  end.onClose = () => closed++;
+  end.close();
+  await waitFor(() => closed === 1, 'the close callback');
+  t.not(end.onEnd, owner);
+  t.not(end.onError, owner);
+  t.not(end.onConnect, owner);
+  end.onClose();
+  t.is(closed, 1, 'onClose was dropped too');
+});
+
 test('end(true) with nothing queued: the FIN goes at once through the addon, behind the data, and the end closes itself', async (t) => {
   const { end, peer } = await accepted(t);
   const text = readAll(peer);
