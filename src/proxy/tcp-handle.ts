@@ -354,9 +354,11 @@ export class TcpEnd {
     const direct = nothingQueued ? directCalls() : null;
     const fd = direct === null ? -1 : this.descriptor;
     if (fd >= 0) {
-      // Its status is ignored, as libuv's is below (afterShutdown): ENOTCONN, the only error a
-      // connected socket can give, means the peer reset it, which the reads report.
-      direct!.shutdownNow(fd);
+      // The peer's FIN was read too: close() sends ours (nothing is left unread, so the kernel
+      // sends a FIN, not a reset), one system call instead of two.
+      // Otherwise the status is ignored, as libuv's is below (afterShutdown): ENOTCONN, the only
+      // error a connected socket can give, means the peer reset it, which the reads report.
+      if (!this.readableEnded) direct!.shutdownNow(fd);
       this.shutdownDone();
       return;
     }

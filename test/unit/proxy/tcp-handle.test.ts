@@ -199,6 +199,24 @@ test('end(true) with nothing queued: the FIN goes at once through the addon, beh
   t.true(end.writableFinished);
 });
 
+test('end(true) once the peer\'s FIN was read: the close sends our FIN (behind the data), never a reset', async (t) => {
+  const { end, peer } = await accepted(t);
+  const text = readAll(peer);
+  let peerError = '';
+  peer.on('error', (err: NodeJS.ErrnoException) => (peerError = err.code ?? err.message));
+  let closed = false;
+  end.onClose = () => (closed = true);
+  end.setSink(collector());
+  end.startReading();
+  peer.end();
+  await waitFor(() => end.readableEnded, 'the peer\'s FIN');
+  t.is(new HandleWriter(() => {}).write(end, Buffer.from('the answer')), WRITE_DONE);
+  end.end(true);
+  t.is(await text, 'the answer');
+  await waitFor(() => closed, 'the end to close');
+  t.is(peerError, '');
+});
+
 test('end(true) after the peer reset: counted as done, and the reset is still reported by the read', async (t) => {
   const { end, peer } = await accepted(t);
   let outcome = '';
