@@ -7,7 +7,7 @@
  * C++; counted with callgrind), as much as the rest of what features add per chunk together. The
  * event loop already keeps the time: libuv stamps it at the start of each turn and right after each
  * poll returns, i.e. just before the callbacks of the data that poll found. The addon hands over
- * that stamp's memory (loopTime() in src/native/udp_batch.c), and reading it is two array loads.
+ * that stamp's memory (loopTime() in src/native/process_calls.c), and reading it is two array loads.
  *
  * What it means for the readers: time moves in whole milliseconds and stands still within a turn
  * of the loop (a sliding window's buckets are a twentieth of its window, a pause is whole
@@ -17,7 +17,7 @@
  * Without the addon (not Linux, no compiler at install), performance.now().
  */
 import type { Clock } from '../policy/rate-limiter.js';
-import { nativeAddon } from '../proxy/udp-batch.js';
+import { nativeAddon } from '../native/addon.js';
 
 const TWO_TO_32 = 4_294_967_296;
 let shared: Clock | undefined;

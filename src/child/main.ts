@@ -19,7 +19,7 @@ import {
 import { ListenerPolicy, RateLimiter, type LimiterSnapshot } from '../policy/index.js';
 import type { TargetStates } from '../proxy/target-pool.js';
 import { TcpListener } from '../proxy/tcp-listener.js';
-import { trimNativeHeap } from '../proxy/udp-batch.js';
+import { trimNativeHeap } from '../native/addon.js';
 import { UdpListener } from '../proxy/udp-listener.js';
 import { DenyAggregator } from '../telemetry/deny-aggregator.js';
 import type { LogEvent } from '../telemetry/events.js';

@@ -1,8 +1,8 @@
 {
   "targets": [
     {
-      "target_name": "udp_batch",
-      "sources": ["udp_batch.c"],
+      "target_name": "packetpony_native",
+      "sources": ["addon.c", "udp_batch.c", "socket_calls.c", "process_calls.c"],
       "cflags": ["-O2", "-Wall", "-Wextra"],
       "conditions": [["OS!='linux'", {"type": "none"}]]
     }

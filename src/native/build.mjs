@@ -1,20 +1,21 @@
-// Builds the batched UDP path (udp_batch.c, see its header) and puts it next to the compiled
-// JavaScript, where src/proxy/udp-batch.ts loads it: dist/src/native/udp_batch.node.
+// Builds PacketPony's native addon (addon.c, see its header) and puts it next to the compiled
+// JavaScript, where src/native/addon.ts loads it: dist/src/native/packetpony_native.node.
 //
 // Optional by design: off Linux, or without a C compiler and Node's headers, it says so and
-// PacketPony relays UDP through Node's dgram instead (the same behaviour, slower). It rebuilds only
-// when the source is newer than the built file, so `npm run build` stays quick.
+// PacketPony takes Node's own paths instead (the same behaviour, slower: UDP through dgram, TCP
+// writes through Node's streams). It rebuilds only when a source is newer than the built file, so
+// `npm run build` stays quick.
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, renameSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const target = join(here, '..', '..', 'dist', 'src', 'native', 'udp_batch.node');
-const sources = ['udp_batch.c', 'binding.gyp'].map((name) => join(here, name));
+const target = join(here, '..', '..', 'dist', 'src', 'native', 'packetpony_native.node');
+const sources = ['addon.h', 'addon.c', 'udp_batch.c', 'socket_calls.c', 'process_calls.c', 'binding.gyp'].map((name) => join(here, name));
 
 function skip(why, details = '') {
-  console.warn(`packetpony: the batched UDP path is not built (${why}); UDP is relayed through Node's dgram instead.`);
+  console.warn(`packetpony: the native addon is not built (${why}); UDP is relayed through Node's dgram and TCP writes go through Node's streams instead.`);
   if (details !== '') console.warn(details);
   process.exit(0);
 }
@@ -48,5 +49,5 @@ if (result.status !== 0) {
 mkdirSync(dirname(target), { recursive: true });
 // A new file renamed over the old one: running daemons keep the copy they loaded (writing into a
 // loaded shared object in place would crash them).
-copyFileSync(join(here, 'build', 'Release', 'udp_batch.node'), `${target}.tmp`);
+copyFileSync(join(here, 'build', 'Release', 'packetpony_native.node'), `${target}.tmp`);
 renameSync(`${target}.tmp`, target);

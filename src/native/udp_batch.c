@@ -33,18 +33,12 @@
  * entry with a negative length. A send the kernel refuses at once (a full buffer: EAGAIN) is
  * dropped and reported in its entry, as UDP would lose it anyway; nothing is queued, so memory
  * stays bounded. An exception thrown by the callback goes to process 'uncaughtException'.
- *
- * Small exports ride along, as this is the project's one addon: trim() gives the C heap's free
- * pages back after a flood, loopTime() shares the event loop's clock, sendNow() and shutdownNow()
- * are the TCP relay's write and FIN (see each).
+
  */
-#define _GNU_SOURCE
+#include "addon.h"
+
 #include <errno.h>
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 #include <netinet/in.h>
-#include <node_api.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,14 +90,6 @@ struct group_s {
 
 /* ---- helpers --------------------------------------------------------------------------------- */
 
-#define CALL(env, call)                                                            \
-  do {                                                                             \
-    if ((call) != napi_ok) {                                                       \
-      napi_throw_error((env), "ERR_PACKETPONY_NATIVE", "udp_batch: " #call " failed"); \
-      return NULL;                                                                 \
-    }                                                                              \
-  } while (0)
-
 static group_t *group_of(napi_env env, napi_value value) {
   void *data = NULL;
   if (napi_get_value_external(env, value, &data) != napi_ok || data == NULL) {
@@ -116,12 +102,6 @@ static group_t *group_of(napi_env env, napi_value value) {
     return NULL;
   }
   return g;
-}
-
-static napi_value int_value(napi_env env, int32_t n) {
-  napi_value v;
-  napi_create_int32(env, n, &v);
-  return v;
 }
 
 static void maybe_free(group_t *g) {
@@ -582,94 +562,8 @@ static napi_value Close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/*
- * trim() -> 1 if memory went back to the system. After a flood, the freed per-session allocations
- * (ours and Node's, a few hundred bytes each, tens of thousands of them) sit in the C heap between
- * live ones, where free() cannot return them; glibc's malloc_trim gives their whole pages back.
- * The child calls it once per flood, after V8's full collections (src/child/memory-reclaimer.ts).
- */
-static napi_value Trim(napi_env env, napi_callback_info info) {
-  (void)info;
-#ifdef __GLIBC__
-  return int_value(env, malloc_trim(0));
-#else
-  return int_value(env, 0);
-#endif
-}
-
-/*
- * loopTime() -> an ArrayBuffer over the event loop's own clock (uv_loop_t's `time`: milliseconds
- * as a uint64, the value uv_now() returns), or undefined where external buffers are refused. libuv
- * updates it at the start of each turn and right after each poll returns, so a read callback sees
- * the time its data arrived to the millisecond. JavaScript reads it as two 32-bit words: no call,
- * no system call (performance.now() costs ~590 instructions under callgrind, a clock_gettime and a
- * trip through C++). The loop lives as long as the process's main thread; the buffer owns nothing.
- * Call it once per process: V8 may refuse a second buffer over the same memory.
- */
-static napi_value LoopTime(napi_env env, napi_callback_info info) {
-  (void)info;
-  uv_loop_t *loop;
-  CALL(env, napi_get_uv_event_loop(env, &loop));
-  napi_value buffer;
-  if (napi_create_external_arraybuffer(env, &loop->time, sizeof(loop->time), NULL, NULL, &buffer) != napi_ok) {
-    /* Leave no exception pending: the caller falls back to performance.now(). */
-    napi_value ignored;
-    bool pending = false;
-    napi_is_exception_pending(env, &pending);
-    if (pending) napi_get_and_clear_last_exception(env, &ignored);
-    return NULL;
-  }
-  return buffer;
-}
-
-/*
- * sendNow(fd, buffer, length) -> the bytes of buffer[0, length) the kernel took at once (0 when it
- * took none: EAGAIN), or -errno. The TCP relay's write of a chunk to a socket whose libuv write
- * queue is empty (src/proxy/tcp-handle.ts, HandleWriter): the same system call libuv's try-write
- * makes, without Node's stream machinery around it (a write request, a view of the exact length,
- * the stream's checks: ~750 instructions per chunk, counted with callgrind). libuv keeps owning
- * the socket; what the kernel did not take goes through libuv's queue as before. MSG_NOSIGNAL: a
- * peer that is gone is EPIPE here, never SIGPIPE.
- */
-static napi_value SendNow(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
-  int32_t fd = -1, length = -1;
-  void *data = NULL;
-  size_t capacity = 0;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3 ||
-      napi_get_value_int32(env, argv[0], &fd) != napi_ok ||
-      napi_get_buffer_info(env, argv[1], &data, &capacity) != napi_ok ||
-      napi_get_value_int32(env, argv[2], &length) != napi_ok || fd < 0 || length < 0 ||
-      (size_t)length > capacity) {
-    return int_value(env, -EINVAL);
-  }
-  ssize_t sent;
-  do sent = send(fd, data, (size_t)length, MSG_NOSIGNAL);
-  while (sent < 0 && errno == EINTR);
-  if (sent >= 0) return int_value(env, (int32_t)sent);
-  return int_value(env, errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno);
-}
-
-/*
- * shutdownNow(fd) -> 0 or -errno: shutdown(fd, SHUT_WR), our FIN, at once. For a socket libuv holds
- * no writes for (the relay checks that first): libuv's own shutdown would wait a loop turn for the
- * socket to be writable, through a request object, two epoll changes and a callback into
- * JavaScript, to make this same system call. libuv keeps owning the socket and is never asked to
- * write to it again.
- */
-static napi_value ShutdownNow(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  int32_t fd = -1;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
-      napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
-    return int_value(env, -EINVAL);
-  }
-  return int_value(env, shutdown(fd, SHUT_WR) == 0 ? 0 : -errno);
-}
-
-static napi_value Init(napi_env env, napi_value exports) {
+/* open, watch, unwatch, pause, header, flush, close, and the table strides, on `exports`. */
+napi_status udp_batch_init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"open", NULL, Open, NULL, NULL, NULL, napi_enumerable, NULL},
     {"watch", NULL, Watch, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -678,18 +572,13 @@ static napi_value Init(napi_env env, napi_value exports) {
     {"header", NULL, Header, NULL, NULL, NULL, napi_enumerable, NULL},
     {"flush", NULL, Flush, NULL, NULL, NULL, napi_enumerable, NULL},
     {"close", NULL, Close, NULL, NULL, NULL, napi_enumerable, NULL},
-    {"trim", NULL, Trim, NULL, NULL, NULL, napi_enumerable, NULL},
-    {"loopTime", NULL, LoopTime, NULL, NULL, NULL, napi_enumerable, NULL},
-    {"sendNow", NULL, SendNow, NULL, NULL, NULL, napi_enumerable, NULL},
-    {"shutdownNow", NULL, ShutdownNow, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_value constants;
-  napi_create_object(env, &constants);
+  napi_status status = napi_create_object(env, &constants);
+  if (status != napi_ok) return status;
   napi_set_named_property(env, constants, "RECV_STRIDE", int_value(env, RECV_STRIDE));
   napi_set_named_property(env, constants, "SEND_STRIDE", int_value(env, SEND_STRIDE));
-  napi_set_named_property(env, exports, "constants", constants);
-  napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
-  return exports;
+  status = napi_set_named_property(env, exports, "constants", constants);
+  if (status != napi_ok) return status;
+  return napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
 }
-
-NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)

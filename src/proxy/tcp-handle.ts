@@ -32,7 +32,7 @@
  */
 import type net from 'node:net';
 import { getSystemErrorName } from 'node:util';
-import { nativeAddon } from './udp-batch.js';
+import { nativeAddon } from '../native/addon.js';
 
 // ---- the native side ----------------------------------------------------------------------------
 
@@ -429,6 +429,8 @@ export class TcpEnd {
    */
   wasReset(): boolean {
     if (this.writableEnded || this.handle === null) return false;
+    const direct = directCalls();
+    if (direct !== null) return direct.peerConnected(this.descriptor) !== 1;
     return this.handle.getpeername({}) !== 0;
   }
 
@@ -515,12 +517,14 @@ export const WRITE_PENDING = 1;
 
 type SendNow = (fd: number, buffer: Uint8Array, length: number) => number;
 
-/** The addon's calls straight to a socket's descriptor (src/native/udp_batch.c). */
+/** The addon's calls straight to a socket's descriptor (src/native/socket_calls.c). */
 interface DirectCalls {
   /** One send(2) of a chunk, with no write request, no view and no stream checks around it. */
   readonly sendNow: SendNow;
-  /** shutdown(2) of the write half, with no request, no epoll change and no callback. */
+  /** shutdown(2) of the write half, with no request object and no callback. */
   readonly shutdownNow: (fd: number) => number;
+  /** 1 while getpeername(2) succeeds, 0 once the peer is gone (ENOTCONN), or -errno. */
+  readonly peerConnected: (fd: number) => number;
 }
 
 let directLoaded = false;
@@ -529,9 +533,9 @@ let direct: DirectCalls | null = null;
 /**
  * The addon's direct socket calls, or null without the addon (not Linux, no compiler at install)
  * or with PACKETPONY_TCP_SEND_NOW=0 in the environment: then every chunk goes through Node's
- * writeBuffer (the same system call for ~750 more instructions) and every FIN through libuv's
- * shutdown (the same system call a loop turn later, for a request object, two epoll changes and a
- * callback).
+ * writeBuffer (the same system call for ~750 more instructions), every FIN through libuv's
+ * shutdown (the same system call a loop turn later, for a request object and a callback into
+ * JavaScript), and the reset check through Node's getpeername (which builds the address too).
  */
 function directCalls(): DirectCalls | null {
   if (!directLoaded) {
@@ -539,7 +543,7 @@ function directCalls(): DirectCalls | null {
     const addon = process.env['PACKETPONY_TCP_SEND_NOW'] === '0' ? null : nativeAddon();
     // Unbound on purpose: the native functions use no `this`, and a bound one costs a trampoline
     // per call.
-    direct = addon === null ? null : { sendNow: addon.sendNow, shutdownNow: addon.shutdownNow };
+    direct = addon === null ? null : { sendNow: addon.sendNow, shutdownNow: addon.shutdownNow, peerConnected: addon.peerConnected };
   }
   return direct;
 }
@@ -550,9 +554,10 @@ export function sendsNow(): boolean {
 }
 
 /**
- * Writes one relay direction's chunks to an end's handle. The request is reused until a write
- * stays pending (then it belongs to that write); order with a PROXY header written before is kept
- * by libuv's queue, and end() asks for a shutdown that libuv runs after the queue drains.
+ * Writes one relay direction's chunks to an end's handle. A write request is made for the first
+ * write through writeBuffer and reused until a write stays pending (then it belongs to that
+ * write); order with a PROXY header written before is kept by libuv's queue, and end() asks for a
+ * shutdown that libuv runs after the queue drains.
  *
  * With the addon, a chunk is first sent straight to the socket's descriptor, but only while
  * libuv's queue for it is empty (so nothing can overtake data already queued); whatever the
@@ -563,7 +568,12 @@ export function sendsNow(): boolean {
 export class HandleWriter {
   readonly #onComplete: (status: number) => void;
   readonly #sendNow = directCalls()?.sendNow ?? null;
-  #req: WriteRequest;
+  /**
+   * The request for the next write through writeBuffer; made when first needed: with the addon,
+   * most connections never write through libuv at all, and each request is a native object
+   * (a WriteWrap: an async id, a weak handle, a destructor run by the garbage collector).
+   */
+  #req: WriteRequest | null = null;
   /**
    * This writer's writes libuv still holds. The relay writes to an end through its one writer
    * only, so when this is 0 libuv's queue for the end is empty (cheaper to know here than to ask
@@ -573,7 +583,6 @@ export class HandleWriter {
 
   constructor(onComplete: (status: number) => void) {
     this.#onComplete = onComplete;
-    this.#req = this.#request();
   }
 
   /** No write of this writer's is waiting in libuv's queue. */
@@ -612,14 +621,14 @@ export class HandleWriter {
       }
     }
     if (from > 0 || length !== buffer.length) chunk = buffer.subarray(from, length);
-    const req = this.#req;
+    const req = (this.#req ??= this.#request());
     req.handle = handle;
     const err = handle.writeBuffer(req, chunk);
     if (err !== 0) return err < 0 ? err : UV_EBADF;
     const b = cached!;
     if (b.state[b.kLastWriteWasAsync] === 0) return WRITE_DONE;
     req.buffer = chunk;
-    this.#req = this.#request();
+    this.#req = null;
     this.#pending++;
     return WRITE_PENDING;
   }

@@ -13,8 +13,8 @@
  * IPv6 address (an IPv4 peer IPv4-mapped), compared as numbers; a string is only made for a new
  * session (addressOf).
  */
-import { createRequire } from 'node:module';
 import ipaddr from 'ipaddr.js';
+import { nativeAddon, nativeAddonMissing, RECV_STRIDE, SEND_STRIDE, type NativeAddon } from '../native/addon.js';
 
 /** Fields of one received datagram in `recv` (stride RECV_STRIDE). */
 export const R_ID = 0;
@@ -26,68 +26,16 @@ export const R_TRUNCATED = 3;
 export const R_PORT = 4;
 export const R_ADDR = 5;
 export const R_SCOPE = 9;
-export const RECV_STRIDE = 10;
+export { RECV_STRIDE };
 const S_ID = 0;
 const S_OFFSET = 1;
 const S_LENGTH = 2;
 const S_PORT = 3;
 const S_ADDR = 4;
 const S_SCOPE = 8;
-const SEND_STRIDE = 9;
 
 /** The third word of an IPv4-mapped address (bytes 00 00 ff ff), as an Int32Array reads it here. */
 const MAPPED_WORD = new Int32Array(new Uint8Array([0, 0, 0xff, 0xff]).buffer)[0]!;
-
-interface Opened {
-  readonly group: object;
-  readonly arena: ArrayBuffer;
-  readonly recv: ArrayBuffer;
-  readonly send: ArrayBuffer;
-}
-
-export interface UdpBatchAddon {
-  readonly constants: { readonly RECV_STRIDE: number; readonly SEND_STRIDE: number };
-  open(onBatch: (count: number) => void, slotBytes: number, slots: number): Opened;
-  watch(group: object, id: number, fd: number): number;
-  unwatch(group: object, id: number): void;
-  pause(group: object, id: number): void;
-  header(group: object, id: number, header: Buffer | null): number;
-  flush(group: object, count: number): number;
-  close(group: object): void;
-  trim(): number;
-  loopTime(): ArrayBuffer | undefined;
-  sendNow(fd: number, buffer: Uint8Array, length: number): number;
-  shutdownNow(fd: number): number;
-}
-
-let addon: UdpBatchAddon | null | undefined;
-let addonMissing = '';
-
-/**
- * The compiled addon, or null (with the reason kept). Loaded once; the compiled file sits next to
- * the compiled JavaScript, in dist/src/native. Also what trimNativeHeap(), the child's loop clock
- * and the TCP relay's writes use, whatever PACKETPONY_UDP_BATCH says.
- */
-export function nativeAddon(): UdpBatchAddon | null {
-  if (addon !== undefined) return addon;
-  addon = null;
-  if (process.platform !== 'linux') {
-    addonMissing = `not built on ${process.platform} (it uses Linux's recvmmsg and sendmmsg)`;
-    return addon;
-  }
-  try {
-    const loaded = createRequire(import.meta.url)('../native/udp_batch.node') as UdpBatchAddon;
-    // The strides are the contract between the two files: a stale build must not be misread.
-    if (loaded.constants.RECV_STRIDE !== RECV_STRIDE || loaded.constants.SEND_STRIDE !== SEND_STRIDE || typeof loaded.loopTime !== 'function' || typeof loaded.sendNow !== 'function' || typeof loaded.shutdownNow !== 'function') {
-      addonMissing = 'dist/src/native/udp_batch.node is from another version (run npm run build)';
-      return addon;
-    }
-    addon = loaded;
-  } catch (err) {
-    addonMissing = `dist/src/native/udp_batch.node could not be loaded (${(err as Error).message.split('\n')[0]})`;
-  }
-  return addon;
-}
 
 /** The administrator turned the batched UDP path off (PACKETPONY_UDP_BATCH=0). */
 export function udpBatchTurnedOff(): boolean {
@@ -95,22 +43,16 @@ export function udpBatchTurnedOff(): boolean {
 }
 
 /** The addon for the batched UDP path, or null (then `udpBatchUnavailableReason()` says why). */
+/** The addon's part the batched UDP path uses. */
+export type UdpBatchAddon = NativeAddon;
+
 export function loadUdpBatch(): UdpBatchAddon | null {
   return udpBatchTurnedOff() ? null : nativeAddon();
 }
 
 export function udpBatchUnavailableReason(): string {
   if (udpBatchTurnedOff()) return 'turned off by PACKETPONY_UDP_BATCH=0';
-  nativeAddon();
-  return addonMissing;
-}
-
-/**
- * Gives the C heap's free pages back to the system (glibc's malloc_trim), where the addon is
- * loaded; see trim() in udp_batch.c. Returns whether anything went back.
- */
-export function trimNativeHeap(): boolean {
-  return nativeAddon()?.trim() === 1;
+  return nativeAddonMissing();
 }
 
 /**

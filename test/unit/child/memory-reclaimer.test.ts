@@ -2,7 +2,7 @@
 import test from 'ava';
 import { execFileSync } from 'node:child_process';
 import { MemoryReclaimer, RECLAIM_MIN_DROP } from '../../../src/child/memory-reclaimer.js';
-import { trimNativeHeap } from '../../../src/proxy/udp-batch.js';
+import { trimNativeHeap } from '../../../src/native/addon.js';
 import { CHILD_NODE_FLAGS } from '../../../src/supervisor/child-process.js';
 
 function reclaimer(): { r: MemoryReclaimer; calls: () => number } {

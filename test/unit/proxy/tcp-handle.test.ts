@@ -331,6 +331,20 @@ test('a reset from the peer is a read error, or an end of stream that wasReset()
   t.not(outcome, 'FIN');
 });
 
+test('wasReset(): false after a FIN from the peer, true once the peer reset the connection', async (t) => {
+  const fin = await accepted(t);
+  fin.end.setSink(collector());
+  fin.end.startReading();
+  fin.peer.end();
+  await waitFor(() => fin.end.readableEnded, 'the FIN');
+  t.false(fin.end.wasReset());
+  const reset = await accepted(t);
+  reset.peer.resetAndDestroy();
+  await waitFor(() => reset.end.wasReset(), 'the reset to be seen');
+  t.true(reset.end.wasReset());
+  t.is(reset.end.remote(), null, 'Node\'s getpeername agrees');
+});
+
 test('a reset while a shutdown waits behind writes the peer does not take still closes the connection', async (t) => {
   const { end, peer } = await accepted(t);
   peer.pause();

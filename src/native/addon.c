@@ -1,0 +1,22 @@
+/*
+ * PacketPony's native addon (Linux, C, N-API), built by `npm run build` (build.mjs) and loaded by
+ * src/native/addon.ts. It is optional: without it every path it speeds up has a Node one that
+ * behaves the same, only slower. What it holds, one file each:
+ * - udp_batch.c: the UDP relay's datagrams in batches (recvmmsg/sendmmsg, one call into
+ *   JavaScript per event-loop turn instead of one per datagram);
+ * - socket_calls.c: the TCP relay's send, FIN and reset check straight to the socket;
+ * - process_calls.c: malloc_trim after a flood, and the event loop's clock shared with
+ *   JavaScript.
+ */
+#include "addon.h"
+
+static napi_value Init(napi_env env, napi_value exports) {
+  if (udp_batch_init(env, exports) != napi_ok || socket_calls_init(env, exports) != napi_ok ||
+      process_calls_init(env, exports) != napi_ok) {
+    napi_throw_error(env, "ERR_PACKETPONY_NATIVE", "packetpony native: cannot define the exports");
+    return NULL;
+  }
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)

@@ -1,0 +1,36 @@
+/*
+ * What the files of PacketPony's native addon share: the entry points each one adds to the
+ * addon's exports (addon.c calls them), and two helpers.
+ */
+#ifndef PACKETPONY_ADDON_H
+#define PACKETPONY_ADDON_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <node_api.h>
+#include <stdint.h>
+
+/* Throws and returns NULL from the calling export when an N-API call fails. */
+#define CALL(env, call)                                                            \
+  do {                                                                             \
+    if ((call) != napi_ok) {                                                       \
+      napi_throw_error((env), "ERR_PACKETPONY_NATIVE", "packetpony native: " #call " failed"); \
+      return NULL;                                                                 \
+    }                                                                              \
+  } while (0)
+
+static inline napi_value int_value(napi_env env, int32_t n) {
+  napi_value v;
+  napi_create_int32(env, n, &v);
+  return v;
+}
+
+/* udp_batch.c: the UDP relay's batched datagram path. */
+napi_status udp_batch_init(napi_env env, napi_value exports);
+/* socket_calls.c: the TCP relay's direct system calls. */
+napi_status socket_calls_init(napi_env env, napi_value exports);
+/* process_calls.c: the C heap's trim and the event loop's clock. */
+napi_status process_calls_init(napi_env env, napi_value exports);
+
+#endif

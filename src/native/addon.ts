@@ -1,0 +1,88 @@
+/**
+ * PacketPony's native addon (addon.c and the files it names), loaded once, or the reason it is not
+ * there. Built by `npm run build` (build.mjs) on Linux when a C compiler is there; the compiled
+ * file sits next to this module's JavaScript, in dist/src/native. Every user has a Node path for
+ * when it is missing: the batched UDP path (src/proxy/udp-batch.ts), the TCP relay's direct socket
+ * calls (src/proxy/tcp-handle.ts), the child's loop clock (src/child/loop-clock.ts) and trim().
+ */
+import { createRequire } from 'node:module';
+
+/** Fields per datagram in the UDP tables: udp_batch.c's RECV_STRIDE and SEND_STRIDE. */
+export const RECV_STRIDE = 10;
+export const SEND_STRIDE = 9;
+
+/** A UDP batch group (udp_batch.c): its arena and its two tables. */
+export interface Opened {
+  readonly group: object;
+  readonly arena: ArrayBuffer;
+  readonly recv: ArrayBuffer;
+  readonly send: ArrayBuffer;
+}
+
+export interface NativeAddon {
+  // udp_batch.c
+  readonly constants: { readonly RECV_STRIDE: number; readonly SEND_STRIDE: number };
+  open(onBatch: (count: number) => void, slotBytes: number, slots: number): Opened;
+  watch(group: object, id: number, fd: number): number;
+  unwatch(group: object, id: number): void;
+  pause(group: object, id: number): void;
+  header(group: object, id: number, header: Buffer | null): number;
+  flush(group: object, count: number): number;
+  close(group: object): void;
+  // socket_calls.c
+  sendNow(fd: number, buffer: Uint8Array, length: number): number;
+  shutdownNow(fd: number): number;
+  peerConnected(fd: number): number;
+  // process_calls.c
+  trim(): number;
+  loopTime(): ArrayBuffer | undefined;
+}
+
+const FILE = 'dist/src/native/packetpony_native.node';
+const FUNCTIONS: ReadonlyArray<keyof NativeAddon> = [
+  'open', 'watch', 'unwatch', 'pause', 'header', 'flush', 'close',
+  'sendNow', 'shutdownNow', 'peerConnected', 'trim', 'loopTime',
+];
+
+let addon: NativeAddon | null | undefined;
+let missing = '';
+
+/** The compiled addon, or null (nativeAddonMissing() says why). Loaded once. */
+export function nativeAddon(): NativeAddon | null {
+  if (addon !== undefined) return addon;
+  addon = null;
+  if (process.platform !== 'linux') {
+    missing = `not built on ${process.platform} (it uses Linux's recvmmsg and sendmmsg)`;
+    return addon;
+  }
+  try {
+    const loaded = createRequire(import.meta.url)('./packetpony_native.node') as NativeAddon;
+    // The strides and the exports are the contract between the two sides: a stale build must not
+    // be misread.
+    const stale =
+      loaded.constants?.RECV_STRIDE !== RECV_STRIDE || loaded.constants.SEND_STRIDE !== SEND_STRIDE ||
+      FUNCTIONS.some((name) => typeof loaded[name] !== 'function');
+    if (stale) {
+      missing = `${FILE} is from another version (run npm run build)`;
+      return addon;
+    }
+    addon = loaded;
+  } catch (err) {
+    missing = `${FILE} could not be loaded (${(err as Error).message.split('\n')[0]})`;
+  }
+  return addon;
+}
+
+/** Why nativeAddon() answers null ('' when it does not). */
+export function nativeAddonMissing(): string {
+  nativeAddon();
+  return missing;
+}
+
+/**
+ * Gives the C heap's free pages back to the system (glibc's malloc_trim), where the addon is
+ * loaded; see trim() in process_calls.c. Returns whether anything went back.
+ */
+export function trimNativeHeap(): boolean {
+  return nativeAddon()?.trim() === 1;
+}
