@@ -11,6 +11,7 @@ import type { AddressInfo } from 'node:net';
 import type { ListenerConfig } from '../config/types.js';
 import {
   EXIT_CHILD_CONFIG,
+  PROTOCOL_VERSION,
   isSupervisorMessage,
   type ChildMessage,
   type ReleaseMessage,
@@ -73,7 +74,7 @@ function prepare(start: StartMessage, handle: object | undefined): void {
     return;
   }
   const stats = new ListenerStats();
-  const reporter = new Reporter(stats, (report, done) => send(report, done));
+  const reporter = new Reporter(stats, (report, done) => send(report, done), start.config.name, start.config.protocol);
   const emit = (event: LogEvent): void => reporter.event(event);
   const denies = new DenyAggregator(emit, { listener: start.config.name, protocol: start.config.protocol });
   reporter.start();
@@ -124,6 +125,11 @@ async function stop(deadlineMs: number, handover: boolean): Promise<void> {
   process.exit(0);
 }
 
+function isOtherVersionStart(message: unknown): message is { v: unknown } {
+  const m = message as { type?: unknown; v?: unknown } | null;
+  return typeof m === 'object' && m !== null && m.type === 'pp:start' && m.v !== PROTOCOL_VERSION;
+}
+
 function release(message: ReleaseMessage): void {
   if (!policy) return;
   if (message.all) policy.limiter.clearInherited();
@@ -138,6 +144,12 @@ process.on('SIGTERM', () => void stop(0, false));
 // No supervisor, no reason to live: a dead supervisor must never leave a proxy holding a port.
 process.on('disconnect', () => process.exit(0));
 process.on('message', (message: unknown, handle: unknown) => {
+  if (isOtherVersionStart(message)) {
+    // A supervisor started from older (or newer) files than this child's: an upgrade on disk under
+    // a running daemon. Their reports would not be understood: say so, once, and stop.
+    void fatal('protocol', `the supervisor speaks IPC protocol v${String(message.v)}, this child v${PROTOCOL_VERSION}: restart the daemon after an upgrade (systemctl restart packetpony)`);
+    return;
+  }
   if (!isSupervisorMessage(message)) return;
   switch (message.type) {
     case 'pp:start':

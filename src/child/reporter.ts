@@ -4,6 +4,8 @@
  * are dropped and counted (the counters themselves are never lost: they are deltas, summed later).
  */
 import { REPORT_BATCH_EVENTS, REPORT_INTERVAL_MS, type ReportMessage } from '../ipc/protocol.js';
+import { encodeConnection, type WireEvent } from '../ipc/wire-events.js';
+import type { Protocol } from '../config/types.js';
 import type { LogEvent } from '../telemetry/events.js';
 import type { ListenerStats } from '../telemetry/stats.js';
 
@@ -14,16 +16,24 @@ export type SendReport = (message: ReportMessage, done: (error: Error | null) =>
 export class Reporter {
   readonly #stats: ListenerStats;
   readonly #send: SendReport;
-  #events: LogEvent[] = [];
+  readonly #listener: string;
+  readonly #protocol: Protocol;
+  /** Events waiting, connection events already in their wire form (wire-events.ts). */
+  #events: WireEvent[] = [];
+  /** What the waiting connection events' timestamps are counted from: the first one's. */
+  #t0 = 0;
   #dropped = 0;
   #inFlight = false;
   #timer: NodeJS.Timeout | undefined;
   #soon = false;
   #waiters: Array<() => void> = [];
 
-  constructor(stats: ListenerStats, send: SendReport) {
+  /** `listener` and `protocol`: the child's, which every event it reports carries. */
+  constructor(stats: ListenerStats, send: SendReport, listener: string, protocol: Protocol) {
     this.#stats = stats;
     this.#send = send;
+    this.#listener = listener;
+    this.#protocol = protocol;
   }
 
   start(): void {
@@ -35,7 +45,8 @@ export class Reporter {
       this.#dropped++;
       return;
     }
-    this.#events.push(event);
+    if (this.#events.length === 0) this.#t0 = event.timestamp;
+    this.#events.push(event.kind === 'connection' ? encodeConnection(event, this.#t0) : event);
     if (this.#events.length >= REPORT_BATCH_EVENTS && !this.#soon) {
       this.#soon = true;
       setImmediate(() => {
@@ -51,7 +62,15 @@ export class Reporter {
     if (this.#events.length === 0 && this.#dropped === 0 && !this.#stats.changed) return;
     const events = this.#events.length > REPORT_BATCH_EVENTS * 4 ? this.#events.splice(0, REPORT_BATCH_EVENTS * 4) : this.#events;
     if (events === this.#events) this.#events = [];
-    const message: ReportMessage = { type: 'pp:report', events, stats: this.#stats.takeDelta(), dropped_events: this.#dropped };
+    const message: ReportMessage = {
+      type: 'pp:report',
+      listener_name: this.#listener,
+      protocol: this.#protocol,
+      t0: this.#t0,
+      events,
+      stats: this.#stats.takeDelta(),
+      dropped_events: this.#dropped,
+    };
     this.#dropped = 0;
     this.#inFlight = true;
     this.#send(message, () => {

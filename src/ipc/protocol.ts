@@ -9,10 +9,11 @@
 import type { ListenerConfig } from '../config/types.js';
 import type { LimiterSnapshot } from '../policy/snapshot.js';
 import type { TargetStates } from '../proxy/target-pool.js';
-import type { LogEvent } from '../telemetry/events.js';
 import type { StatsDelta } from '../telemetry/stats.js';
+import type { WireEvent, WireOrigin } from './wire-events.js';
 
-export const PROTOCOL_VERSION = 1;
+/** 2: connection events travel as tuples (wire-events.ts). */
+export const PROTOCOL_VERSION = 2;
 
 /** How often a child reports counters and events. */
 export const REPORT_INTERVAL_MS = 200;
@@ -76,9 +77,10 @@ export interface ReadyMessage {
   readonly address: { readonly address: string; readonly port: number; readonly family: string };
 }
 
-export interface ReportMessage {
+/** Events (connection events as tuples: wire-events.ts, whose origin fields it carries) and counters. */
+export interface ReportMessage extends WireOrigin {
   readonly type: 'pp:report';
-  readonly events: readonly LogEvent[];
+  readonly events: readonly WireEvent[];
   readonly stats: StatsDelta;
   /** Events the child had to discard because the channel was backed up. */
   readonly dropped_events: number;
@@ -137,7 +139,8 @@ export function isChildMessage(value: unknown): value is ChildMessage {
     case 'pp:ready':
       return isObject(value.address);
     case 'pp:report':
-      return Array.isArray(value.events) && isObject(value.stats) && typeof value.dropped_events === 'number';
+      return Array.isArray(value.events) && isObject(value.stats) && typeof value.dropped_events === 'number' &&
+        typeof value.t0 === 'number' && typeof value.listener_name === 'string' && typeof value.protocol === 'string';
     case 'pp:fatal':
       return typeof value.code === 'string' && typeof value.message === 'string';
     case 'pp:prepared':

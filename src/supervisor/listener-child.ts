@@ -16,6 +16,7 @@
 import { formatEndpoint } from '../config/address.js';
 import { usesTargetPool, type ListenerConfig } from '../config/types.js';
 import { isTargetStates, PROTOCOL_VERSION, type ChildMessage, type ReportMessage } from '../ipc/protocol.js';
+import { decodeEvent } from '../ipc/wire-events.js';
 import type { TargetStates } from '../proxy/target-pool.js';
 import type { Logger } from '../telemetry/logger.js';
 import { ChildProcessHandle, CHILD_ENTRY } from './child-process.js';
@@ -219,7 +220,8 @@ export class ListenerChild {
   /** Connections the predecessor closed free their per-address slots in the current child. */
   #forwardReleases(report: ReportMessage): void {
     const addresses: string[] = [];
-    for (const event of report.events) {
+    for (const entry of report.events) {
+      const event = decodeEvent(entry, report);
       if (event.kind === 'connection' && (event.event_type === 'close' || event.event_type === 'error')) addresses.push(event.source_ip);
     }
     if (addresses.length > 0) this.#current?.send({ type: 'pp:release', addresses, all: false }).catch(() => {});

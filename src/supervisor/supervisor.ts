@@ -6,6 +6,7 @@ import { readConfig, type LoadOptions } from '../config/load.js';
 import type { DaemonConfig, MainSettings } from '../config/types.js';
 import { formatIssue, PacketPonyError } from '../errors.js';
 import type { ReportMessage } from '../ipc/protocol.js';
+import { decodeEvent } from '../ipc/wire-events.js';
 import type { Logger } from '../telemetry/logger.js';
 import { ListenerChild, type ListenerState } from './listener-child.js';
 import { planReload } from './reload-plan.js';
@@ -68,7 +69,7 @@ export class Supervisor {
   }
 
   #onReport(name: string, report: ReportMessage, pid: number): void {
-    for (const event of report.events) this.#logger.log(event);
+    for (const event of report.events) this.#logger.log(decodeEvent(event, report));
     if (report.dropped_events > 0) {
       this.#logger.warn(`listener ${name}: ${report.dropped_events} events were dropped because the supervisor could not keep up`, {
         listener: name,

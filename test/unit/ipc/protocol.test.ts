@@ -4,7 +4,7 @@
  * are the ones the supervisor really sends, and the ones it must never be fooled by.
  */
 import test from 'ava';
-import { isSupervisorMessage, isTargetStates, PROTOCOL_VERSION } from '../../../src/ipc/protocol.js';
+import { isChildMessage, isSupervisorMessage, isTargetStates, PROTOCOL_VERSION } from '../../../src/ipc/protocol.js';
 
 const START = { type: 'pp:start', v: PROTOCOL_VERSION, config: {}, socket_family: 'IPv4', hold: false };
 
@@ -23,4 +23,11 @@ test('target states: only 0 and 1 per address; anything else is refused', (t) =>
   t.false(isTargetStates({ 'a:1': 'down' }));
   t.false(isSupervisorMessage({ ...START }), 'a start without the field is from another version');
   t.false(isSupervisorMessage({ type: 'pp:begin', snapshot: null, target_states: { 'a:1': true } }));
+});
+
+test('pp:report carries what its connection tuples leave out: the listener, its protocol and t0', (t) => {
+  const report = { type: 'pp:report', listener_name: 'web', protocol: 'tcp', t0: 1_764_161_234_000, events: [[0, 0, '127.0.0.1', 1, '127.0.0.1', 2, 0, 0, 0]], stats: {}, dropped_events: 0 };
+  t.true(isChildMessage(report));
+  t.false(isChildMessage({ ...report, t0: undefined }), 'a report from a child of another version');
+  t.false(isChildMessage({ ...report, listener_name: undefined }));
 });
