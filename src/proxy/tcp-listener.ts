@@ -210,9 +210,18 @@ export class TcpListener {
     };
   }
 
-  #event(type: ConnectionEvent['event_type'], relay: TcpRelay<ConnectionContext>, targetIp: string, extra: Partial<ConnectionEvent> = {}): ConnectionEvent {
+  /** A connection event; built in one shape (no spreads: this runs twice per connection). */
+  #event(
+    type: ConnectionEvent['event_type'],
+    relay: TcpRelay<ConnectionContext>,
+    targetIp: string,
+    bytesSent = 0,
+    bytesReceived = 0,
+    durationMs = 0,
+    error?: string,
+  ): ConnectionEvent {
     const { config } = this.#deps;
-    return {
+    const event: { -readonly [K in keyof ConnectionEvent]: ConnectionEvent[K] } = {
       kind: 'connection',
       event_type: type,
       timestamp: Date.now(),
@@ -222,11 +231,12 @@ export class TcpListener {
       source_port: relay.context.port,
       target_ip: targetIp || (relay.context.dial?.target.endpoint.host ?? config.target.host),
       target_port: relay.targetPort || config.target.port,
-      bytes_sent: 0,
-      bytes_received: 0,
-      duration_ms: 0,
-      ...extra,
+      bytes_sent: bytesSent,
+      bytes_received: bytesReceived,
+      duration_ms: durationMs,
     };
+    if (error !== undefined) event.error = error;
+    return event;
   }
 
   #opened(relay: TcpRelay<ConnectionContext>, info: RelayOpenInfo): void {
@@ -252,18 +262,11 @@ export class TcpListener {
     if (info.opened) {
       stats.active--;
       stats.observeDuration(info.duration_ms / 1000);
-      emit(
-        this.#event('close', relay, info.target_ip, {
-          bytes_sent: info.bytes_sent,
-          bytes_received: info.bytes_received,
-          duration_ms: info.duration_ms,
-          ...(info.error !== undefined ? { error: info.error } : {}),
-        }),
-      );
+      emit(this.#event('close', relay, info.target_ip, info.bytes_sent, info.bytes_received, info.duration_ms, info.error));
     } else if (shortage !== undefined) {
       this.#shortage(shortage);
     } else {
-      emit(this.#event('error', relay, info.target_ip, { duration_ms: info.duration_ms, error: info.error ?? 'connection failed' }));
+      emit(this.#event('error', relay, info.target_ip, 0, 0, info.duration_ms, info.error ?? 'connection failed'));
     }
     this.#checkIdle();
   }

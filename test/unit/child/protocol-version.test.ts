@@ -16,7 +16,7 @@ test('a pp:start of another protocol version gets a pp:fatal naming both version
   });
   const messages: Array<{ type?: string; code?: string; message?: string }> = [];
   child.on('message', (message) => messages.push(message as (typeof messages)[number]));
-  let exitCode: number | null = null;
+  let exitCode = null as number | null;
   child.on('exit', (code) => (exitCode = code));
   child.send({ type: 'pp:start', v: PROTOCOL_VERSION - 1, config: {}, socket_family: 'IPv4', hold: false });
   await waitFor(() => exitCode !== null, 'the child to exit');
