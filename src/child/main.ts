@@ -147,7 +147,7 @@ process.on('message', (message: unknown, handle: unknown) => {
   if (isOtherVersionStart(message)) {
     // A supervisor started from older (or newer) files than this child's: an upgrade on disk under
     // a running daemon. Their reports would not be understood: say so, once, and stop.
-    void fatal('protocol', `the supervisor speaks IPC protocol v${String(message.v)}, this child v${PROTOCOL_VERSION}: restart the daemon after an upgrade (systemctl restart packetpony)`);
+    void fatal('PP_ERR_CHILD_PROTOCOL', `the supervisor speaks IPC protocol v${String(message.v)}, this child v${PROTOCOL_VERSION}: restart the daemon after an upgrade (systemctl restart packetpony)`);
     return;
   }
   if (!isSupervisorMessage(message)) return;

@@ -5,9 +5,9 @@
  * Why: keepalive only matters after `keepalive` seconds (60 by default) of silence, and most relayed
  * connections are over long before that; yet turning it on costs four system calls per socket
  * (libuv sets SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL and TCP_KEEPCNT). Under a connection per
- * request that was a fifth of the child's setsockopt calls and ~1 % of its CPU, for a timer that
- * never fired. Accepted sockets need none of this: they inherit keepalive from the listening socket
- * (presetAcceptedOptions in tcp-handle.ts).
+ * request those were four of the five setsockopt calls per connection (strace -c), for a timer
+ * that never fired. Accepted sockets need none of this: they inherit keepalive from the listening
+ * socket (presetAcceptedOptions in tcp-handle.ts).
  *
  * What it changes: a peer that vanishes without a FIN is found at most one second later than with
  * keepalive set at once (the kernel counts the idle time from the last data either way).

@@ -20,8 +20,8 @@
  *   pending. A pending write's completion comes through the writer's callback.
  * - end() asks for a shutdown (libuv runs it after the queued writes: our FIN follows our data).
  *   ENOTCONN counts as done, as in net.Socket. When the caller knows nothing is queued, the FIN
- *   goes at once through the addon instead (see end()). A half-open end closes itself once both its end of
- *   stream has been read and its shutdown has completed (net.Socket's autoDestroy).
+ *   goes at once through the addon instead (see end()). A half-open end closes itself once both
+ *   its end of stream has been read and its shutdown has completed (net.Socket's autoDestroy).
  * - reset() closes with a RST (SO_LINGER 0). libuv refuses that while a shutdown is in progress
  *   (UV_EINVAL), and node then marks the handle closing without closing it (the descriptor leaks and
  *   no close callback ever comes); so a reset asked for during a shutdown waits for it to complete,

@@ -22,6 +22,6 @@ test('a pp:start of another protocol version gets a pp:fatal naming both version
   await waitFor(() => exitCode !== null, 'the child to exit');
   t.is(exitCode, EXIT_CHILD_CONFIG);
   const fatal = messages.find((m) => m.type === 'pp:fatal');
-  t.is(fatal?.code, 'protocol');
+  t.is(fatal?.code, 'PP_ERR_CHILD_PROTOCOL');
   t.regex(fatal?.message ?? '', new RegExp(`v${PROTOCOL_VERSION - 1}, this child v${PROTOCOL_VERSION}: restart the daemon`));
 });
