@@ -705,7 +705,7 @@ export class UdpRelay<A extends UdpAdmission = UdpAdmission> {
   #emit(type: ConnectionEventType, session: UdpSession<A>, now: number): void {
     const onEvent = this.#onEvent;
     if (onEvent === undefined) return;
-    const event: ConnectionEvent = {
+    const event: { -readonly [K in keyof ConnectionEvent]: ConnectionEvent[K] } = {
       kind: 'connection',
       event_type: type,
       timestamp: Date.now(),
@@ -720,8 +720,8 @@ export class UdpRelay<A extends UdpAdmission = UdpAdmission> {
       packets_sent: session.packetsSent,
       packets_received: session.packetsReceived,
       duration_ms: Math.round(now - session.startedAt),
-      ...(type !== 'open' && session.lastError !== null ? { error: session.lastError } : {}),
     };
+    if (type !== 'open' && session.lastError !== null) event.error = session.lastError;
     onEvent(event);
   }
 
