@@ -124,6 +124,8 @@ test('every target down: clients are refused at once, counted and logged without
   await daemon.waitForLine(/\[ERROR\] listener down: every target is down; new clients are refused until one is up again/);
   for (let i = 0; i < 5; i++) t.is(await nameOnce(t, port), null);
   t.is(await waitForSample(daemon, 'packetpony_errors_total', { listener: 'down', type: 'no_target' }, 5), 5);
+  // The line travels through the daemon's stdout, the count through /metrics: either may arrive first.
+  await daemon.waitForLine(/listener down: refused client 127\.0\.0\.1:\d+: every target is down/);
   t.is(daemon.lines.filter((l) => /listener down: refused client 127\.0\.0\.1:\d+: every target is down/.test(l)).length, 1, 'one line for five refusals (the rest are counted later)');
   t.false(daemon.lines.some((l) => l.includes('Connection opened') || l.includes('Connection failed')));
 
