@@ -50,29 +50,41 @@ export function encodeConnection(event: ConnectionEvent, t0: number): WireConnec
   return tuple;
 }
 
-/** The event a report's entry stands for. Values are taken as they come: the sinks' formatters cope with any. */
+function text(value: unknown): string {
+  return typeof value === 'string' ? value : '';
+}
+
+function count(value: unknown): number {
+  return typeof value === 'number' ? value : 0;
+}
+
+/**
+ * The event a report's entry stands for. A tuple's values are checked for their type (a wrong one
+ * becomes '' or 0): whatever a child sends, the supervisor's formatters get strings and numbers.
+ */
 export function decodeEvent(event: WireEvent, origin: WireOrigin): LogEvent {
   if (!Array.isArray(event)) return event as LogEvent;
   const tuple = event as WireConnection;
   const decoded: { -readonly [K in keyof ConnectionEvent]: ConnectionEvent[K] } = {
     kind: 'connection',
-    event_type: CONNECTION_EVENT_TYPES[tuple[0] as number] ?? 'update',
-    timestamp: origin.t0 + (tuple[1] as number),
+    event_type: CONNECTION_EVENT_TYPES[count(tuple[0])] ?? 'update',
+    timestamp: origin.t0 + count(tuple[1]),
     listener_name: origin.listener_name,
     protocol: origin.protocol,
-    source_ip: tuple[2] as string,
-    source_port: tuple[3] as number,
-    target_ip: tuple[4] as string,
-    target_port: tuple[5] as number,
-    bytes_sent: tuple[6] as number,
-    bytes_received: tuple[7] as number,
-    duration_ms: tuple[8] as number,
+    source_ip: text(tuple[2]),
+    source_port: count(tuple[3]),
+    target_ip: text(tuple[4]),
+    target_port: count(tuple[5]),
+    bytes_sent: count(tuple[6]),
+    bytes_received: count(tuple[7]),
+    duration_ms: count(tuple[8]),
   };
   if (tuple.length > 9) {
     if (typeof tuple[9] === 'string') decoded.error = tuple[9];
-    if ((tuple[10] as number) >= 0) {
-      decoded.packets_sent = tuple[10] as number;
-      decoded.packets_received = tuple[11] as number;
+    const packets = tuple[10];
+    if (typeof packets === 'number' && packets >= 0) {
+      decoded.packets_sent = packets;
+      decoded.packets_received = count(tuple[11]);
     }
   }
   return decoded;

@@ -44,3 +44,15 @@ test('deny and message events travel as they are', (t) => {
   const message: LogEvent = { kind: 'message', timestamp: T0, level: 'info', message: 'hello' };
   t.is(decodeEvent(message, origin), message);
 });
+
+test('a malformed tuple still decodes to strings and numbers (the supervisor formats whatever arrives)', (t) => {
+  const origin: WireOrigin = { listener_name: 'web', protocol: 'tcp', t0: T0 };
+  const event = decodeEvent([9, 'x', null, '80', 5, null] as never, origin) as ConnectionEvent;
+  t.is(event.event_type, 'update');
+  t.is(event.timestamp, T0);
+  t.is(event.source_ip, '');
+  t.is(event.source_port, 0);
+  t.is(event.target_ip, '');
+  t.is(event.bytes_sent, 0);
+  t.is(event.duration_ms, 0);
+});
