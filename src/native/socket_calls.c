@@ -39,21 +39,27 @@ static napi_value SendNow(napi_env env, napi_callback_info info) {
   return int_value(env, errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno);
 }
 
-/*
- * shutdownNow(fd) -> 0 or -errno: shutdown(fd, SHUT_WR), our FIN, at once. For a socket libuv holds
- * no writes for (the relay checks that first): libuv's own shutdown would wait a loop turn for the
- * socket to be writable, through a request object and a callback into JavaScript, to make this
- * same system call. libuv keeps owning the socket and is never asked to
- * write to it again.
- */
-static napi_value ShutdownNow(napi_env env, napi_callback_info info) {
+/* The one argument of a call that takes a descriptor, or -1 when it is missing or not one. */
+static int32_t fd_arg(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
   int32_t fd = -1;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
-      napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
-    return int_value(env, -EINVAL);
+      napi_get_value_int32(env, argv[0], &fd) != napi_ok) {
+    return -1;
   }
+  return fd < 0 ? -1 : fd;
+}
+
+/*
+ * shutdownNow(fd) -> 0 or -errno: shutdown(fd, SHUT_WR), our FIN, at once. For a socket libuv holds
+ * no writes for (the relay checks that first): libuv's own shutdown would wait a loop turn for the
+ * socket to be writable, through a request object and a callback into JavaScript, to make this
+ * same system call. libuv keeps owning the socket and is never asked to write to it again.
+ */
+static napi_value ShutdownNow(napi_env env, napi_callback_info info) {
+  int32_t fd = fd_arg(env, info);
+  if (fd < 0) return int_value(env, -EINVAL);
   return int_value(env, shutdown(fd, SHUT_WR) == 0 ? 0 : -errno);
 }
 
@@ -65,13 +71,8 @@ static napi_value ShutdownNow(napi_env env, napi_callback_info info) {
  * strings and object Node builds from it.
  */
 static napi_value PeerConnected(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  int32_t fd = -1;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
-      napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
-    return int_value(env, -EINVAL);
-  }
+  int32_t fd = fd_arg(env, info);
+  if (fd < 0) return int_value(env, -EINVAL);
   struct sockaddr_storage peer;
   socklen_t length = sizeof(peer);
   if (getpeername(fd, (struct sockaddr *)&peer, &length) == 0) return int_value(env, 1);
