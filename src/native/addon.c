@@ -5,6 +5,8 @@
  * - udp_batch.c: the UDP relay's datagrams in batches (recvmmsg/sendmmsg, one call into
  *   JavaScript per event-loop turn instead of one per datagram);
  * - socket_calls.c: the TCP relay's send, FIN and reset check straight to the socket;
+ * - tcp_reads.c: the TCP relay's reads in batches (one epoll set, one call into JavaScript per
+ *   batch instead of one per read);
  * - process_calls.c: malloc_trim after a flood, and the event loop's clock shared with
  *   JavaScript.
  */
@@ -12,7 +14,7 @@
 
 static napi_value Init(napi_env env, napi_value exports) {
   if (udp_batch_init(env, exports) != napi_ok || socket_calls_init(env, exports) != napi_ok ||
-      process_calls_init(env, exports) != napi_ok) {
+      tcp_reads_init(env, exports) != napi_ok || process_calls_init(env, exports) != napi_ok) {
     napi_throw_error(env, "ERR_PACKETPONY_NATIVE", "packetpony native: cannot define the exports");
     return NULL;
   }

@@ -30,6 +30,8 @@ static inline napi_value int_value(napi_env env, int32_t n) {
 napi_status udp_batch_init(napi_env env, napi_value exports);
 /* socket_calls.c: the TCP relay's direct system calls. */
 napi_status socket_calls_init(napi_env env, napi_value exports);
+/* tcp_reads.c: the TCP relay's reads in batches. */
+napi_status tcp_reads_init(napi_env env, napi_value exports);
 /* process_calls.c: the C heap's trim and the event loop's clock. */
 napi_status process_calls_init(napi_env env, napi_value exports);
 

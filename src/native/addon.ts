@@ -3,7 +3,8 @@
  * there. Built by `npm run build` (build.mjs) on Linux when a C compiler is there; the compiled
  * file sits next to this module's JavaScript, in dist/src/native. Every user has a Node path for
  * when it is missing: the batched UDP path (src/proxy/udp-batch.ts), the TCP relay's direct socket
- * calls (src/proxy/tcp-handle.ts), the child's loop clock (src/child/loop-clock.ts) and trim().
+ * calls and batched reads (src/proxy/tcp-handle.ts, src/proxy/tcp-reads.ts), the child's loop
+ * clock (src/child/loop-clock.ts) and trim().
  */
 import { createRequire } from 'node:module';
 
@@ -33,6 +34,12 @@ export interface NativeAddon {
   sendNow(fd: number, buffer: Uint8Array, length: number): number;
   shutdownNow(fd: number): number;
   peerConnected(fd: number): number;
+  // tcp_reads.c
+  tcpReadsOpen(onBatch: (count: number) => void, capacity: number): ArrayBuffer;
+  tcpReadStart(id: number, fd: number, buffer: Uint8Array | null): number;
+  tcpReadStop(id: number): void;
+  tcpReadInto(id: number, buffer: Uint8Array): void;
+  tcpReadForget(id: number, closed: boolean): void;
   // process_calls.c
   trim(): number;
   loopTime(): ArrayBuffer | undefined;
@@ -41,7 +48,8 @@ export interface NativeAddon {
 const FILE = 'dist/src/native/packetpony_native.node';
 const FUNCTIONS: ReadonlyArray<keyof NativeAddon> = [
   'open', 'watch', 'unwatch', 'pause', 'header', 'flush', 'close',
-  'sendNow', 'shutdownNow', 'peerConnected', 'trim', 'loopTime',
+  'sendNow', 'shutdownNow', 'peerConnected',
+  'tcpReadsOpen', 'tcpReadStart', 'tcpReadStop', 'tcpReadInto', 'tcpReadForget', 'trim', 'loopTime',
 ];
 
 let addon: NativeAddon | null | undefined;

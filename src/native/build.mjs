@@ -3,8 +3,8 @@
 //
 // Optional by design: off Linux, or without a C compiler and Node's headers, it says so and
 // PacketPony takes Node's own paths instead (the same behaviour, slower: UDP through dgram, TCP
-// writes through Node's streams). It rebuilds only when a source is newer than the built file, so
-// `npm run build` stays quick.
+// reads and writes through Node's streams). It rebuilds only when a source is newer than the
+// built file, so `npm run build` stays quick.
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, renameSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -12,10 +12,10 @@ import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const target = join(here, '..', '..', 'dist', 'src', 'native', 'packetpony_native.node');
-const sources = ['addon.h', 'addon.c', 'udp_batch.c', 'socket_calls.c', 'process_calls.c', 'binding.gyp'].map((name) => join(here, name));
+const sources = ['addon.h', 'addon.c', 'udp_batch.c', 'socket_calls.c', 'tcp_reads.c', 'process_calls.c', 'binding.gyp'].map((name) => join(here, name));
 
 function skip(why, details = '') {
-  console.warn(`packetpony: the native addon is not built (${why}); UDP is relayed through Node's dgram and TCP writes go through Node's streams instead.`);
+  console.warn(`packetpony: the native addon is not built (${why}); UDP is relayed through Node's dgram and TCP reads and writes go through Node's streams instead.`);
   if (details !== '') console.warn(details);
   process.exit(0);
 }

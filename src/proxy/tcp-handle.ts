@@ -14,7 +14,9 @@
  * What it mirrors from net.Socket, so the relay keeps its semantics:
  * - Reads land in a buffer the reader gives (`useUserBuffer`, what net.connect's `onread` option
  *   uses); after each read the reader is asked for the next buffer (null: keep the current one),
- *   which Node re-points natively. readStart/readStop switch reading.
+ *   which Node re-points natively. readStart/readStop switch reading. With the addon, the reads
+ *   are the addon's instead (tcp-reads.ts: a batch of sockets read per call into JavaScript, not
+ *   one), with the same buffers, results and errors; libuv then never reads the socket.
  * - Writes go straight to the handle (`writeBuffer`: the write system call at once, libuv's queue
  *   only for what the kernel did not take); the request object is reused until a write stays
  *   pending. A pending write's completion comes through the writer's callback.
@@ -33,6 +35,7 @@
 import type net from 'node:net';
 import { getSystemErrorName } from 'node:util';
 import { nativeAddon } from '../native/addon.js';
+import { batchedReads } from './tcp-reads.js';
 
 // ---- the native side ----------------------------------------------------------------------------
 
@@ -197,6 +200,9 @@ export class TcpEnd {
   #sink: ReadSink | null = null;
   #descriptor = -1;
   #userBuffer = false;
+  /** Batched reads (tcp-reads.ts): this end's slot once it first reads, and its buffer until then. */
+  #readSlot = -1;
+  #firstBuffer: Uint8Array | null = null;
   #inRead = false;
   #reading = false;
   /** The peer's FIN was read. */
@@ -289,10 +295,16 @@ export class TcpEnd {
     if (this.#inRead || this.handle === null) return;
     const buffer = sink.nextBuffer();
     if (buffer === null) return;
+    this.#userBuffer = true;
+    const reads = batchedReads();
+    if (reads !== null) {
+      if (this.#readSlot >= 0) reads.readInto(this.#readSlot, buffer);
+      else this.#firstBuffer = buffer;
+      return;
+    }
     // Each call pushes a new native listener; the relay calls it once per end (the header reader
     // hands over from inside a read, above, and so adds none).
     this.handle.useUserBuffer(buffer);
-    this.#userBuffer = true;
   }
 
   /** Starts reading. Returns the error to fail with, or null. */
@@ -300,14 +312,43 @@ export class TcpEnd {
     const handle = this.handle;
     if (handle === null || this.#reading || this.readableEnded || !this.#userBuffer) return null;
     this.#reading = true;
-    const err = handle.readStart();
+    const reads = batchedReads();
+    let err: number;
+    if (reads === null) {
+      err = handle.readStart();
+    } else if (this.#readSlot >= 0) {
+      err = reads.resume(this.#readSlot, this.descriptor);
+    } else {
+      err = reads.watch(this, this.descriptor, this.#firstBuffer!);
+      if (err >= 0) {
+        this.#readSlot = err;
+        this.#firstBuffer = null;
+        err = 0;
+      }
+    }
     return err === 0 ? null : socketError(err, 'read');
   }
 
   stopReading(): void {
     if (!this.#reading) return;
     this.#reading = false;
-    this.handle?.readStop();
+    this.#pauseReads();
+  }
+
+  #pauseReads(): void {
+    if (this.#readSlot >= 0) batchedReads()!.pause(this.#readSlot);
+    else this.handle?.readStop();
+  }
+
+  /**
+   * No more batched reads. `closed`: the handle's close has just closed the descriptor (libuv
+   * closes it within close() and reset()), which took it out of the epoll set already.
+   */
+  #forgetReads(closed: boolean): void {
+    const slot = this.#readSlot;
+    if (slot < 0) return;
+    this.#readSlot = -1;
+    batchedReads()!.forget(slot, closed);
   }
 
   get reading(): boolean {
@@ -393,6 +434,7 @@ export class TcpEnd {
     this.destroyed = true;
     this.#reading = false;
     handle.close(this.#closed);
+    this.#forgetReads(true);
   }
 
   /** Closes with a TCP RST (idempotent); see the header for a reset during a shutdown. */
@@ -408,12 +450,15 @@ export class TcpEnd {
         return;
       }
       this.#resetAfterShutdown = true;
-      handle.readStop();
+      this.#pauseReads();
       return;
     }
     this.handle = null;
     this.#reading = false;
-    if (handle.reset(this.#closed) !== 0) {
+    const failed = handle.reset(this.#closed) !== 0;
+    // Failed: the descriptor is still open (see below), and must leave the epoll set by hand.
+    this.#forgetReads(!failed);
+    if (failed) {
       // libuv could not set SO_LINGER: node has marked the handle closing without closing it, and
       // no callback will come. Tell the owner all the same, so that the connection is accounted.
       process.nextTick(this.#closed);
@@ -445,6 +490,7 @@ export class TcpEnd {
     this.onConnect = this.onEnd = this.onClose = noop;
     this.onError = noop;
     this.#sink = null;
+    this.#firstBuffer = null;
     onClose();
   };
 }

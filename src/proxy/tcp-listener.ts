@@ -22,6 +22,7 @@ import { encodeV1, encodeV2, type HostPort } from './proxy-protocol.js';
 import type { TargetStates } from './target-pool.js';
 import { TargetRouter, type TargetDial } from './target-router.js';
 import { acceptEnds, presetAcceptedOptions, type TcpEnd } from './tcp-handle.js';
+import { batchedReads } from './tcp-reads.js';
 import { DEFAULT_KEEPALIVE_MS, startTcpRelay, type Meter, type RelayCloseInfo, type RelayOpenInfo, type TcpRelay } from './tcp-relay.js';
 
 interface ConnectionContext {
@@ -107,6 +108,10 @@ export class TcpListener {
         };
         this.#server.on('error', onAcceptError);
         acceptEnds(this.#server, (end) => this.#accept(end), onAcceptError);
+        // The batched reads' epoll set (one descriptor per process) is made now, with the
+        // listening socket, not at the first connection: the child's descriptor count is then
+        // steady from the start, and a table filled by clients cannot stop it from being made.
+        batchedReads();
         this.#preset = presetAcceptedOptions(this.#server, DEFAULT_KEEPALIVE_MS);
         this.#descriptors = new DescriptorWatch({
           inUse: () => 2 * this.#relays.size + (this.#headers?.pending ?? 0),

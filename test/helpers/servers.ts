@@ -156,3 +156,19 @@ export async function listenEnds(t: ExecutionContext, onEnd: (end: TcpEnd) => vo
   });
   return (server.address() as net.AddressInfo).port;
 }
+
+/**
+ * One accepted TcpEnd (not reading yet) and the client connected to it (half-open allowed, errors
+ * ignored); both are closed when the test ends.
+ */
+export async function acceptedEnd(t: ExecutionContext): Promise<{ end: TcpEnd; peer: net.Socket }> {
+  let take!: (end: TcpEnd) => void;
+  const got = new Promise<TcpEnd>((resolve) => (take = resolve));
+  const port = await listenEnds(t, (end) => take(end));
+  const peer = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+  peer.on('error', () => {});
+  t.teardown(() => void peer.destroy());
+  const end = await got;
+  t.teardown(() => end.close());
+  return { end, peer };
+}

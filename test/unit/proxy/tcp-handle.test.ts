@@ -5,24 +5,13 @@
  * error like net.Socket's, a half-open end closes itself once both halves are done, and a reset
  * closes the connection even while a shutdown is in progress.
  */
-import test, { type ExecutionContext } from 'ava';
+import test from 'ava';
 import net from 'node:net';
 import { HandleWriter, TcpEnd, WRITE_DONE, WRITE_PENDING, nativeBindings, sendsNow, type ReadSink } from '../../../src/proxy/tcp-handle.js';
-import { listen, listenEnds } from '../../helpers/servers.js';
+import { acceptedEnd, listen } from '../../helpers/servers.js';
 import { waitFor } from '../../helpers/wait-for.js';
 
-/** A TcpEnd accepted from a net.Socket client connected to it. */
-async function accepted(t: ExecutionContext): Promise<{ end: TcpEnd; peer: net.Socket }> {
-  let take!: (end: TcpEnd) => void;
-  const got = new Promise<TcpEnd>((resolve) => (take = resolve));
-  const port = await listenEnds(t, (end) => take(end));
-  const peer = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
-  peer.on('error', () => {});
-  t.teardown(() => void peer.destroy());
-  const end = await got;
-  t.teardown(() => end.close());
-  return { end, peer };
-}
+const accepted = acceptedEnd;
 
 /** Collects what is read into `buffer` (one buffer, kept). */
 function collector(size = 1024): ReadSink & { readonly text: () => string } {
