@@ -125,9 +125,7 @@ export class AddressState {
     const cap = settings.limits.max_bandwidth_per_ip;
     switch (settings.limits.action) {
       case 'drop':
-        if (window.count(now) + bytes > cap) return CONSUME_DROP;
-        window.add(now, bytes);
-        return CONSUME_OK;
+        return window.addWithin(now, bytes, cap) ? CONSUME_OK : CONSUME_DROP;
       case 'log_only':
         window.add(now, bytes);
         return window.count(now) > cap && this.mayReport(BANDWIDTH, now, settings) ? CONSUME_VIOLATION : CONSUME_OK;
@@ -151,10 +149,7 @@ export class AddressState {
       if (this.#tokens >= settings.paceBurst && window.count(now) <= settings.paceExitLevel) this.#throttled = false;
     }
     if (!this.#throttled) {
-      if (window.count(now) + bytes <= settings.limits.max_bandwidth_per_ip) {
-        window.add(now, bytes);
-        return CONSUME_OK;
-      }
+      if (window.addWithin(now, bytes, settings.limits.max_bandwidth_per_ip)) return CONSUME_OK;
       this.#throttled = true;
       this.#tokens = 0;
       this.#tokensAt = now;

@@ -74,6 +74,33 @@ export class SlidingWindow {
     this.#total += amount;
   }
 
+  /**
+   * count() and add() in one, for the per-chunk path: adds `amount` only if the sum with it stays
+   * within `cap` (count(now) + amount <= cap), and says whether it did. The index is computed once
+   * where the two calls computed it twice.
+   */
+  addWithin(now: number, amount: number, cap: number): boolean {
+    const position = now / this.#width;
+    const index = Math.floor(position);
+    if (index < this.#head) {
+      // A stamp older than the newest sub-bucket (the clock stepped back): the general path.
+      if (this.count(now) + amount > cap) return false;
+      this.add(now, amount);
+      return true;
+    }
+    if (index > this.#head) this.#advance(index);
+    const slots = this.#slots;
+    let sum = this.#total;
+    if (sum !== 0) {
+      const oldestSlot = this.#headSlot + 1 === slots.length ? 0 : this.#headSlot + 1;
+      sum -= slots[oldestSlot]! * (position - index);
+    }
+    if (sum + amount > cap) return false;
+    slots[this.#headSlot] += amount;
+    this.#total += amount;
+    return true;
+  }
+
   /** The sum over `(now - span, now]`, within one sub-bucket's content (see the header). */
   count(now: number): number {
     const position = now / this.#width;

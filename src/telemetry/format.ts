@@ -100,9 +100,19 @@ function isoTimestamp(ms: number): string {
   return `${isoPrefix}${millis < 10 ? '00' : millis < 100 ? '0' : ''}${millis}Z`;
 }
 
-/** A JSON string, or null for a value that is not a string (a malformed event stays valid JSON). */
+/**
+ * A JSON string, or null for a value that is not a string (a malformed event stays valid JSON).
+ * Names, addresses and event types have nothing to escape: they are quoted as they are, and only
+ * a string with a control character, a quote, a backslash or anything past ASCII goes through
+ * JSON.stringify (the same text either way, at a fraction of the cost: five strings a line).
+ */
 function jsonString(value: unknown): string {
-  return typeof value === 'string' ? JSON.stringify(value) : 'null';
+  if (typeof value !== 'string') return 'null';
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    if (c < 0x20 || c === 0x22 || c === 0x5c || c > 0x7e) return JSON.stringify(value);
+  }
+  return `"${value}"`;
 }
 
 /** A JSON number, or null where JSON has none (NaN, Infinity, not a number), as JSON.stringify does. */

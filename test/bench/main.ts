@@ -37,7 +37,7 @@ import { startBackend, type HoldServer } from './backends.js';
 import { markdown, type Cell, type Meta, type Results } from './report.js';
 import { ROWS, type BackendKind, type Row, type RunContext, type Sample } from './rows.js';
 import { ALL_TARGETS, packetpony, type Proto, type Running, type TargetContext } from './targets.js';
-import { coreTicks, cpuNs } from './procs.js';
+import { coreTicks, cpuNs, forkingTreeCpuNs } from './procs.js';
 import { findTools } from './tools.js';
 
 interface Options {
@@ -118,7 +118,9 @@ const MAX_FOREIGN_PCT = 15;
  */
 async function measureOnce(row: Row, target: Running, ctx: RunContext, options: Options): Promise<Sample> {
   const pids = target.pids();
-  const cpuBefore = cpuNs(pids);
+  // A forking proxy's children come and go with the connections: its tree is read at each end.
+  const treeCpu = (): number => (target.forksPerConnection === true ? forkingTreeCpuNs(pids[0]!) : cpuNs(pids));
+  const cpuBefore = treeCpu();
   const rootBefore = cpuNs(pids.slice(0, 1));
   const coreBefore = coreTicks(options.proxyCore);
   const loadBefore = coreTicks(options.loadCore);
@@ -127,7 +129,7 @@ async function measureOnce(row: Row, target: Running, ctx: RunContext, options: 
     value: NaN,
     note: err instanceof Error ? err.message : String(err),
   }));
-  const cpu = cpuNs(pids) - cpuBefore;
+  const cpu = treeCpu() - cpuBefore;
   const coreAfter = coreTicks(options.proxyCore);
   const loadAfter = coreTicks(options.loadCore);
   const rootShare = pids.length > 1 ? (cpuNs(pids.slice(0, 1)) - rootBefore) / cpu : NaN;

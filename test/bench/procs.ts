@@ -236,3 +236,23 @@ export function userSystemTicks(pids: readonly number[]): { user: number; system
   }
   return { user, system };
 }
+
+/**
+ * CPU time of a process tree that forks per connection (socat): what its live processes have run
+ * (cpuNs) plus what its root's reaped children ran (cutime + cstime in /proc/PID/stat, in
+ * USER_HZ ticks: 10 ms). The tree is read anew at each call, so the difference of two calls counts
+ * the children that came and went between them; a child that was already running at the first
+ * call and is reaped before the second is counted whole.
+ */
+export function forkingTreeCpuNs(root: number): number {
+  let reaped = 0;
+  try {
+    // After the command name (which may hold spaces and parentheses): state is field 3, so cutime
+    // and cstime (fields 16 and 17) are at 13 and 14 here.
+    const fields = readFileSync(`/proc/${root}/stat`, 'utf8').replace(/^.*\) /s, '').split(' ');
+    reaped = (Number(fields[13]) + Number(fields[14])) * 1e7;
+  } catch {
+    // gone
+  }
+  return cpuNs(processTree(root)) + reaped;
+}

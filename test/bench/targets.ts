@@ -30,6 +30,11 @@ export interface Running {
   readonly port: number;
   /** The processes whose memory the RSS row sums (empty for direct). */
   pids(): number[];
+  /**
+   * The first of pids() forks a process per connection (socat): its CPU is then the whole tree's,
+   * read anew at the end of a run, with the children reaped during it (forkingTreeCpuNs).
+   */
+  readonly forksPerConnection?: boolean;
   /** Rewrites the listener's file and resolves once the new version serves (PacketPony only). */
   reload?(): Promise<void>;
   stop(): Promise<void>;
@@ -301,7 +306,7 @@ export const socat: Target = {
       `TCP4-LISTEN:${port},bind=127.0.0.1,reuseaddr,fork,backlog=1024`, `TCP4:127.0.0.1:${backendPort}`,
     ], { core: ctx.proxyCore });
     await waitBound('tcp', port, p, 'socat');
-    return { port, pids: () => processTree(p.pid), stop: () => stopTree(p) };
+    return { port, pids: () => processTree(p.pid), forksPerConnection: true, stop: () => stopTree(p) };
   },
 };
 

@@ -68,6 +68,31 @@ test('the estimate stays within one sub-bucket of the exact sliding count', (t) 
   t.true(checks >= 300);
 });
 
+test('addWithin is count() then add() in one: the same answers and the same sums, the clock stepping back included', (t) => {
+  const random = lcg(7);
+  const combined = new SlidingWindow(WINDOW, BUCKETS);
+  const separate = new SlidingWindow(WINDOW, BUCKETS);
+  const cap = 100_000;
+  let now = 1_000;
+  let added = 0;
+  let refused = 0;
+  for (let i = 0; i < 5_000; i++) {
+    // Mostly forward, in small and large steps; now and then back by up to two sub-buckets.
+    const step = random();
+    now += step < 0.05 ? -random() * 2 * WIDTH : step < 0.15 ? random() * 20_000 : random() * 300;
+    const amount = 1 + Math.floor(random() * 5_000);
+    const expected = separate.count(now) + amount <= cap;
+    if (expected) separate.add(now, amount);
+    t.is(combined.addWithin(now, amount, cap), expected, `step ${i} at ${now}`);
+    if (expected) added++;
+    else refused++;
+    const probe = now + random() * WINDOW;
+    t.is(combined.count(probe), separate.count(probe), `sums at ${probe}`);
+  }
+  // Both outcomes were exercised.
+  t.true(added > 100 && refused > 100, `added ${added}, refused ${refused}`);
+});
+
 test('a steady rate reads as that rate at every moment, with no reset', (t) => {
   const window = new SlidingWindow(WINDOW, BUCKETS);
   for (let now = 0; now < 5 * WINDOW; now += 100) {

@@ -55,7 +55,9 @@ test('JSON lines are written out directly, byte for byte what JSON.stringify of 
   const base = Date.UTC(2026, 0, 7, 9, 38, 44);
   // Milliseconds that need padding, second and day boundaries, a fractional stamp, the epoch.
   const stamps = [base, base + 5, base + 50, base + 999, base + 1000, base + 0.7, Date.UTC(2026, 11, 31, 23, 59, 59, 999), 0, Date.UTC(9999, 11, 31, 23, 59, 59, 1)];
-  const texts = ['web', 'a "quoted" name', 'back\\slash', 'tab\tnew\nline', 'ünïcödé ✓', '\u0001', ''];
+  // Plain ASCII is quoted as it is; everything else must still come out as JSON.stringify has it
+  // (a lone surrogate is escaped, DEL and non-ASCII are not).
+  const texts = ['web', '192.0.2.7', 'a "quoted" name', 'back\\slash', 'tab\tnew\nline', 'ünïcödé ✓', '\u0001', '\u001f', '~\u007f', 'lone \ud800', ''];
   for (const timestamp of stamps) {
     for (const text of texts) {
       const tcp = tcpClose({ timestamp, listener_name: text, error: text, duration_ms: 12.5 });
