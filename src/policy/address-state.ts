@@ -118,6 +118,20 @@ export class AddressState {
     return true;
   }
 
+  /**
+   * consume(clock(), bytes, settings, 'stream') as a function of `bytes`, with what is fixed for a
+   * connection (the window, the action, the cap) looked up once: a TCP connection's per-chunk meter.
+   */
+  streamMeter(clock: () => number, settings: LimitSettings): (bytes: number) => number {
+    const window = this.#bandwidth;
+    if (window === null) return () => CONSUME_OK;
+    if (settings.limits.action === 'drop') {
+      const cap = settings.limits.max_bandwidth_per_ip;
+      return (bytes) => (window.addWithin(clock(), bytes, cap) ? CONSUME_OK : CONSUME_DROP);
+    }
+    return (bytes) => this.consume(clock(), bytes, settings, 'stream');
+  }
+
   /** See CONSUME_* in verdict.ts and MeteredUnit for `unit`. */
   consume(now: number, bytes: number, settings: LimitSettings, unit: MeteredUnit): number {
     const window = this.#bandwidth;

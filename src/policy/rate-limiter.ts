@@ -162,6 +162,15 @@ export class RateLimiter {
   }
 
   /**
+   * consume(ticket, bytes) as a function of `bytes`, made once per connection: the address's state,
+   * its window and the action are looked up here rather than on every chunk.
+   */
+  streamMeter(ticket: Ticket): (bytes: number) => number {
+    const state = ticket[kState];
+    return state.metered ? state.streamMeter(this.#clock, this.#settings) : () => CONSUME_OK;
+  }
+
+  /**
    * One UDP datagram of `bytes`, from the client or, with `fromTarget`, from the target.
    * CONSUME_OK, CONSUME_DROP (drop this datagram; it was not counted) or CONSUME_VIOLATION (forward
    * it, log). Never a pause: a throttled address's datagrams beyond its pace are dropped instead,

@@ -203,9 +203,9 @@ export class TcpListener {
 
   #meterFor(context: ConnectionContext): Meter {
     const { policy, stats, denies, config } = this.#deps;
-    const limiter = policy.limiter;
+    const consume = policy.limiter.streamMeter(context.ticket);
     return (bytes) => {
-      const verdict = limiter.consume(context.ticket, bytes);
+      const verdict = consume(bytes);
       if (verdict >= 0) return verdict;
       // The relay ends the connection on a drop, but only the listener knows why: counted and
       // logged here, like every other refusal, so a cut transfer is never a silent one.

@@ -246,3 +246,30 @@ test('drop for datagrams refuses those past the cap and counts only what passed'
   t.is(forwarded, Math.floor((10 * KB) / 1_500) * 1_500);
   t.is(limiter.consumeDatagram(session, 10 * KB - forwarded), CONSUME_OK);
 });
+
+test('streamMeter(ticket) answers every chunk as consume(ticket, chunk) does, for each action', (t) => {
+  for (const action of ['drop', 'throttle', 'log_only'] as const) {
+    const settings = limits({ max_bandwidth_per_ip: 100 * KB, bandwidth_window: MINUTE, action, throttle_minimum: 10 * KB });
+    const clock = fakeClock();
+    const byCall = new RateLimiter(settings, clock.read);
+    const byMeter = new RateLimiter(settings, clock.read);
+    const called = ticket(byCall.admit(A));
+    const meter = byMeter.streamMeter(ticket(byMeter.admit(A)));
+    const seen = new Set<number>();
+    for (let i = 0; i < 400; i++) {
+      clock.now += (i * 7919) % 700;
+      const bytes = 1 + ((i * 104_729) % (8 * KB));
+      const expected = byCall.consume(called, bytes);
+      seen.add(Math.sign(expected));
+      t.is(meter(bytes), expected, `${action}, chunk ${i}`);
+    }
+    // Past the cap at some point: not only the OK answer was compared.
+    t.true(seen.size > 1, `${action}: answers ${[...seen].join(', ')}`);
+  }
+});
+
+test('streamMeter of an address without a bandwidth limit always says go on', (t) => {
+  const limiter = new RateLimiter(limits({ max_connections_per_ip: 5 }), fakeClock().read);
+  const meter = limiter.streamMeter(ticket(limiter.admit(A)));
+  t.is(meter(10 * MB), CONSUME_OK);
+});
