@@ -9,7 +9,8 @@
  * stays in JavaScript (src/proxy/tcp-reads.ts, src/proxy/relay-flow.ts), which is now called once
  * per batch of reads instead of once per read.
  *
- * What it does. One epoll set per process holds the sockets being read; libuv polls that set's
+ * What it does. One epoll set per process (the relay runs on the main thread; another thread that
+ * tries gets an error, not a second set) holds the sockets being read; libuv polls that set's
  * descriptor like any other (one uv_poll_t), so the loop wakes when any of them is readable. Then
  * each ready socket is read once into the buffer JavaScript gave for it, each result recorded in a
  * shared table (slot id, bytes or a negative errno; UV_EOF for the end of stream), and JavaScript
