@@ -121,12 +121,19 @@ export function batchedReads(): BatchedReads | null {
   opened = true;
   const addon = process.env['PACKETPONY_TCP_SEND_NOW'] === '0' ? null : nativeAddon();
   if (addon === null) return reads;
-  try {
-    reads = new BatchedReads(addon);
-  } catch (err) {
-    unavailable = (err as Error).message;
-  }
+  const made = openBatchedReads(addon);
+  if (typeof made === 'string') unavailable = made;
+  else reads = made;
   return reads;
+}
+
+/** Batched reads over `addon`, or why they cannot be had (the epoll set could not be made). */
+export function openBatchedReads(addon: NativeAddon): BatchedReads | string {
+  try {
+    return new BatchedReads(addon);
+  } catch (err) {
+    return err instanceof Error ? err.message : String(err);
+  }
 }
 
 /** Why batchedReads() answered null although the addon is there ('' otherwise; for tests and reports). */

@@ -9,7 +9,8 @@
 import test, { type ExecutionContext } from 'ava';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import net from 'node:net';
-import { batchedReads, batchedReadsUnavailable, type BatchedReads, type ReadTarget } from '../../../src/proxy/tcp-reads.js';
+import type { NativeAddon } from '../../../src/native/addon.js';
+import { batchedReads, batchedReadsUnavailable, openBatchedReads, type BatchedReads, type ReadTarget } from '../../../src/proxy/tcp-reads.js';
 import { acceptedEnd } from '../../helpers/servers.js';
 import { waitFor } from '../../helpers/wait-for.js';
 
@@ -226,4 +227,13 @@ test.serial('a TcpEnd reads through a slot, and gives it back when it closes or 
     await waitFor(() => closed, `${how}: the close callback`);
     t.is(epollSetsHolding(fd), 0, `${how}: the close took the socket out of the set`);
   }
+});
+
+test('an epoll set that cannot be made gives its reason instead of throwing (batchedReads then keeps the process on Node reads)', (t) => {
+  const failing = {
+    tcpReadsOpen() {
+      throw new Error('Too many open files');
+    },
+  } as unknown as NativeAddon;
+  t.is(openBatchedReads(failing), 'Too many open files');
 });
