@@ -8,7 +8,7 @@
 import test from 'ava';
 import net from 'node:net';
 import { HandleWriter, TcpEnd, WRITE_DONE, WRITE_PENDING, nativeBindings, sendsNow, type ReadSink } from '../../../src/proxy/tcp-handle.js';
-import { acceptedEnd, listen } from '../../helpers/servers.js';
+import { acceptedEnd, listen, refusingPort } from '../../helpers/servers.js';
 import { waitFor } from '../../helpers/wait-for.js';
 
 const accepted = acceptedEnd;
@@ -232,10 +232,9 @@ test('descriptor: the socket\'s number while open, -1 once closed (never a numbe
 });
 
 test('a dial to a closed port fails like net.Socket: ECONNREFUSED, syscall connect, then close', async (t) => {
-  // A port that was just free: nothing listens there.
-  const server = net.createServer();
-  const port = await listen(t, server);
-  await new Promise<void>((resolve) => server.close(() => resolve()));
+  // A port bound but not listening, for the test's whole length: a port merely freed could be
+  // taken meanwhile by another test file's listener, and the dial would then succeed.
+  const port = await refusingPort(t);
   const end = TcpEnd.dial('127.0.0.1', port, 4);
   let connected = false;
   let error: NodeJS.ErrnoException | undefined;
