@@ -20,8 +20,8 @@
  *
  * Ownership. libuv keeps owning every socket (node's TCP handle: writes, shutdown, close); this
  * only borrows the descriptor for reading, while JavaScript says it is open: the slot is forgotten
- * as the handle closes (the close itself takes the socket out of the set). A slot's buffer is held by a reference until it is replaced or
- * forgotten, so a read never lands in freed memory.
+ * as the handle closes (the close itself takes the socket out of the set). A slot's buffer is held
+ * by a reference until it is replaced or forgotten, so a read never lands in freed memory.
  *
  * Pausing is lazy, as libuv's is: stop() only marks the slot; the socket leaves the epoll set (one
  * epoll_ctl) when it turns out readable while paused, and comes back on the next start. A pause
@@ -153,7 +153,8 @@ static int32_t read_slot(int id, uint32_t events) {
     result = STATUS_EOF;
   } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
     if (!(events & (EPOLLERR | EPOLLHUP))) return 0;
-    /* An error or hang-up with nothing to read: take it from the socket, or the set would wake us forever. */
+    /* An error or hang-up with nothing to read: take it from the socket, or the set would wake
+     * us forever. */
     int err = 0;
     socklen_t len = sizeof(err);
     if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
@@ -308,10 +309,9 @@ static napi_value Start(napi_env env, napi_callback_info info) {
     if (err != 0) return int_value(env, err);
   }
   if (s->buf == NULL) return int_value(env, -EINVAL);
-  int err = 0;
-  if (s->state == SLOT_FREE || s->state == SLOT_OUT_OF_SET) err = join_set(fd, id);
-  if (err == 0) s->fd = fd;
+  int err = s->state == SLOT_FREE || s->state == SLOT_OUT_OF_SET ? join_set(fd, id) : 0;
   if (err != 0) {
+    /* A slot that never read lets its new buffer go again; a paused one keeps it. */
     if (s->state == SLOT_FREE && s->buf_ref != NULL) {
       napi_delete_reference(env, s->buf_ref);
       s->buf_ref = NULL;
@@ -319,6 +319,7 @@ static napi_value Start(napi_env env, napi_callback_info info) {
     }
     return int_value(env, err);
   }
+  s->fd = fd;
   s->state = SLOT_READING;
   return int_value(env, 0);
 }
