@@ -1,43 +1,61 @@
 /**
  * The TCP relay's read buffers: a small one per direction for the whole connection, and a large one
- * lent while the direction moves bulk data (relay-flow.ts decides when). Both kinds are recycled.
+ * lent while the direction moves bulk data (relay-flow.ts decides when). All kinds are recycled.
  *
  * Why two sizes: a read buffer is resident memory once written into. Most connections through a
- * forwarder are idle or chatty most of the time; with a 64 KiB buffer per direction for its whole
- * life, a connection that had once moved bulk data kept up to 128 KiB resident while it idled. Now
- * it holds 64 KiB only while reads fill its small buffer, and gives it back after a run of short
- * reads. Small buffers are slices of shared 64 KiB slabs, so the first reads of idle connections
- * touch a page between them rather than one each (measured: 20.0 → 19.4 KB per idle connection,
- * within the noise; most of the rest was V8's young generation, see child-process.ts).
+ * forwarder are idle or chatty most of the time; with a large buffer per direction for its whole
+ * life, a connection that had once moved bulk data kept it resident while it idled. Now it holds a
+ * large one only while reads fill its small buffer, and gives it back after a run of short reads.
+ * Small buffers are slices of shared 64 KiB slabs, so the first reads of idle connections touch a
+ * page between them rather than one each (measured: 20.0 → 19.4 KB per idle connection, within the
+ * noise; most of the rest was V8's young generation, see child-process.ts).
+ *
+ * Why a large buffer is 1 MiB (BULK_SIZE): a bulk transfer costs a read and a send per buffer, and
+ * on loopback each system call moves up to a whole buffer. Measured with the benchmark's TCP rows in
+ * one run (2026-11-26, features on): 64 KiB reads 455–496 µs of CPU per MB relayed, 256 KiB
+ * 360–455, 1 MiB 360–387, and one stream went from ×0.62–0.66 of direct to ×0.73–0.78. Its pages
+ * are touched only as far as reads reach, so a chatty connection that grew one holds little of it;
+ * and bulk buffers are lent from a budget per process (MAX_BULK_LENT): past it, directions that
+ * grow get LARGE_SIZE (64 KiB) buffers, so many bulk connections at once cannot hold more than
+ * that budget plus 64 KiB each. A read is metered as one chunk, so a relay under a small bandwidth
+ * cap asks for LARGE_SIZE only (tcp-listener.ts).
  *
  * Why pooled: profiled at a few thousand new connections per second, allocating fresh buffers per
  * connection cost ~4 % of the child's CPU on its own, plus the garbage collections that much
  * external memory churn triggers, and the page faults of touching fresh memory.
  */
 
-/** The default large read buffer size, the most one read takes. */
+/** A large buffer while the bulk budget lasts: the most one read takes. */
+export const BULK_SIZE = 1024 * 1024;
+/** A large buffer once the bulk budget is spent. */
 export const LARGE_SIZE = 64 * 1024;
 /** Each direction's own buffer: the most one read takes until a read fills it. */
 export const SMALL_SIZE = 2 * 1024;
+/** Bulk buffers lent at once in this process (32 MiB: 16 connections moving bulk both ways). */
+export const MAX_BULK_LENT = 32;
 
 const SLAB_SIZE = 64 * 1024;
-/** Idle large buffers kept (4 MiB): enough to absorb bursts of connections moving bulk data. */
+/** Idle bulk buffers kept (4 MiB). */
+const MAX_POOLED_BULK = 4;
+/** Idle 64 KiB buffers kept (4 MiB): enough to absorb bursts of connections moving bulk data. */
 const MAX_POOLED_LARGE = 64;
 /** Idle small buffers kept (4 MiB): what a burst of a few thousand closed connections leaves. */
 const MAX_POOLED_SMALL = 2048;
 
+const bulkPool: Buffer[] = [];
+let bulkLent = 0;
 const large: Buffer[] = [];
 const small: Buffer[] = [];
 let slab: Buffer | null = null;
 let slabOffset = 0;
 
-/** A large buffer: `size` bytes, pooled when it is LARGE_SIZE. */
-export function takeLarge(size: number): Buffer {
-  if (size === LARGE_SIZE) {
-    const pooled = large.pop();
-    if (pooled !== undefined) return pooled;
+/** A large buffer: BULK_SIZE bytes if `bulk` and while the budget lasts, LARGE_SIZE otherwise. */
+export function takeLarge(bulk: boolean): Buffer {
+  if (bulk && bulkLent < MAX_BULK_LENT) {
+    bulkLent++;
+    return bulkPool.pop() ?? Buffer.allocUnsafeSlow(BULK_SIZE);
   }
-  return Buffer.allocUnsafeSlow(size);
+  return large.pop() ?? Buffer.allocUnsafeSlow(LARGE_SIZE);
 }
 
 /**
@@ -45,7 +63,12 @@ export function takeLarge(size: number): Buffer {
  * pending write may point into it.
  */
 export function giveLarge(buffer: Buffer): void {
-  if (buffer.length === LARGE_SIZE && large.length < MAX_POOLED_LARGE) large.push(buffer);
+  if (buffer.length === BULK_SIZE) {
+    bulkLent--;
+    if (bulkPool.length < MAX_POOLED_BULK) bulkPool.push(buffer);
+  } else if (large.length < MAX_POOLED_LARGE) {
+    large.push(buffer);
+  }
 }
 
 /** A SMALL_SIZE buffer, a slice of a shared slab. */
@@ -66,7 +89,7 @@ export function giveSmall(buffer: Buffer): void {
   if (buffer.length === SMALL_SIZE && small.length < MAX_POOLED_SMALL) small.push(buffer);
 }
 
-/** Idle buffers in the pools (for tests). */
-export function pooledBuffers(): { large: number; small: number } {
-  return { large: large.length, small: small.length };
+/** Idle buffers in the pools, and bulk buffers lent (for tests). */
+export function pooledBuffers(): { bulk: number; large: number; small: number; bulkLent: number } {
+  return { bulk: bulkPool.length, large: large.length, small: small.length, bulkLent };
 }

@@ -85,15 +85,15 @@ export class Flow implements ReadSink {
   #large: Buffer | null = null;
   /** A large buffer given up while a write from it was pending: pooled once that write completes. */
   #retired: Buffer | null = null;
-  readonly #largeSize: number;
   #shortReads = 0;
+  /** The large buffer may be a bulk one (read-buffers.ts). */
+  readonly #bulk: boolean;
 
-  /** `largeSize`: the most one read takes once reads fill the small buffer. */
-  constructor(relay: FlowOwner, up: boolean, largeSize: number) {
+  constructor(relay: FlowOwner, up: boolean, bulk: boolean) {
     this.relay = relay;
     this.up = up;
     this.direction = up ? 'sent' : 'received';
-    this.#largeSize = largeSize;
+    this.#bulk = bulk;
     this.#small = takeSmall();
     this.buf = this.#small;
   }
@@ -143,8 +143,7 @@ export class Flow implements ReadSink {
 
   /** Reads fill the small buffer: read into a large one from the next read on. */
   #grow(): void {
-    if (this.#largeSize <= SMALL_SIZE) return;
-    this.#large ??= takeLarge(this.#largeSize);
+    this.#large ??= takeLarge(this.#bulk);
     this.buf = this.#large;
     this.#shortReads = 0;
   }

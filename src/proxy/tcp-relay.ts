@@ -28,8 +28,8 @@
  * without a FIN is found; on the target's socket once the connection has lived a second:
  * keepalive-later.ts).
  *
- * Moving bytes. Each direction reads into one static buffer (64 KiB by default) and writes that
- * buffer to the other socket. If the write completes at once (the kernel took it all, the usual
+ * Moving bytes. Each direction reads into one static buffer (2 KiB, or 1 MiB while it moves bulk
+ * data: read-buffers.ts) and writes that buffer to the other socket. If the write completes at once (the kernel took it all, the usual
  * case), reading goes on; if not, reading that direction stops until the write's callback: at most
  * one buffer per direction is held in user space however slow the peer, and the buffer is never
  * overwritten under a pending write. No closure, no logging, no clock read per chunk; the only
@@ -68,7 +68,6 @@
 import type { Endpoint, TcpSettings } from '../config/types.js';
 import type { ErrorType, ListenerStats } from '../telemetry/stats.js';
 import { Flow, type FlowOwner, type Meter, type RelayDirection } from './relay-flow.js';
-import { LARGE_SIZE } from './read-buffers.js';
 import { setKeepAliveLater } from './keepalive-later.js';
 import { TcpEnd } from './tcp-handle.js';
 import { defaultResolver, ResolveError, type ResolvedAddress, type TargetResolver } from './target-resolver.js';
@@ -140,8 +139,11 @@ export interface TcpRelayOptions<C = undefined> {
   readonly attemptTimeoutMs?: number;
   /** Written to the target first, once connected (a PROXY protocol header). */
   readonly header?: Buffer;
-  /** The most one read takes (each direction's large buffer, read-buffers.ts); default 64 KiB. */
-  readonly bufferSize?: number;
+  /**
+   * Reads that fill the small buffer may go on in a 1 MiB one (default), or only in a 64 KiB one:
+   * each read is one chunk for the meter (read-buffers.ts).
+   */
+  readonly bulkReads?: boolean;
   /** TCP keepalive idle time in ms on both sockets; default 60 s; 0 turns keepalive off. */
   readonly keepAliveMs?: number;
   /**
@@ -172,7 +174,6 @@ export interface TcpRelay<C = undefined> {
   destroy(reason?: string): void;
 }
 
-export const DEFAULT_BUFFER_SIZE = LARGE_SIZE;
 export const DEFAULT_KEEPALIVE_MS = 60_000;
 const MIN_TICK_MS = 10;
 /** Inactivity ticks per shortest timeout: how late (1/16 = 6.25 %) activity may be seen. */
@@ -247,9 +248,9 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
     this.#failover = options.failover;
     this.#attemptMs = options.failover !== undefined ? options.attemptTimeoutMs ?? 0 : 0;
     this.#header = options.header;
-    const size = options.bufferSize ?? DEFAULT_BUFFER_SIZE;
-    this.#up = new Flow(this, true, size);
-    this.#down = new Flow(this, false, size);
+    const bulk = options.bulkReads ?? true;
+    this.#up = new Flow(this, true, bulk);
+    this.#down = new Flow(this, false, bulk);
     this.#up.src = client;
     this.#down.dst = client;
 

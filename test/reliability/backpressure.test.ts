@@ -6,8 +6,8 @@
  *
  * Pass criteria:
  * - the child's memory stays bounded: its RSS never exceeds its RSS before the transfer by more
- *   than RSS_BOUND (the relay holds one 64 KiB buffer per direction; the rest waits in the kernel's
- *   socket buffers, which the sender feels as backpressure);
+ *   than RSS_BOUND (the relay holds one buffer of at most 1 MiB per direction; the rest waits in
+ *   the kernel's socket buffers, which the sender feels as backpressure);
  * - the bytes in flight (sent by the sender, not yet read by the slow reader) stay bounded too:
  *   kernel buffers only, far below TOTAL;
  * - nothing is dropped: sha256 and byte count of what arrives equal what was sent.

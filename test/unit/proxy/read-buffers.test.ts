@@ -1,13 +1,13 @@
 /**
  * The relay's read buffers: small slices of shared slabs per direction, a large buffer only while a
- * direction moves bulk data. The pools are process-wide, so the tests in this file run serially and
+ * direction moves bulk data (1 MiB within a per-process budget, 64 KiB past it). The pools are process-wide, so the tests in this file run serially and
  * read them before and after; other test files run in other worker processes.
  */
 import test, { type ExecutionContext } from 'ava';
 import { createHash, randomBytes } from 'node:crypto';
 import net from 'node:net';
 import type { TcpSettings } from '../../../src/config/types.js';
-import { LARGE_SIZE, SMALL_SIZE, giveSmall, pooledBuffers, takeSmall } from '../../../src/proxy/read-buffers.js';
+import { BULK_SIZE, LARGE_SIZE, MAX_BULK_LENT, SMALL_SIZE, giveLarge, giveSmall, pooledBuffers, takeLarge, takeSmall } from '../../../src/proxy/read-buffers.js';
 import { SHRINK_AFTER } from '../../../src/proxy/relay-flow.js';
 import { startTcpRelay, type RelayCloseInfo } from '../../../src/proxy/tcp-relay.js';
 import { ListenerStats } from '../../../src/telemetry/stats.js';
@@ -57,6 +57,7 @@ async function pingPong(socket: net.Socket): Promise<void> {
       got += chunk.toString();
       if (got.includes('pong\n')) {
         socket.off('data', onData);
+        socket.off('error', reject);
         resolve();
       }
     };
@@ -90,34 +91,62 @@ test.serial('small buffers are distinct slices of shared slabs, and are reused o
   giveSmall(b);
 });
 
+test.serial(`large buffers are ${BULK_SIZE / 1024} KiB for the first ${MAX_BULK_LENT} lent at once, ${LARGE_SIZE / 1024} KiB past that, and both are reused`, (t) => {
+  const before = pooledBuffers();
+  const modest = takeLarge(false);
+  t.is(modest.length, LARGE_SIZE, 'a relay that asked for no bulk reads');
+  t.is(pooledBuffers().bulkLent, before.bulkLent, 'and not counted against the budget');
+  giveLarge(modest);
+  const lent = Array.from({ length: MAX_BULK_LENT - before.bulkLent }, () => takeLarge(true));
+  t.true(lent.every((b) => b.length === BULK_SIZE));
+  t.is(pooledBuffers().bulkLent, MAX_BULK_LENT);
+  const past = takeLarge(true);
+  t.is(past, modest, 'the budget is spent: the pooled 64 KiB buffer');
+  const first = lent[0]!;
+  giveLarge(first);
+  t.is(pooledBuffers().bulkLent, MAX_BULK_LENT - 1);
+  t.is(takeLarge(true), first, 'a bulk buffer again, the pooled one');
+  for (const b of lent) giveLarge(b);
+  giveLarge(past);
+  const after = pooledBuffers();
+  t.is(after.bulkLent, before.bulkLent, 'every bulk buffer returned to the budget');
+  t.true(after.bulk >= 1 && after.bulk <= 4, `a few bulk buffers kept idle, not all (${after.bulk})`);
+  t.is(after.large, Math.max(before.large, 1), 'the 64 KiB one pooled again');
+  const again = takeLarge(true);
+  t.is(again.length, BULK_SIZE, 'the budget is there again');
+  t.is(pooledBuffers().bulk, after.bulk - 1);
+  giveLarge(again);
+});
+
 test.serial('a chatty connection never takes a large buffer; its small ones go back to the pool at close', async (t) => {
   const { port, closes } = await setUp(t);
   const before = pooledBuffers();
   const client = connect(t, port);
   for (let i = 0; i < 20; i++) await pingPong(client);
-  t.deepEqual(pooledBuffers(), { large: before.large, small: Math.max(0, before.small - 2) }, 'two small buffers in use, no large one');
+  const during = pooledBuffers();
+  t.deepEqual([during.bulkLent, during.large, during.small], [before.bulkLent, before.large, Math.max(0, before.small - 2)], 'two small buffers in use, no large one');
   client.end();
   await waitFor(() => closes.length === 1, 'relay closed');
   t.is(closes[0]!.cause, 'complete');
-  t.deepEqual(pooledBuffers(), { large: before.large, small: Math.max(before.small, 2) });
+  const after = pooledBuffers();
+  t.deepEqual([after.bulkLent, after.large, after.small], [before.bulkLent, before.large, Math.max(before.small, 2)]);
 });
 
 test.serial(`bulk data reads into a large buffer, given back after ${SHRINK_AFTER} short reads while the connection stays open`, async (t) => {
   const { port, received, closes } = await setUp(t);
   const client = connect(t, port);
   await pingPong(client);
-  const largeBefore = pooledBuffers().large;
+  const lentBefore = pooledBuffers().bulkLent;
   const bulk = randomBytes(4 * 1024 * 1024);
   client.write(bulk);
   await waitFor(() => received.bytes >= bulk.length + 5, 'bulk data at the target');
-  // The client → target direction now reads into a large buffer taken from the pool (or allocated).
-  t.true(pooledBuffers().large <= largeBefore, 'no large buffer given back yet');
-  const holding = pooledBuffers().large;
+  // The client → target direction now reads into a bulk buffer taken from the pool (or allocated).
+  t.is(pooledBuffers().bulkLent, lentBefore + 1, 'one bulk buffer lent');
   // Short reads: the first ones still land in the large buffer, then it goes back.
   for (let i = 0; i < SHRINK_AFTER + 1; i++) await pingPong(client);
-  t.is(pooledBuffers().large, holding + 1, 'the large buffer was given back while the connection is open');
+  t.is(pooledBuffers().bulkLent, lentBefore, 'the bulk buffer was given back while the connection is open');
   // And the connection still relays correctly, in both buffer sizes.
-  const more = randomBytes(3 * LARGE_SIZE + 17);
+  const more = randomBytes(3 * BULK_SIZE + 17);
   client.end(more);
   await waitFor(() => closes.length === 1, 'relay closed');
   const expected = createHash('sha256');

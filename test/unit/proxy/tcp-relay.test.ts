@@ -16,11 +16,11 @@ import {
   type TcpRelay,
   type TcpRelayOptions,
 } from '../../../src/proxy/tcp-relay.js';
+import { BULK_SIZE } from '../../../src/proxy/read-buffers.js';
 import { TargetResolver, type LookupAll } from '../../../src/proxy/target-resolver.js';
 import { listenEnds } from '../../helpers/servers.js';
 import { ListenerStats } from '../../../src/telemetry/stats.js';
 
-const BUFFER_SIZE = 64 * 1024;
 const NO_TIMEOUTS: TcpSettings = { connect_timeout: 5000, read_timeout: 0, write_timeout: 0, idle_timeout: 0 };
 
 // ---- helpers ---------------------------------------------------------------------------------
@@ -364,7 +364,7 @@ const slowReader = test.macro(async (t, flooder: 'target' | 'client') => {
   await waitFor('backpressure reaches the flooder', () => flooding?.blocked === true && relay.bufferedBytes > 0);
   most = Math.max(most, relay.bufferedBytes);
   clearInterval(sampler);
-  const bound = BUFFER_SIZE;
+  const bound = BULK_SIZE;
   t.true(most <= bound, `held ${most} bytes, bound ${bound}`);
   t.true(relay.open);
   t.log(`held at most ${most} bytes`);
