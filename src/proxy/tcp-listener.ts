@@ -18,16 +18,13 @@ import { MessageAggregator } from '../telemetry/message-aggregator.js';
 import type { ListenerStats } from '../telemetry/stats.js';
 import { DescriptorWatch } from './descriptor-watch.js';
 import { ProxyHeaderReader } from './proxy-header-reader.js';
-import { BULK_SIZE } from './read-buffers.js';
+import { bulkReadsUnder } from './read-buffers.js';
 import { encodeV1, encodeV2, type HostPort } from './proxy-protocol.js';
 import type { TargetStates } from './target-pool.js';
 import { TargetRouter, type TargetDial } from './target-router.js';
 import { acceptEnds, presetAcceptedOptions, type TcpEnd } from './tcp-handle.js';
 import { batchedReads } from './tcp-reads.js';
 import { DEFAULT_KEEPALIVE_MS, startTcpRelay, type Meter, type RelayCloseInfo, type RelayOpenInfo, type TcpRelay } from './tcp-relay.js';
-
-/** The smallest bandwidth cap under which relays read 1 MiB at a time: 16 such reads. */
-const BULK_READS_MIN_CAP = 16 * BULK_SIZE;
 
 interface ConnectionContext {
   readonly ticket: Ticket;
@@ -61,7 +58,7 @@ export class TcpListener {
   readonly #server: net.Server;
   readonly #relays = new Set<TcpRelay<ConnectionContext>>();
   readonly #metered: boolean;
-  /** Relays may read 1 MiB at a time (read-buffers.ts): no bandwidth cap, or one far above that. */
+  /** Relays may read 1 MiB at a time: no bandwidth limit, or one far above that (read-buffers.ts). */
   readonly #bulkReads: boolean;
   /** Several targets or health checks; null: the one target, dialed as always. */
   readonly #router: TargetRouter | null;
@@ -79,12 +76,8 @@ export class TcpListener {
     this.#deps = deps;
     this.#problems = new MessageAggregator(deps.emit);
     setInterval(() => this.#problems.flush(), 10_000).unref();
-    const cap = deps.config.rate_limits.max_bandwidth_per_ip;
-    this.#metered = cap > 0;
-    // The meter sees a read as one chunk: a drop cuts the connection before a chunk that would pass
-    // the cap, a throttle pauses after one. Under a cap of less than BULK_READS_MIN_CAP, reads stay
-    // within 64 KiB, so a 1 MB cap still passes most of its megabyte before a drop.
-    this.#bulkReads = cap === 0 || cap >= BULK_READS_MIN_CAP;
+    this.#metered = deps.config.rate_limits.max_bandwidth_per_ip > 0;
+    this.#bulkReads = bulkReadsUnder(deps.config.rate_limits);
     this.#router = TargetRouter.create(deps);
     const accept = deps.config.accept_proxy_protocol;
     this.#headers = accept === null ? null : new ProxyHeaderReader(deps.config.name, accept, deps.stats, deps.emit);

@@ -6,8 +6,8 @@
 import test, { type ExecutionContext } from 'ava';
 import { createHash, randomBytes } from 'node:crypto';
 import net from 'node:net';
-import type { TcpSettings } from '../../../src/config/types.js';
-import { BULK_SIZE, LARGE_SIZE, MAX_BULK_LENT, SMALL_SIZE, giveLarge, giveSmall, pooledBuffers, takeLarge, takeSmall } from '../../../src/proxy/read-buffers.js';
+import type { RateLimits, TcpSettings } from '../../../src/config/types.js';
+import { BULK_SIZE, LARGE_SIZE, MAX_BULK_LENT, SMALL_SIZE, bulkReadsUnder, giveLarge, giveSmall, pooledBuffers, takeLarge, takeSmall } from '../../../src/proxy/read-buffers.js';
 import { SHRINK_AFTER } from '../../../src/proxy/relay-flow.js';
 import { startTcpRelay, type RelayCloseInfo } from '../../../src/proxy/tcp-relay.js';
 import { ListenerStats } from '../../../src/telemetry/stats.js';
@@ -116,6 +116,29 @@ test.serial(`large buffers are ${BULK_SIZE / 1024} KiB for the first ${MAX_BULK_
   t.is(again.length, BULK_SIZE, 'the budget is there again');
   t.is(pooledBuffers().bulk, after.bulk - 1);
   giveLarge(again);
+});
+
+test('bulk reads only where a bandwidth limit is at least 16 of them per window: a read is one chunk to the meter', (t) => {
+  const MB = 1_000_000;
+  const limits = (action: RateLimits['action'], cap: number, throttleMinimum = 0): RateLimits => ({
+    max_connections_per_ip: 0,
+    connections_window: 60_000,
+    max_connection_attempts_per_ip: 0,
+    attempts_window: 60_000,
+    max_bandwidth_per_ip: cap,
+    bandwidth_window: 60_000,
+    max_total_connections: 0,
+    action,
+    throttle_minimum: throttleMinimum,
+  });
+  t.true(bulkReadsUnder(limits('drop', 0)), 'no bandwidth limit');
+  t.false(bulkReadsUnder(limits('drop', MB)), 'a 1 MB cap: a 1 MiB chunk would be cut whole');
+  t.false(bulkReadsUnder(limits('log_only', 16 * BULK_SIZE - 1)));
+  t.true(bulkReadsUnder(limits('drop', 16 * BULK_SIZE)));
+  t.true(bulkReadsUnder(limits('log_only', 100_000 * MB)));
+  t.false(bulkReadsUnder(limits('throttle', 100_000 * MB, 512_000)), 'a slow pace: one chunk would stall for minutes');
+  t.true(bulkReadsUnder(limits('throttle', 100_000 * MB, 16 * BULK_SIZE)));
+  t.true(bulkReadsUnder(limits('throttle', 0, 512_000)), 'throttle with no bandwidth cap meters nothing');
 });
 
 test.serial('a chatty connection never takes a large buffer; its small ones go back to the pool at close', async (t) => {
