@@ -11,14 +11,15 @@
  * noise; most of the rest was V8's young generation, see child-process.ts).
  *
  * Why a large buffer is 1 MiB (BULK_SIZE): a bulk transfer costs a read and a send per buffer, and
- * on loopback each system call moves up to a whole buffer. Measured with the benchmark's TCP rows in
- * one run (2026-11-26, features on): 64 KiB reads 455–496 µs of CPU per MB relayed, 256 KiB
- * 360–455, 1 MiB 360–387, and one stream went from ×0.62–0.66 of direct to ×0.73–0.78. Its pages
- * are touched only as far as reads reach, so a chatty connection that grew one holds little of it;
- * and bulk buffers are lent from a budget per process (MAX_BULK_LENT): past it, directions that
- * grow get LARGE_SIZE (64 KiB) buffers, so many bulk connections at once cannot hold more than
- * that budget plus 64 KiB each. A read is metered as one chunk, so a relay under a small bandwidth
- * limit asks for LARGE_SIZE only (bulkReadsUnder).
+ * on loopback each system call moves up to a whole buffer. Measured with the benchmark's one-stream
+ * TCP rows (2026-11-26, features on, µs of CPU per MB relayed, each direction): 64 KiB reads
+ * 582 / 620 against 256 KiB 479 / 408 in one run; 256 KiB 455 / 496 against 1 MiB 360 / 387 in
+ * the next, where ×0.66 / 0.62 of direct became ×0.78 / 0.73. Its pages are touched only as far
+ * as reads reach, so a chatty connection that grew one holds little of it; and bulk buffers are
+ * lent from a budget per process (MAX_BULK_LENT): past it, directions that grow get LARGE_SIZE
+ * (64 KiB) buffers, so many bulk connections at once cannot hold more than that budget plus 64 KiB
+ * each. A read is metered as one chunk, so a relay under a small bandwidth limit asks for
+ * LARGE_SIZE only (bulkReadsUnder).
  *
  * Why pooled: profiled at a few thousand new connections per second, allocating fresh buffers per
  * connection cost ~4 % of the child's CPU on its own, plus the garbage collections that much
