@@ -34,8 +34,7 @@
  */
 import type net from 'node:net';
 import { getSystemErrorName } from 'node:util';
-import { nativeAddon } from '../native/addon.js';
-import { batchedReads } from './tcp-reads.js';
+import { batchedReads, tcpAddon } from './tcp-reads.js';
 
 // ---- the native side ----------------------------------------------------------------------------
 
@@ -586,7 +585,7 @@ let direct: DirectCalls | null = null;
 function directCalls(): DirectCalls | null {
   if (!directLoaded) {
     directLoaded = true;
-    const addon = process.env['PACKETPONY_TCP_SEND_NOW'] === '0' ? null : nativeAddon();
+    const addon = tcpAddon();
     // Unbound on purpose: the native functions use no `this`, and a bound one costs a trampoline
     // per call.
     direct = addon === null ? null : { sendNow: addon.sendNow, shutdownNow: addon.shutdownNow, peerConnected: addon.peerConnected };

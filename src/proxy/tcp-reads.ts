@@ -107,6 +107,15 @@ export class BatchedReads {
   };
 }
 
+/**
+ * The addon for the TCP relay (its direct socket calls in tcp-handle.ts, its batched reads here),
+ * or null: not built, or PACKETPONY_TCP_SEND_NOW=0 in the environment, which puts every TCP read
+ * and write back on Node's own calls.
+ */
+export function tcpAddon(): NativeAddon | null {
+  return process.env['PACKETPONY_TCP_SEND_NOW'] === '0' ? null : nativeAddon();
+}
+
 let opened = false;
 let reads: BatchedReads | null = null;
 let unavailable = '';
@@ -119,7 +128,7 @@ let unavailable = '';
 export function batchedReads(): BatchedReads | null {
   if (opened) return reads;
   opened = true;
-  const addon = process.env['PACKETPONY_TCP_SEND_NOW'] === '0' ? null : nativeAddon();
+  const addon = tcpAddon();
   if (addon === null) return reads;
   const made = openBatchedReads(addon);
   if (typeof made === 'string') unavailable = made;

@@ -29,12 +29,13 @@
  * keepalive-later.ts).
  *
  * Moving bytes. Each direction reads into one static buffer (2 KiB, or 1 MiB while it moves bulk
- * data: read-buffers.ts) and writes that buffer to the other socket. If the write completes at once (the kernel took it all, the usual
- * case), reading goes on; if not, reading that direction stops until the write's callback: at most
- * one buffer per direction is held in user space however slow the peer, and the buffer is never
- * overwritten under a pending write. No closure, no logging, no clock read per chunk; the only
- * allocation per chunk is a view when a read is shorter than the buffer. Both sockets are Node's
- * native TCP handles, not net.Socket streams (tcp-handle.ts says why).
+ * data: read-buffers.ts) and writes that buffer to the other socket. If the write completes at
+ * once (the kernel took it all, the usual case), reading goes on; if not, reading that direction
+ * stops until the write's callback: at most one buffer per direction is held in user space
+ * however slow the peer, and the buffer is never overwritten under a pending write. No closure,
+ * no logging, no clock read per chunk; the only allocation per chunk is a view when a read is
+ * shorter than the buffer. Both sockets are Node's native TCP handles, not net.Socket streams
+ * (tcp-handle.ts says why).
  *
  * Half-close. A FIN from one side ends the other side's write half (after what was read before it);
  * the other direction keeps flowing. The connection is complete when both directions have ended and
