@@ -34,6 +34,7 @@ export interface NativeAddon {
   sendNow(fd: number, buffer: Uint8Array, length: number): number;
   shutdownNow(fd: number): number;
   peerConnected(fd: number): number;
+  unsentBytes(fd: number): number;
   // tcp_reads.c
   tcpReadsOpen(onBatch: (count: number) => void, capacity: number): ArrayBuffer;
   tcpReadStart(id: number, fd: number, buffer: Uint8Array | null): number;
@@ -48,7 +49,7 @@ export interface NativeAddon {
 const FILE = 'dist/src/native/packetpony_native.node';
 const FUNCTIONS: ReadonlyArray<keyof NativeAddon> = [
   'open', 'watch', 'unwatch', 'pause', 'header', 'flush', 'close',
-  'sendNow', 'shutdownNow', 'peerConnected',
+  'sendNow', 'shutdownNow', 'peerConnected', 'unsentBytes',
   'tcpReadsOpen', 'tcpReadStart', 'tcpReadStop', 'tcpReadInto', 'tcpReadForget', 'trim', 'loopTime',
 ];
 

@@ -1,6 +1,6 @@
 /*
  * The TCP relay's calls straight to a socket's descriptor (src/proxy/tcp-handle.ts): a chunk's
- * send, a FIN, and the check that an end of stream was not a reset. Each makes the one system call
+ * send, a FIN, the check that an end of stream was not a reset, and the size of the send queue. Each makes the one system call
  * Node's stream machinery would make, without the request objects, views, address strings and
  * callbacks around it. libuv keeps owning every socket: these only borrow its descriptor while the
  * relay knows it is open. See each.
@@ -8,6 +8,8 @@
 #include "addon.h"
 
 #include <errno.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 /*
@@ -79,11 +81,27 @@ static napi_value PeerConnected(napi_env env, napi_callback_info info) {
   return int_value(env, errno == ENOTCONN ? 0 : -errno);
 }
 
+/*
+ * unsentBytes(fd) -> the bytes of the socket's send queue the peer has not acknowledged yet
+ * (ioctl SIOCOUTQ: sent but unacknowledged, plus not sent at all), or -errno. The relay asks before
+ * it resets a connection that a bandwidth cap cut: a reset throws that queue away, so it waits until
+ * the queue is empty (every byte relayed has reached the peer's kernel) or a deadline passes, and
+ * then knows how many of the bytes it relayed never arrived (src/proxy/tcp-relay.ts).
+ */
+static napi_value UnsentBytes(napi_env env, napi_callback_info info) {
+  int32_t fd = fd_arg(env, info);
+  if (fd < 0) return int_value(env, -EINVAL);
+  int queued = 0;
+  if (ioctl(fd, SIOCOUTQ, &queued) != 0) return int_value(env, -errno);
+  return int_value(env, queued < 0 ? 0 : queued);
+}
+
 napi_status socket_calls_init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"sendNow", NULL, SendNow, NULL, NULL, NULL, napi_enumerable, NULL},
     {"shutdownNow", NULL, ShutdownNow, NULL, NULL, NULL, napi_enumerable, NULL},
     {"peerConnected", NULL, PeerConnected, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"unsentBytes", NULL, UnsentBytes, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   return napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
 }

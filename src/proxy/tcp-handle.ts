@@ -265,6 +265,19 @@ export class TcpEnd {
     return this.handle?.writeQueueSize ?? 0;
   }
 
+  /**
+   * Bytes in the kernel's send queue that the peer has not acknowledged (sent or not), -1 when
+   * that cannot be known (no addon, or the handle is closed). With pendingWriteBytes, what a reset
+   * now would throw away.
+   */
+  unsentBytes(): number {
+    const direct = directCalls();
+    const fd = direct === null ? -1 : this.descriptor;
+    if (fd < 0) return -1;
+    const queued = direct!.unsentBytes(fd);
+    return queued < 0 ? -1 : queued;
+  }
+
   /** The peer's address, or null (closed, or the kernel no longer knows: reset). */
   remote(): { address: string; port: number; family: string } | null {
     return addressOf(this.handle, 'getpeername');
@@ -570,6 +583,8 @@ interface DirectCalls {
   readonly shutdownNow: (fd: number) => number;
   /** 1 while getpeername(2) succeeds, 0 once the peer is gone (ENOTCONN), or -errno. */
   readonly peerConnected: (fd: number) => number;
+  /** The send queue's unacknowledged bytes (SIOCOUTQ), or -errno. */
+  readonly unsentBytes: (fd: number) => number;
 }
 
 let directLoaded = false;
@@ -588,7 +603,7 @@ function directCalls(): DirectCalls | null {
     const addon = tcpAddon();
     // Unbound on purpose: the native functions use no `this`, and a bound one costs a trampoline
     // per call.
-    direct = addon === null ? null : { sendNow: addon.sendNow, shutdownNow: addon.shutdownNow, peerConnected: addon.peerConnected };
+    direct = addon === null ? null : { sendNow: addon.sendNow, shutdownNow: addon.shutdownNow, peerConnected: addon.peerConnected, unsentBytes: addon.unsentBytes };
   }
   return direct;
 }
