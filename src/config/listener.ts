@@ -20,6 +20,7 @@ import type {
   RateLimits,
   TargetConfig,
 } from './types.js';
+import { bufferSizeOutOfRange, MAX_UDP_BUFFER_SIZE } from './types.js';
 import { formatSize, parseDuration, parseSize } from './units.js';
 import { formatFieldPath, type FieldPath, type YamlSource } from './yaml-source.js';
 
@@ -166,8 +167,8 @@ export function buildListener(
     issues.report(['udp', 'session_timeout'], 'must be longer than 0s, e.g. "30s"');
   }
   const buffer_size = typeof udpRaw.buffer_size === 'number' ? udpRaw.buffer_size : size(udpRaw.buffer_size);
-  if ((buffer_size < 64 || buffer_size > 65535) && fine(['udp', 'buffer_size'])) {
-    issues.report(['udp', 'buffer_size'], `must be between 64 and 65535 bytes (got ${String(udpRaw.buffer_size)})`);
+  if ((buffer_size < 64 || buffer_size > MAX_UDP_BUFFER_SIZE) && fine(['udp', 'buffer_size'])) {
+    issues.report(['udp', 'buffer_size'], bufferSizeOutOfRange(String(udpRaw.buffer_size)));
   }
   const other = protocol === 'tcp' ? 'udp' : 'tcp';
   if (source.raw[other] !== undefined && (protocol === 'tcp' || protocol === 'udp')) {

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
 import { SCHEMA_DIR } from '../paths.js';
 import { closest } from './suggest.js';
+import { bufferSizeOutOfRange } from './types.js';
 import { formatSize } from './units.js';
 import type { FieldPath } from './yaml-source.js';
 
@@ -178,7 +179,7 @@ function translateOne(error: ErrorObject): SchemaProblem | undefined {
         const suggestion = typeof value === 'number' && value > 0 ? `"${formatSize(value)}"` : SIZE_EXAMPLES;
         return { path, key: false, message: `a size needs a unit: write ${suggestion}; only 0 (off) may be written without one (1MB = 1,048,576 bytes)` };
       }
-      if (last === 'buffer_size') return { path, key: false, message: `must be between 64 and 65535 bytes (got ${describe(value)})` };
+      if (last === 'buffer_size') return { path, key: false, message: bufferSizeOutOfRange(describe(value)) };
       return {
         path,
         key: false,

@@ -54,8 +54,24 @@ export interface UdpLoggingSettings {
   readonly min_log_bytes: number;
 }
 
+/**
+ * The largest udp.buffer_size accepted. No UDP payload exceeds 65,527 bytes (IPv6; 65,507 over
+ * IPv4), so from 65536 on every value means "no datagram is too large"; the range goes further
+ * only so that a configuration written for the original ("128KB") starts unchanged, while a slip
+ * such as "4096MB" is still caught.
+ */
+export const MAX_UDP_BUFFER_SIZE = 1024 * 1024;
+/** The error for a udp.buffer_size out of range; `got` is the value as written. */
+export function bufferSizeOutOfRange(got: string): string {
+  return `must be between 64 bytes and 1MB (got ${got}); 65536 ("64KB") lets every datagram through`;
+}
+
 export interface UdpSettings {
   readonly session_timeout: number;
+  /**
+   * Largest datagram accepted, as configured (64 to MAX_UDP_BUFFER_SIZE). Values from 65536 up
+   * all mean the same, since no datagram is larger: the relay reads at most that much.
+   */
   readonly buffer_size: number;
   readonly logging: UdpLoggingSettings;
 }

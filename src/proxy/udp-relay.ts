@@ -39,7 +39,8 @@
  *
  * Datagram size. A datagram longer than udp.buffer_size, either way, is dropped whole — never
  * forwarded truncated — counted as the error 'oversize_datagram' and reported through `onDrop`.
- * (The socket reads into a 64 KiB buffer, larger than any UDP payload, so the length is exact.)
+ * (The socket reads into a 64 KiB buffer, larger than any UDP payload, so the length is exact;
+ * a buffer_size of 65536 or more thus lets every datagram through.)
  * Empty datagrams are forwarded.
  *
  * Metering. `meter(admission, bytes, direction, clientPort)` is asked per datagram, both ways,
@@ -123,6 +124,11 @@ export const DEFAULT_RESOLVE_INTERVAL_MS = 10_000;
  * land in become resident). More than a turn of the event loop brings under load.
  */
 const BATCH_SLOTS = 128;
+/**
+ * The most a datagram can carry, rounded up to 64 KiB (65,527 bytes over IPv6, 65,507 over IPv4):
+ * a slot this large never truncates one, and it is the addon's largest slot.
+ */
+const MAX_DATAGRAM_BYTES = 64 * 1024;
 
 /** Which way a datagram moves: 'sent' = client → target, 'received' = target → client. */
 export type UdpDirection = 'sent' | 'received';
@@ -266,7 +272,8 @@ export class UdpRelay<A extends UdpAdmission = UdpAdmission> {
     this.#maxSessions = options.maxSessions !== undefined && options.maxSessions > 0
       ? options.maxSessions
       : DEFAULT_MAX_SESSIONS;
-    this.#bufferSize = udp.buffer_size;
+    // Past the largest possible datagram a larger size changes nothing but the batch arena's size.
+    this.#bufferSize = Math.min(udp.buffer_size, MAX_DATAGRAM_BYTES);
     this.#timeout = udp.session_timeout > 0 ? udp.session_timeout : Infinity;
     this.#logging = udp.logging;
     this.#logBytes = udp.logging.periodic_log_bytes > 0 ? udp.logging.periodic_log_bytes : Infinity;

@@ -4,6 +4,7 @@
  * supervisor and child processes, loopback only.
  */
 import test from 'ava';
+import { randomBytes } from 'node:crypto';
 import { startDaemon } from '../helpers/daemon.js';
 import { connectionLines, numberField, sourcePort, waitForConnectionLines } from '../helpers/log-lines.js';
 import { MAIN_FILE_WITH_METRICS, waitForSample } from '../helpers/metrics.js';
@@ -203,6 +204,29 @@ test('a datagram larger than buffer_size is dropped whole, either way, and repor
     t.is(await waitForSample(daemon, 'packetpony_errors_total', { listener, type: 'oversize_datagram' }, 1), 1, `${listener}: counted as an error`);
   }
 });
+
+// The value people write for "the largest datagram" (issue 21): the largest datagrams IPv4 and
+// IPv6 can carry go through whole, both ways, on the batched path and on Node's.
+for (const [path, env] of [['the batched path', {}], ["Node's dgram path", { PACKETPONY_UDP_BATCH: '0' }]] as const) {
+  test(`buffer_size 65536 ("64KB"): 65,507 bytes over IPv4 and 65,527 over IPv6 arrive and come back whole (${path})`, async (t) => {
+    await slot(t);
+    const v4 = await startUdpBackend(t);
+    const v6 = await startUdpBackend(t, { host: '::1' });
+    const daemon = await startDaemon(t, {
+      'conf.d/big4.yaml': udpListener(`127.0.0.1:${v4.port}`, '  buffer_size: 65536\n'),
+      'conf.d/big6.yaml': udpListener(`[::1]:${v6.port}`, '  buffer_size: "64KB"\n', '[::1]:0'),
+    }, [], env);
+    for (const [name, backend, host, size] of [['big4', v4, '127.0.0.1', 65_507], ['big6', v6, '::1', 65_527]] as const) {
+      const client = await udpClient(t, await daemon.port(name), { host });
+      const largest = randomBytes(size);
+      const back = await client.request(largest);
+      t.is(back.length, size, `${name}: the echo came back whole`);
+      t.true(back.equals(largest), `${name}: byte for byte`);
+      t.deepEqual(backend.received.map((d) => d.data.length), [size], `${name}: the backend got it once, whole`);
+    }
+    t.false(daemon.lines.some((l) => l.includes('larger than udp.buffer_size')), 'nothing was called oversize');
+  });
+}
 
 test('an unreachable target (ICMP port unreachable) keeps the sessions and the child; service resumes when it comes back', async (t) => {
   await slot(t);

@@ -76,6 +76,14 @@ test('a partial udp.logging block keeps the other keys at their defaults', (t) =
   t.is(config.listeners[0]!.udp.logging.periodic_log_interval, 300_000);
 });
 
+test('udp.buffer_size: every value a user writes for "the largest datagram" is accepted, up to 1MB', (t) => {
+  for (const [written, bytes] of [['65535', 65535], ['65536', 65536], ['"64KB"', 65536], ['"64KiB"', 65536], ['"128KB"', 131072], ['"1MB"', 1048576]] as const) {
+    const dir = configDir(t, { 'packetpony.yaml': '', 'conf.d/dns.yaml': WEB.replace('tcp', 'udp') + `udp:\n  buffer_size: ${written}\n` });
+    const { config } = loadConfig({ configFile: join(dir, 'packetpony.yaml') });
+    t.is(config.listeners[0]!.udp.buffer_size, bytes, written);
+  }
+});
+
 test('protocol and action are accepted in any case and normalised', (t) => {
   const dir = configDir(t, {
     'packetpony.yaml': '',
