@@ -48,6 +48,16 @@
  * and no socket lingers in FIN_WAIT/TIME_WAIT on our side. ECONNRESET, EPIPE and friends are
  * counted and reported, never thrown.
  *
+ * The meter's drop resets only once what was relayed has left. A reset throws away the socket's
+ * send queue, and what was relayed before the cut was counted against the address's allowance:
+ * resetting at once lost up to a megabyte of it (a 1 MB cap delivered 0.37–0.87 MB). So the relay
+ * stops reading both sides, waits until both sockets' queues (libuv's and the kernel's, SIOCOUTQ
+ * through the addon) are empty, and then resets: the peer has every byte in its own kernel and
+ * reads them before it meets the reset. The wait is bounded (DRAIN_DEADLINE_MS): a peer that does
+ * not read is reset then, and the bytes it never got are taken off the counts (close event and
+ * metrics say what was delivered). Without the addon the kernel's queue cannot be seen: the relay
+ * waits for libuv's, then UNSEEN_QUEUE_GRACE_MS, and the close event says delivery is unconfirmed.
+ *
  * Timeouts (tcp.*, in ms, 0 = off) are inactivity timeouts, never deadlines from the start, so a
  * connection that keeps moving data is never cut. They run once the target is connected:
  * - idle_timeout: nothing moved for that long — no byte read from either side, no write to either
@@ -176,6 +186,12 @@ export interface TcpRelay<C = undefined> {
 }
 
 export const DEFAULT_KEEPALIVE_MS = 60_000;
+/** The most a connection cut by the meter waits for its queues to drain before it resets. */
+export const DRAIN_DEADLINE_MS = 2_000;
+/** How often a draining connection looks at its queues. */
+const DRAIN_POLL_MS = 5;
+/** Without the addon: the wait after libuv's queue drained, for the kernel's (unseen) to follow. */
+export const UNSEEN_QUEUE_GRACE_MS = 200;
 const MIN_TICK_MS = 10;
 /** Inactivity ticks per shortest timeout: how late (1/16 = 6.25 %) activity may be seen. */
 const TICKS_PER_TIMEOUT = 16;
@@ -231,6 +247,13 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
   #lastRead = 0;
   #lastActive = 0;
   #tickMs = 0;
+  // After the meter's drop: when the drain gives up, and since when libuv's queues are empty while
+  // the kernel's cannot be seen (-1: not yet).
+  #drainDeadline = -1;
+  #unseenSince = -1;
+  /** Relayed bytes that never reached the target / the client (known once a drop's drain ends). */
+  #undeliveredSent = 0;
+  #undeliveredReceived = 0;
 
   constructor(options: TcpRelayOptions<C>) {
     const client = options.client;
@@ -308,10 +331,19 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
     else if (end === this.target) this.#onTargetError(err);
   }
 
-  /** The meter said drop. */
+  /** The meter said drop: stop reading, let what was relayed leave, then reset (see the header). */
   drop(direction: RelayDirection): void {
+    if (this.closing) return;
     const what = direction === 'sent' ? 'client → target' : 'target → client';
-    this.#abort(null, `dropped by the rate limit (${what})`, 'dropped');
+    this.closing = true;
+    this.#cause = 'dropped';
+    this.#error = `dropped by the rate limit (${what})`;
+    this.#stopTimers();
+    this.client.stopReading();
+    this.target?.stopReading();
+    const now = performance.now();
+    this.#drainDeadline = now + DRAIN_DEADLINE_MS;
+    this.#drainPoll();
   }
 
   // ---- dialing ----------------------------------------------------------------------------
@@ -588,8 +620,57 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
 
   // ---- ending -------------------------------------------------------------------------------
 
+  /** One look at a dropped connection's queues: reset once they are empty or the deadline passed. */
+  readonly #drainPoll = (): void => {
+    this.#timer = null;
+    if (this.#drainDeadline < 0) return;
+    const toClient = queuedBytes(this.client);
+    const toTarget = queuedBytes(this.target);
+    const now = performance.now();
+    let done = toClient === 0 && toTarget === 0;
+    if (!done && toClient <= 0 && toTarget <= 0) {
+      // Only the kernel's queue is left, and it cannot be seen: give it a moment.
+      if (this.#unseenSince < 0) this.#unseenSince = now;
+      done = now - this.#unseenSince >= UNSEEN_QUEUE_GRACE_MS;
+    }
+    if (done || now >= this.#drainDeadline) {
+      this.#endDrain();
+      return;
+    }
+    this.#timer = setTimeout(this.#drainPoll, DRAIN_POLL_MS);
+  };
+
+  /** Resets both sockets of a dropped connection; what is still queued never arrives, and is not counted. */
+  #endDrain(): void {
+    const toClient = queuedBytes(this.client);
+    const toTarget = queuedBytes(this.target);
+    this.#drainDeadline = -1;
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#timer = null;
+    const lostReceived = toClient > 0 ? toClient : 0;
+    const lostSent = toTarget > 0 ? toTarget : 0;
+    if (lostReceived + lostSent > 0) {
+      this.#undeliveredReceived = Math.min(lostReceived, this.#down.bytes);
+      this.#undeliveredSent = Math.min(lostSent, this.#up.bytes);
+      this.stats.undelivered(this.#undeliveredSent, this.#undeliveredReceived);
+      const lost: string[] = [];
+      if (this.#undeliveredReceived > 0) lost.push(`${this.#undeliveredReceived} bytes to the client`);
+      if (this.#undeliveredSent > 0) lost.push(`${this.#undeliveredSent} bytes to the target`);
+      this.#error += `; ${lost.join(' and ')} did not arrive before the reset (not counted)`;
+    } else if (toClient < 0 || toTarget < 0) {
+      this.#error += '; delivery of the last bytes unconfirmed (no send-queue size without the addon)';
+    }
+    kill(this.client, true);
+    if (this.target !== null) kill(this.target, this.connected);
+    this.#maybeFinish();
+  }
+
   #abort(type: ErrorType | null, reason: string, cause: CloseCause): void {
-    if (this.closing) return;
+    if (this.closing) {
+      // An error, or destroy(), while a dropped connection drains: reset now.
+      if (this.#drainDeadline >= 0) this.#endDrain();
+      return;
+    }
     this.closing = true;
     this.#cause = cause;
     this.#error = reason;
@@ -621,8 +702,8 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
     const info: { -readonly [K in keyof RelayCloseInfo]: RelayCloseInfo[K] } = {
       cause: this.#cause,
       opened: this.connected,
-      bytes_sent: this.#up.bytes,
-      bytes_received: this.#down.bytes,
+      bytes_sent: this.#up.bytes - this.#undeliveredSent,
+      bytes_received: this.#down.bytes - this.#undeliveredReceived,
       duration_ms: Math.round(performance.now() - this.#started),
       target_ip: this.targetIp,
       target_port: this.targetPort,
@@ -632,6 +713,19 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
     if (this.#errorType !== undefined) info.error_type = this.#errorType;
     this.#onClose(this, info);
   }
+}
+
+/**
+ * What an end still has to send: libuv's queue plus the kernel's unacknowledged bytes. 0 once the
+ * end is closed (nothing more can leave); -1 when libuv's queue is empty but the kernel's cannot be
+ * seen (no addon).
+ */
+function queuedBytes(end: TcpEnd | null): number {
+  if (end === null || end.destroyed) return 0;
+  const kernel = end.unsentBytes();
+  const libuv = end.pendingWriteBytes;
+  if (kernel < 0) return libuv > 0 ? libuv : -1;
+  return libuv + kernel;
 }
 
 /** The error a reset reported as an end of stream stands for. */

@@ -100,11 +100,25 @@ export class ListenerStats {
     this.#durationCount++;
   }
 
+  /**
+   * Bytes counted as they were relayed that never reached the peer: a connection cut by its
+   * bandwidth cap was reset before its send queue drained (tcp-relay.ts). They are taken back so
+   * that the byte counters say what was delivered, as the close event does. A counter cannot go
+   * down, so when this delta holds fewer bytes than are taken back, the rest is taken from the
+   * next ones (bytesSent and bytesReceived may be negative in between).
+   */
+  undelivered(sent: number, received: number): void {
+    this.bytesSent -= sent;
+    this.bytesReceived -= received;
+  }
+
   /** Whether anything but the active level changed since the last delta. */
   get dirty(): boolean {
     return (
-      this.accepted + this.aclDenied + this.rateLimited + this.bytesSent + this.bytesReceived +
-        this.packetsSent + this.packetsReceived + this.aclDrops + this.#durationCount !== 0 ||
+      this.accepted + this.aclDenied + this.rateLimited + this.packetsSent + this.packetsReceived +
+        this.aclDrops + this.#durationCount !== 0 ||
+      this.bytesSent > 0 ||
+      this.bytesReceived > 0 ||
       this.#rateLimitDrops.size !== 0 ||
       this.#errors.size !== 0 ||
       this.targets !== null
@@ -123,8 +137,8 @@ export class ListenerStats {
       rate_limited: this.rateLimited,
       active: this.active,
       tracked: this.tracked,
-      bytes_sent: this.bytesSent,
-      bytes_received: this.bytesReceived,
+      bytes_sent: this.bytesSent > 0 ? this.bytesSent : 0,
+      bytes_received: this.bytesReceived > 0 ? this.bytesReceived : 0,
       packets_sent: this.packetsSent,
       packets_received: this.packetsReceived,
       acl_drops: this.aclDrops,
@@ -139,7 +153,10 @@ export class ListenerStats {
     this.#reportedActive = this.active;
     this.#reportedTracked = this.tracked;
     this.accepted = this.aclDenied = this.rateLimited = 0;
-    this.bytesSent = this.bytesReceived = this.packetsSent = this.packetsReceived = 0;
+    // What undelivered() took back beyond this delta stays owed (negative) to the next.
+    this.bytesSent = this.bytesSent < 0 ? this.bytesSent : 0;
+    this.bytesReceived = this.bytesReceived < 0 ? this.bytesReceived : 0;
+    this.packetsSent = this.packetsReceived = 0;
     this.aclDrops = 0;
     this.#rateLimitDrops.clear();
     this.#errors.clear();

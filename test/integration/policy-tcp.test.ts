@@ -12,6 +12,7 @@ import { MAIN_FILE_WITH_METRICS, waitForSample } from '../helpers/metrics.js';
 import { connect, startCountingEchoServer, startDownloadServer } from '../helpers/servers.js';
 import { slots } from '../helpers/slots.js';
 import { attempt, download, hangUp } from '../helpers/tcp-clients.js';
+import { receiveUntilEnd, startCollectingServer, startPayloadServer } from '../helpers/cut-transfers.js';
 import { waitFor } from '../helpers/wait-for.js';
 import { ACTION_YAML, LIMIT_YAML, type Action, type CountLimit } from '../helpers/limit-yaml.js';
 
@@ -187,38 +188,74 @@ function bandwidthLimits(action: Action, windowS: number): string {
   return `max_bandwidth_per_ip: "1MB"\nbandwidth_window: "${windowS}s"\naction: ${action}${action === 'throttle' ? '\nthrottle_minimum: "1MB"' : ''}`;
 }
 
-test('bandwidth × drop: a 3 MB download under a 1 MB cap is cut near 1 MB; other addresses keep their quota', async (t) => {
+test('bandwidth × drop: a 3 MB download under a 1 MB cap delivers every byte it counted, then resets; other addresses keep their quota', async (t) => {
   await slot(t);
-  const server = await startDownloadServer(t);
+  const server = await startPayloadServer(t);
   const daemon = await startDaemon(t, {
     'packetpony.yaml': MAIN_FILE_WITH_METRICS,
-    'conf.d/bw.yaml': tcpListener(`127.0.0.1:${server.port}`, { limits: bandwidthLimits('drop', 30) }),
+    'conf.d/bw.yaml': tcpListener(`127.0.0.1:${server.port}`, { limits: bandwidthLimits('drop', 60) }),
   });
   const port = await daemon.port('bw');
-  const cut = await download(t, port, 3 * MB, 'a', { localAddress: '127.0.0.2' });
+  const cut = await receiveUntilEnd(t, port, { send: `${3 * MB} a\n`, localAddress: '127.0.0.2' });
   const [close] = await waitForConnectionLines(daemon, 'closed', 'bw', 1);
-  const relayed = numberField(close!, 'bytes_sent') + numberField(close!, 'bytes_recv');
-  // The cut is a reset, which also discards what still sat in the socket buffers: the client may
-  // get less than the daemon forwarded.
-  t.log(`the daemon forwarded ${relayed} bytes before the cut, the client received ${cut.bytes} (${cut.error ?? 'EOF'})`);
-  t.true(relayed <= MB, `${relayed} bytes passed a 1 MB cap`);
-  t.true(relayed >= MB / 2, `cut at ${relayed} bytes, far below the cap`);
-  t.true(cut.bytes <= relayed);
+  const delivered = numberField(close!, 'bytes_recv');
+  t.log(`the close event says ${delivered} bytes delivered; the client received ${cut.data.length}, then ${cut.code ?? 'a clean end'}`);
+  t.is(cut.data.length, delivered, 'the client received exactly what the close event counts');
+  t.true(cut.data.equals(server.payloads.get('a')!.subarray(0, cut.data.length)), 'byte for byte');
+  t.true(delivered >= 0.9 * MB && delivered <= 1.1 * MB, `${delivered} bytes delivered under a 1 MB cap`);
+  t.true(delivered + numberField(close!, 'bytes_sent') <= MB, 'nothing beyond the cap');
+  t.is(cut.end, 'reset', 'the client learned that the transfer was cut, not that it ended');
   t.regex(close!, /error="dropped by the rate limit \(target → client\)"$/);
   const deny = await waitForDeny(daemon, 'bw', 'bandwidth_limit', '127.0.0.2');
   t.regex(deny, /\] Connection denied: listener=bw protocol=tcp src=127\.0\.0\.2:\d+ reason=bandwidth_limit action=drop$/);
   t.is(await waitForSample(daemon, 'packetpony_rate_limit_drops_total', { listener: 'bw', reason: 'bandwidth_limit' }, 1), 1);
+  t.is(await waitForSample(daemon, 'packetpony_bytes_transferred_total', { listener: 'bw', direction: 'received' }, delivered), delivered, 'the metrics agree with the log');
 
   // The window still holds 127.0.0.2's megabyte (all but the chunk that was refused): a new
   // connection gets at most what is left…
   const again = await download(t, port, 100 * 1024, 'b', { localAddress: '127.0.0.2' });
   t.true(again.bytes < 100 * 1024, `${again.bytes}`);
   // …while 127.0.0.3 has a megabyte of its own.
-  const other = await download(t, port, 3 * MB, 'c', { localAddress: '127.0.0.3' });
+  const other = await receiveUntilEnd(t, port, { send: `${3 * MB} c\n`, localAddress: '127.0.0.3' });
   const otherClose = await waitFor(() => connectionLines(daemon, 'closed', 'bw').find((l) => l.includes(' src=127.0.0.3:')), 'the close of 127.0.0.3');
-  const otherRelayed = numberField(otherClose!, 'bytes_recv');
-  t.log(`127.0.0.3: the daemon forwarded ${otherRelayed} bytes, the client received ${other.bytes}`);
-  t.true(otherRelayed >= MB / 2 && otherRelayed <= MB, `${otherRelayed}`);
+  t.is(other.data.length, numberField(otherClose!, 'bytes_recv'));
+  t.true(other.data.length >= 0.9 * MB && other.data.length <= MB, `${other.data.length}`);
+});
+
+test('bandwidth × drop, upload: the target gets every byte counted against the cap, then the reset', async (t) => {
+  await slot(t);
+  const sink = await startCollectingServer(t);
+  const daemon = await startDaemon(t, {
+    'packetpony.yaml': MAIN_FILE_WITH_METRICS,
+    'conf.d/up.yaml': tcpListener(`127.0.0.1:${sink.port}`, { limits: bandwidthLimits('drop', 60) }),
+  });
+  const upload = randomBytes(3 * MB);
+  const client = receiveUntilEnd(t, await daemon.port('up'), { send: upload });
+  await waitFor(() => sink.ends[0], 'the connection to the target');
+  const got = await sink.ends[0]!;
+  const [close] = await waitForConnectionLines(daemon, 'closed', 'up', 1);
+  const delivered = numberField(close!, 'bytes_sent');
+  t.log(`the target received ${got.data.length} bytes, then ${got.code ?? 'a clean end'}; the close event says ${delivered}`);
+  t.is(got.data.length, delivered);
+  t.true(got.data.equals(upload.subarray(0, got.data.length)), 'byte for byte');
+  t.true(delivered >= 0.9 * MB && delivered <= 1.1 * MB, `${delivered}`);
+  t.is(got.end, 'reset', 'the target learned that the upload was cut');
+  t.is((await client).end, 'reset', 'so did the client');
+  t.regex(close!, /error="dropped by the rate limit \(client → target\)"$/);
+  t.is(await waitForSample(daemon, 'packetpony_bytes_transferred_total', { listener: 'up', direction: 'sent' }, delivered), delivered);
+});
+
+test('bandwidth × drop without the addon: the download still arrives whole up to the cut; the close event says delivery is unconfirmed', async (t) => {
+  await slot(t);
+  const server = await startPayloadServer(t);
+  const daemon = await startDaemon(t, { 'conf.d/plain.yaml': tcpListener(`127.0.0.1:${server.port}`, { limits: bandwidthLimits('drop', 60) }) }, [], { PACKETPONY_TCP_SEND_NOW: '0' });
+  const cut = await receiveUntilEnd(t, await daemon.port('plain'), { send: `${3 * MB} a\n` });
+  const [close] = await waitForConnectionLines(daemon, 'closed', 'plain', 1);
+  t.is(cut.data.length, numberField(close!, 'bytes_recv'));
+  t.true(cut.data.equals(server.payloads.get('a')!.subarray(0, cut.data.length)));
+  t.true(cut.data.length >= 0.9 * MB, `${cut.data.length}`);
+  t.is(cut.end, 'reset');
+  t.regex(close!, /error="dropped by the rate limit \(target → client\); delivery of the last bytes unconfirmed \(no send-queue size without the addon\)"$/);
 });
 
 test('bandwidth × drop counts both directions: 768 KB echoed is 1.5 MB and is cut', async (t) => {

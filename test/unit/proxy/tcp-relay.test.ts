@@ -9,6 +9,7 @@ import net from 'node:net';
 import { Worker } from 'node:worker_threads';
 import type { TcpSettings } from '../../../src/config/types.js';
 import {
+  DRAIN_DEADLINE_MS,
   startTcpRelay,
   type Meter,
   type RelayCloseInfo,
@@ -19,6 +20,8 @@ import {
 import { BULK_SIZE } from '../../../src/proxy/read-buffers.js';
 import { TargetResolver, type LookupAll } from '../../../src/proxy/target-resolver.js';
 import { listenEnds } from '../../helpers/servers.js';
+import { collectUntilEnd, type StreamEnd } from '../../helpers/cut-transfers.js';
+import { TcpEnd } from '../../../src/proxy/tcp-handle.js';
 import { ListenerStats } from '../../../src/telemetry/stats.js';
 
 const NO_TIMEOUTS: TcpSettings = { connect_timeout: 5000, read_timeout: 0, write_timeout: 0, idle_timeout: 0 };
@@ -479,6 +482,67 @@ test('the meter returning -1 cuts the connection', async (t) => {
   // Reset, or (when the reset came before the backend accepted the connection) ended.
   await waitFor('target side closed', () => accepted[0] !== undefined && (accepted[0].destroyed || accepted[0].readableEnded));
   t.true(backendGot <= 100_000);
+});
+
+test('a drop resets only once what was relayed has reached the peer: it gets every counted byte, then the reset', async (t) => {
+  const upload = randomBytes(1024 * 1024);
+  const ends: Promise<StreamEnd>[] = [];
+  const { port } = await backend(t, (socket) => ends.push(collectUntilEnd(socket)));
+  let metered = 0;
+  const meter: Meter = (bytes) => {
+    metered += bytes;
+    return metered > 300_000 ? -1 : 0;
+  };
+  const run = await relayServer(t, { host: '127.0.0.1', port }, { meter });
+  const client = connect(t, run.port);
+  const clientEnd = collectUntilEnd(client);
+  void send(client, upload, 64 * 1024);
+  await waitFor('the backend connection', () => ends.length === 1);
+  const got = await ends[0]!;
+  await waitFor('close reported', () => run.closes.length === 1);
+  const [info] = run.closes;
+  t.is(info!.cause, 'dropped');
+  t.is(info!.error, 'dropped by the rate limit (client → target)');
+  t.is(got.end, 'reset', `the target learned of the cut (${got.code ?? 'a clean end'})`);
+  t.is(got.data.length, info!.bytes_sent, 'the close counts exactly what arrived');
+  t.true(got.data.equals(upload.subarray(0, got.data.length)), 'byte for byte');
+  t.true(got.data.length > 200_000, `${got.data.length} bytes arrived`);
+  t.is(run.stats.takeDelta().bytes_sent, info!.bytes_sent, 'the metrics agree');
+  t.is((await clientEnd).end, 'reset');
+});
+
+// Only a peer that stops reading with full buffers leaves a queue that does not drain, and Node
+// cannot shrink a TCP socket's receive buffer to make one on loopback; so this test stands in for
+// the kernel's answer (serial: the prototype is patched for no other test meanwhile).
+test.serial('a drop toward a peer that takes nothing: reset at the deadline, and what never arrived is not counted', async (t) => {
+  const meter: Meter = (_bytes, direction) => (direction === 'sent' ? -1 : 0);
+  const original = TcpEnd.prototype.unsentBytes;
+  const stuck = 5000;
+  let clientEnd: TcpEnd | null = null;
+  TcpEnd.prototype.unsentBytes = function (this: TcpEnd) {
+    return this === clientEnd ? stuck : original.call(this);
+  };
+  t.teardown(() => {
+    TcpEnd.prototype.unsentBytes = original;
+  });
+  // The backend speaks first: 20,000 bytes reach the client; then the client's first byte is dropped.
+  const greeting = randomBytes(20_000);
+  const talker = await backend(t, (socket) => socket.write(greeting));
+  const run = await relayServer(t, { host: '127.0.0.1', port: talker.port }, { meter });
+  const client = connect(t, run.port);
+  const got = collectUntilEnd(client);
+  await waitFor('the greeting relayed', () => run.relays[0] !== undefined && run.relays[0].bytesReceived === greeting.length);
+  clientEnd = run.relays[0]!.client;
+  const cutAt = performance.now();
+  client.write('x');
+  await waitFor('close reported', () => run.closes.length === 1, 10_000);
+  const waited = performance.now() - cutAt;
+  const [info] = run.closes;
+  t.is(info!.bytes_received, greeting.length - stuck, 'the bytes still queued are not counted as delivered');
+  t.is(info!.error, `dropped by the rate limit (client → target); ${stuck} bytes to the client did not arrive before the reset (not counted)`);
+  t.true(waited >= DRAIN_DEADLINE_MS - 1, `reset after ${waited.toFixed(0)} ms`);
+  t.is(run.stats.takeDelta().bytes_received, greeting.length - stuck, 'the metrics agree with the close event');
+  t.is((await got).end, 'reset');
 });
 
 test('the meter returning a delay pauses that direction, then the data flows on', async (t) => {
