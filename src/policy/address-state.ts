@@ -132,6 +132,24 @@ export class AddressState {
     return (bytes) => this.consume(clock(), bytes, settings, 'stream');
   }
 
+  /**
+   * Under action throttle, the most the next read of one of this address's TCP connections should
+   * take. Paced, that is what the pace allows in PACE_TICK_MS, so that the pause after it is about
+   * as long and bytes flow steadily (nginx's limit_rate and HAProxy's bwlim size their reads the
+   * same way); a large read would buy a pause of seconds. Not yet paced, it is what is left of the
+   * cap (at least one paced read), so the read that crosses the cap crosses it by little.
+   */
+  streamReadLimit(clock: () => number, settings: LimitSettings): () => number {
+    const window = this.#bandwidth!;
+    const cap = settings.limits.max_bandwidth_per_ip;
+    const paced = settings.paceRead;
+    return () => {
+      if (this.#throttled) return paced;
+      const left = Math.floor(cap - window.count(clock()));
+      return left > paced ? left : paced;
+    };
+  }
+
   /** See CONSUME_* in verdict.ts and MeteredUnit for `unit`. */
   consume(now: number, bytes: number, settings: LimitSettings, unit: MeteredUnit): number {
     const window = this.#bandwidth;

@@ -12,6 +12,14 @@ export const CONNECTION = 1;
 export const BANDWIDTH = 2;
 export const TOTAL = 3;
 
+/**
+ * A throttled connection reads about this often: each read takes what the pace allows in that
+ * time, so bytes flow in small steady steps rather than in large chunks with long pauses between.
+ */
+export const PACE_TICK_MS = 100;
+/** The least a paced read takes, so that very slow paces do not cost a wake-up per few bytes. */
+export const MIN_PACED_READ = 256;
+
 /** How often a log_only violation of a limit without a window of its own may be reported. */
 const DEFAULT_QUIET_PERIOD = 60_000;
 
@@ -24,6 +32,8 @@ export interface LimitSettings {
   readonly paceRate: number;
   /** Bytes a throttled address may send at once after being quiet: one sub-bucket of pace. */
   readonly paceBurst: number;
+  /** The most one read of a throttled TCP connection takes: PACE_TICK_MS of pace. */
+  readonly paceRead: number;
   /** Window usage at or under which a throttled address gets its full quota back. */
   readonly paceExitLevel: number;
   /** Per reason (LIMIT_REASONS order), the least time between two reports for one address. */
@@ -50,6 +60,7 @@ export function limitSettings(limits: RateLimits, subBuckets = DEFAULT_SUB_BUCKE
     subBuckets,
     paceRate: pacing ? limits.throttle_minimum / limits.bandwidth_window : 0,
     paceBurst: pacing ? limits.throttle_minimum / subBuckets : 0,
+    paceRead: pacing ? Math.max(MIN_PACED_READ, Math.floor((limits.throttle_minimum / limits.bandwidth_window) * PACE_TICK_MS)) : 0,
     // Hysteresis: an address paced at throttle_minimum per window keeps its usage near that level,
     // so leaving the throttle at the cap would hand back a full quota every window and make the
     // long-run rate the cap again. Under half the pace, the client really slowed down.

@@ -14,8 +14,9 @@
  * past its bandwidth cap is refused and its transfer ends. action throttle: the count limits still
  * refuse — there is no slower way to open a connection — while bandwidth past the cap is paced to
  * throttle_minimum per bandwidth_window, shared by the address's connections; consume() answers
- * with the pause the caller must take before reading again, and the address stays paced until it
- * has really slowed down (see AddressState#pace). action log_only: nothing is refused or
+ * with the pause the caller must take before reading again, streamReadLimit() with how much the
+ * next read may take (a tenth of a second of pace), and the address stays paced until it has
+ * really slowed down (see AddressState#pace). action log_only: nothing is refused or
  * paced; verdicts name the limit broken, at most once per address per window per reason.
  *
  * State is bounded: an address's entry goes when it has no open connection and its windows are
@@ -168,6 +169,16 @@ export class RateLimiter {
   streamMeter(ticket: Ticket): (bytes: number) => number {
     const state = ticket[kState];
     return state.metered ? state.streamMeter(this.#clock, this.#settings) : () => CONSUME_OK;
+  }
+
+  /**
+   * The most the next read of a TCP connection should take, as a function made once per connection;
+   * undefined unless the listener throttles (then reads are never limited). See streamReadLimit in
+   * address-state.ts.
+   */
+  streamReadLimit(ticket: Ticket): (() => number) | undefined {
+    const state = ticket[kState];
+    return state.metered && this.#settings.paceRate > 0 ? state.streamReadLimit(this.#clock, this.#settings) : undefined;
   }
 
   /**

@@ -18,8 +18,8 @@
  * as reads reach, so a chatty connection that grew one holds little of it; and bulk buffers are
  * lent from a budget per process (MAX_BULK_LENT): past it, directions that grow get LARGE_SIZE
  * (64 KiB) buffers, so many bulk connections at once cannot hold more than that budget plus 64 KiB
- * each. A read is metered as one chunk, so a relay under a small bandwidth limit asks for
- * LARGE_SIZE only (bulkReadsUnder).
+ * each. A read is metered as one chunk, so a relay under a small bandwidth cap with action drop
+ * asks for LARGE_SIZE only (bulkReadsUnder).
  *
  * Why pooled: profiled at a few thousand new connections per second, allocating fresh buffers per
  * connection cost ~4 % of the child's CPU on its own, plus the garbage collections that much
@@ -39,17 +39,15 @@ export const MAX_BULK_LENT = 32;
 
 /**
  * Whether relays under these limits may read BULK_SIZE at a time. The bandwidth meter sees one read
- * as one chunk: `drop` cuts the connection before a chunk that would pass the cap, `throttle`
- * pauses after a chunk for as long as the pace (throttle_minimum per window) needs to pay it off.
- * With 1 MiB chunks, a 1 MB cap was cut at 223 KB, and a 512 KB-a-minute pace would stall a
- * connection two minutes per chunk; so unless the limit is at least 16 bulk reads per window, reads
- * stay within LARGE_SIZE, as they always were.
+ * as one chunk, and `drop` cuts the connection before a chunk that would pass the cap: with 1 MiB
+ * chunks, a 1 MB cap was cut at 223 KB. So unless the cap is at least 16 bulk reads per window,
+ * reads stay within LARGE_SIZE, as they always were. `throttle` needs no such rule: its reads are
+ * sized by the pace and by what is left of the cap (the relay's readLimit).
  */
 export function bulkReadsUnder(limits: RateLimits): boolean {
   const cap = limits.max_bandwidth_per_ip;
-  if (cap === 0) return true;
-  const least = limits.action === 'throttle' ? Math.min(cap, limits.throttle_minimum) : cap;
-  return least >= 16 * BULK_SIZE;
+  if (cap === 0 || limits.action !== 'drop') return true;
+  return cap >= 16 * BULK_SIZE;
 }
 
 const SLAB_SIZE = 64 * 1024;

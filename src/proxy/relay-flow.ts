@@ -46,6 +46,8 @@ export interface FlowOwner {
   /** The relay is ending: read and forward nothing more. */
   readonly closing: boolean;
   readonly meter: Meter | undefined;
+  /** The most the next read may take (a throttled connection's paced reads); undefined: no limit. */
+  readonly readLimit: (() => number) | undefined;
   readonly stats: ListenerStats;
   /** The meter said drop. */
   drop(direction: RelayDirection): void;
@@ -81,6 +83,8 @@ export class Flow implements ReadSink {
   /** The buffer reads go to (the small or the large one); what the handle was last given. */
   buf: Buffer;
   #handleBuf: Buffer | null = null;
+  /** The last limited view of a buffer (nextBuffer). */
+  #view: Buffer | null = null;
   #small: Buffer;
   #large: Buffer | null = null;
   /** A large buffer given up while a write from it was pending: pooled once that write completes. */
@@ -106,6 +110,7 @@ export class Flow implements ReadSink {
     if (this.buf === EMPTY) return;
     this.buf = EMPTY;
     this.early = null;
+    this.#view = null;
     giveSmall(this.#small);
     this.#small = EMPTY;
     if (this.#large !== null) giveLarge(this.#large);
@@ -115,11 +120,27 @@ export class Flow implements ReadSink {
 
   /** ReadSink: asked for the first buffer, then after each read; null keeps the current one. */
   readonly nextBuffer = (): Buffer | null => {
-    const buf = this.buf;
+    let buf = this.buf;
+    const readLimit = this.relay.readLimit;
+    if (readLimit !== undefined) {
+      const limit = readLimit();
+      if (limit < buf.length) buf = this.#limitedView(buf, limit);
+    }
     if (buf === this.#handleBuf) return null;
     this.#handleBuf = buf;
     return buf;
   };
+
+  /**
+   * The first `limit` bytes of `buf`, for a read that may take no more: the view starts where buf
+   * does, so the read lands where onStaticRead looks. Kept while the limit stays (a paced
+   * connection's reads all have the same), so that paced reads allocate nothing either.
+   */
+  #limitedView(buf: Buffer, limit: number): Buffer {
+    const view = this.#view;
+    if (view !== null && view.length === limit && view.buffer === buf.buffer && view.byteOffset === buf.byteOffset) return view;
+    return (this.#view = buf.subarray(0, limit));
+  }
 
   /** A new socket is about to read for this direction (a failover's next attempt): it has no buffer yet. */
   newSource(): void {

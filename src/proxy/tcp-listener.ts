@@ -185,6 +185,7 @@ export class TcpListener {
       stats,
       context,
       meter: this.#metered ? this.#meterFor(context) : undefined,
+      readLimit: this.#metered ? this.#deps.policy.limiter.streamReadLimit(verdict) : undefined,
       bulkReads: this.#bulkReads,
       onOpen: (r, info) => this.#opened(r, info),
       onClose: (r, info) => this.#closed(r, info),
@@ -216,7 +217,11 @@ export class TcpListener {
       // logged here, like every other refusal, so a cut transfer is never a silent one.
       if (verdict === CONSUME_DROP) stats.rateLimitDrop('bandwidth_limit');
       denies.deny(context.ip, context.port, 'bandwidth_limit', config.rate_limits.action);
-      return verdict === CONSUME_DROP ? verdict : 0;
+      if (verdict === CONSUME_DROP) return verdict;
+      // A violation answer carries no pause; a throttled chunk may still owe one, which nothing
+      // more asks for: the pause due now (a chunk of 0 bytes costs nothing).
+      const pause = consume(0);
+      return pause > 0 ? pause : 0;
     };
   }
 

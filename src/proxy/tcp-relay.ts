@@ -137,6 +137,12 @@ export interface TcpRelayOptions<C = undefined> {
   /** Anything the caller wants back in its callbacks (addresses, a policy ticket…). */
   readonly context?: C;
   readonly meter?: Meter;
+  /**
+   * The most the next read of either direction may take, asked after each read (a throttled
+   * connection's reads follow its pace: see streamReadLimit in policy/address-state.ts). Absent:
+   * reads take what the buffer holds.
+   */
+  readonly readLimit?: () => number;
   readonly onOpen?: (relay: TcpRelay<C>, info: RelayOpenInfo) => void;
   readonly onClose: (relay: TcpRelay<C>, info: RelayCloseInfo) => void;
   /** Defaults to the process-wide cache. */
@@ -209,6 +215,7 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
   readonly startedAt = Date.now();
   readonly stats: ListenerStats;
   readonly meter: Meter | undefined;
+  readonly readLimit: (() => number) | undefined;
   target: TcpEnd | null = null;
   targetIp = '';
   targetPort: number;
@@ -262,6 +269,7 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
     this.context = options.context as C;
     this.stats = options.stats;
     this.meter = options.meter;
+    this.readLimit = options.readLimit;
     this.#host = options.target.host;
     this.targetPort = options.target.port;
     this.#tcp = options.tcp;

@@ -6,6 +6,7 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { randomBytes } from 'node:crypto';
+import net from 'node:net';
 import { startDaemon } from '../helpers/daemon.js';
 import { connectionLines, denyLines, field, numberField, refusalsIn, sourcePort, waitForConnectionLines, waitForDeny } from '../helpers/log-lines.js';
 import { MAIN_FILE_WITH_METRICS, waitForSample } from '../helpers/metrics.js';
@@ -319,6 +320,91 @@ test('bandwidth × throttle is shared by the connections of one address', async 
   const theoreticalMs = (2 * MB) / (MB / (windowS * 1000));
   t.log(`3 × 1 MB in parallel took ${elapsed.toFixed(0)} ms (theory ≥ ${theoreticalMs} ms), ${results.map((r) => r.elapsedMs.toFixed(0)).join(' / ')} ms each`);
   t.true(elapsed >= theoreticalMs * 0.5, 'three connections did not get three paces');
+});
+
+// ---- the shape of a throttled transfer (issue 21.3) ------------------------------------------
+
+/** 200 KB per 10 s: a pace of 20.48 bytes a millisecond. */
+const PACE_LIMITS = 'max_bandwidth_per_ip: "1MB"\nbandwidth_window: "10s"\naction: throttle\nthrottle_minimum: "200KB"';
+const PACE = (200 * 1024) / 10_000;
+/** How long the throttled phase is watched (the rest of a 4 MB download would take minutes). */
+const PACED_PHASE_MS = 6_000;
+
+/**
+ * Downloads `bytes` through `port` from each of `connections` sockets of one address and records
+ * every arrival, until the sum of them has crossed `cap` and PACED_PHASE_MS more have passed.
+ */
+function watchPacedDownloads(t: ExecutionContext, port: number, bytes: number, localAddress: string, connections: number, cap: number) {
+  return new Promise<{ arrivals: [number, number][]; phaseStart: number; phaseEnd: number; ended: string[] }>((resolve) => {
+    const arrivals: [number, number][] = [];
+    const ended: string[] = [];
+    const sockets: net.Socket[] = [];
+    let total = 0;
+    let phaseStart = -1;
+    const finish = (): void => {
+      const phaseEnd = performance.now();
+      for (const socket of sockets) socket.destroy();
+      resolve({ arrivals, phaseStart, phaseEnd, ended });
+    };
+    for (let i = 0; i < connections; i++) {
+      const socket = net.connect({ port, host: '127.0.0.1', localAddress });
+      sockets.push(socket);
+      t.teardown(() => void socket.destroy());
+      socket.once('connect', () => socket.write(`${bytes} paced-${localAddress}-${i}\n`));
+      socket.on('data', (chunk: Buffer) => {
+        const now = performance.now();
+        arrivals.push([now, chunk.length]);
+        total += chunk.length;
+        if (phaseStart < 0 && total > cap) {
+          phaseStart = now;
+          setTimeout(finish, PACED_PHASE_MS);
+        }
+      });
+      socket.on('error', (err: NodeJS.ErrnoException) => ended.push(err.code ?? err.message));
+      socket.on('end', () => ended.push('end'));
+    }
+  });
+}
+
+/** Bytes arriving in [from, to). */
+function bytesBetween(arrivals: readonly [number, number][], from: number, to: number): number {
+  let sum = 0;
+  for (const [at, bytes] of arrivals) if (at >= from && at < to) sum += bytes;
+  return sum;
+}
+
+test('bandwidth × throttle: bytes flow steadily at the pace, no gap over 250 ms, the cap crossed by one small read; connections of one address share the pace', async (t) => {
+  await slot(t);
+  const server = await startPayloadServer(t);
+  const daemon = await startDaemon(t, { 'conf.d/pace.yaml': tcpListener(`127.0.0.1:${server.port}`, { limits: PACE_LIMITS }) });
+  const port = await daemon.port('pace');
+  const [one, two] = await Promise.all([
+    watchPacedDownloads(t, port, 4 * MB, '127.0.0.2', 1, MB),
+    watchPacedDownloads(t, port, 4 * MB, '127.0.0.3', 2, MB),
+  ]);
+  for (const [who, run] of [['one connection', one], ['two connections of one address', two]] as const) {
+    t.deepEqual(run.ended, [], `${who}: no connection ended during the watch`);
+    const before = bytesBetween(run.arrivals, 0, run.phaseStart);
+    const crossing = run.arrivals.find(([at]) => at === run.phaseStart)![1];
+    t.true(before + crossing <= MB + 64 * 1024, `${who}: ${before + crossing} bytes by the time the cap was crossed`);
+    // Over the throttled phase: the pace over every 2 s, and (one connection) the gaps.
+    const phase = run.arrivals.filter(([at]) => at > run.phaseStart);
+    const windows: number[] = [];
+    for (const [from] of phase) {
+      if (from + 2000 > run.phaseEnd) break;
+      windows.push(bytesBetween(phase, from, from + 2000) / 2000);
+    }
+    const slowest = Math.min(...windows);
+    const fastest = Math.max(...windows);
+    // The sender always has data: the time from the last delivery to the end of the watch is a gap too.
+    const gaps = [...phase.map(([at], i) => at - (i === 0 ? run.phaseStart : phase[i - 1]![0])), run.phaseEnd - (phase.at(-1)?.[0] ?? run.phaseStart)];
+    const longest = Math.max(...gaps);
+    t.log(`${who}: ${before + crossing} bytes before pacing; then ${phase.length} deliveries in ${((run.phaseEnd - run.phaseStart) / 1000).toFixed(1)} s, `
+      + `pace over 2 s ${(slowest * 1000 / 1024).toFixed(1)}–${(fastest * 1000 / 1024).toFixed(1)} KB/s (throttle_minimum/window: ${(PACE * 1000 / 1024).toFixed(1)}), longest gap ${longest.toFixed(0)} ms`);
+    t.true(windows.length > 0);
+    t.true(slowest >= 0.75 * PACE && fastest <= 1.25 * PACE, `${who}: the pace over 2 s ranged ${slowest.toFixed(2)}–${fastest.toFixed(2)} bytes/ms, set ${PACE.toFixed(2)}`);
+    if (who === 'one connection') t.true(longest <= 250, `a gap of ${longest.toFixed(0)} ms between deliveries`);
+  }
 });
 
 test('bandwidth × log_only: a 3 MB download passes whole and the violation is logged once', async (t) => {
