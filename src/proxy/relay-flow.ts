@@ -92,12 +92,15 @@ export class Flow implements ReadSink {
   #shortReads = 0;
   /** The large buffer may be a bulk one (read-buffers.ts). */
   readonly #bulk: boolean;
+  readonly #readLimit: (() => number) | undefined;
 
   constructor(relay: FlowOwner, up: boolean, bulk: boolean) {
     this.relay = relay;
     this.up = up;
     this.direction = up ? 'sent' : 'received';
     this.#bulk = bulk;
+    this.#readLimit = relay.readLimit;
+    this.nextBuffer = this.#readLimit === undefined ? this.#nextBuffer : () => this.#nextLimitedBuffer();
     this.#small = takeSmall();
     this.buf = this.#small;
   }
@@ -118,18 +121,28 @@ export class Flow implements ReadSink {
     this.#large = this.#retired = null;
   }
 
-  /** ReadSink: asked for the first buffer, then after each read; null keeps the current one. */
-  readonly nextBuffer = (): Buffer | null => {
-    let buf = this.buf;
-    const readLimit = this.relay.readLimit;
-    if (readLimit !== undefined) {
-      const limit = readLimit();
-      if (limit < buf.length) buf = this.#limitedView(buf, limit);
-    }
+  /**
+   * ReadSink: asked for the first buffer, then after each read; null keeps the current one. A
+   * relay with a read limit gets #nextLimitedBuffer instead, so that the others' per-read path
+   * stays as small as it was (it is inlined into the read callback).
+   */
+  readonly nextBuffer: () => Buffer | null;
+
+  readonly #nextBuffer = (): Buffer | null => {
+    const buf = this.buf;
     if (buf === this.#handleBuf) return null;
     this.#handleBuf = buf;
     return buf;
   };
+
+  #nextLimitedBuffer(): Buffer | null {
+    let buf = this.buf;
+    const limit = this.#readLimit!();
+    if (limit < buf.length) buf = this.#limitedView(buf, limit);
+    if (buf === this.#handleBuf) return null;
+    this.#handleBuf = buf;
+    return buf;
+  }
 
   /**
    * The first `limit` bytes of `buf`, for a read that may take no more: the view starts where buf
