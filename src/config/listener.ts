@@ -202,6 +202,8 @@ export function buildListener(
     proxy_protocol,
     accept_proxy_protocol,
     rate_limits,
+    shared: section(merged.rate_limits).shared === true,
+    shared_limits: null,
     tcp: {
       connect_timeout: duration(tcpRaw.connect_timeout),
       read_timeout: duration(tcpRaw.read_timeout),
@@ -387,6 +389,10 @@ function checkRateLimits(raw: RawMap, issues: ListenerIssues, fine: (...paths: F
     }
   } else if (raw.throttle_minimum !== undefined) {
     issues.report(at('throttle_minimum'), `has no effect unless action is "throttle" (it is "${limits.action}")`, 'warning');
+  }
+  const perAddress = limits.max_connections_per_ip + limits.max_connection_attempts_per_ip + limits.max_bandwidth_per_ip > 0;
+  if (raw.shared === true && !perAddress && fine(at('shared'))) {
+    issues.report(at('shared'), 'has no effect: no per-address limit (max_connections_per_ip, max_connection_attempts_per_ip, max_bandwidth_per_ip) is set', 'warning');
   }
   return limits;
 }

@@ -221,6 +221,24 @@ function checkAcrossListeners(built: Built[], main: MainSettings | undefined, is
     } else kept.push(entry);
   }
 
+  // A shared listener counts with the fleet through the main file's store, which must be there.
+  for (const entry of kept) {
+    const l = entry.listener;
+    if (!l.shared || rejected.has(entry)) continue;
+    if (main?.shared_limits) {
+      (l as { shared_limits: ListenerConfig['shared_limits'] }).shared_limits = main.shared_limits;
+    } else if (main !== undefined) {
+      const path = [...entry.source.base, 'rate_limits', 'shared'];
+      const inDefaults = !entry.source.doc.has(path);
+      issues.push({
+        ...(inDefaults ? where(entry, 'rate_limits') : entry.source.doc.issue(path, '')),
+        field: 'rate_limits.shared',
+        message: `${inDefaults ? '(from defaults:) ' : ''}needs a "shared_limits:" section in the main file naming the store, e.g. shared_limits: { store: "redis://10.0.0.5:6379/0" }`,
+      });
+      rejected.add(entry);
+    }
+  }
+
   const metrics = main?.metrics.prometheus;
   if (metrics?.enabled && metrics.listen.port !== 0) {
     const fake = { listen: metrics.listen, ipv6_only: false } as ListenerConfig;

@@ -134,6 +134,13 @@ export interface ListenerConfig {
   /** null: clients connect directly (no PROXY protocol header is read). */
   readonly accept_proxy_protocol: AcceptProxyProtocolSettings | null;
   readonly rate_limits: RateLimits;
+  /** rate_limits.shared as written: this listener's per-address counts are the fleet's. */
+  readonly shared: boolean;
+  /**
+   * The main file's shared_limits when `shared` (filled in once both files are read); null for a
+   * listener that counts on its own.
+   */
+  readonly shared_limits: SharedLimitsSettings | null;
   readonly tcp: TcpSettings;
   readonly udp: UdpSettings;
   /** The file this listener was read from (a conf.d file or the main file). */
@@ -185,10 +192,36 @@ export interface ServerSettings {
 }
 
 /** Everything the main file holds except listeners. */
+/** What the fleet does while its store cannot be reached (shared_limits.on_store_down). */
+export type StoreDownPolicy = 'local' | 'open' | 'closed';
+
+/** shared_limits: per-address counts shared by a fleet through a Valkey/Redis store. */
+export interface SharedLimitsSettings {
+  /** The store's URL as written (it holds no password: that is a validation error). */
+  readonly store: string;
+  readonly host: string;
+  readonly port: number;
+  readonly db: number;
+  /** '' for none (the default user). */
+  readonly username: string;
+  /** From password_file or password_env; '' for none. Never logged. */
+  readonly password: string;
+  /** rediss:// */
+  readonly tls: boolean;
+  /** This host's name in the fleet. */
+  readonly instance: string;
+  /** ms */
+  readonly sync_interval: number;
+  readonly on_store_down: StoreDownPolicy;
+  readonly key_prefix: string;
+}
+
 export interface MainSettings {
   readonly server: ServerSettings;
   readonly logging: LoggingSettings;
   readonly metrics: { readonly prometheus: PrometheusSettings };
+  /** null: no fleet; listeners with rate_limits.shared are then an error. */
+  readonly shared_limits: SharedLimitsSettings | null;
   /** Absolute path of the drop-in folder. */
   readonly conf_dir: string;
   /** Absolute path of the main file. */

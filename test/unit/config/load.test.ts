@@ -84,6 +84,34 @@ test('udp.buffer_size: every value a user writes for "the largest datagram" is a
   }
 });
 
+test('shared_limits: the store, the password from its file, defaults; shared listeners carry it, others do not', (t) => {
+  const dir = configDir(t, {
+    'packetpony.yaml': 'server:\n  name: edge-1\nshared_limits:\n  store: "rediss://pp@[::1]:6380/3"\n  password_file: secret\n  on_store_down: Closed\n',
+    secret: 's3cret\nignored\n',
+    'conf.d/web.yaml': WEB + 'rate_limits:\n  shared: true\n  max_connections_per_ip: 3\n',
+    'conf.d/own.yaml': WEB.replace('8080', '8081') + 'rate_limits:\n  max_connections_per_ip: 3\n',
+  });
+  const { config } = loadConfig({ configFile: join(dir, 'packetpony.yaml') });
+  t.deepEqual(config.shared_limits, {
+    store: 'rediss://pp@[::1]:6380/3',
+    host: '::1',
+    port: 6380,
+    db: 3,
+    username: 'pp',
+    password: 's3cret',
+    tls: true,
+    instance: 'edge-1',
+    sync_interval: 100,
+    on_store_down: 'closed',
+    key_prefix: 'packetpony',
+  });
+  const [own, web] = config.listeners;
+  t.is(web!.shared_limits, config.shared_limits);
+  t.true(web!.shared);
+  t.is(own!.shared_limits, null);
+  t.false(own!.shared);
+});
+
 test('protocol and action are accepted in any case and normalised', (t) => {
   const dir = configDir(t, {
     'packetpony.yaml': '',
