@@ -42,6 +42,21 @@ export class AddressState {
   open = 0;
   /** Connections a previous child admitted that are still open there (live reload). */
   inherited = 0;
+  /**
+   * Shared limits: what the other hosts of the fleet count for this address (attempts and bytes in
+   * their windows, connections open), as of the last exchange with the store; 0 otherwise.
+   */
+  peerAttempts = 0;
+  peerBytes = 0;
+  peerOpen = 0;
+  /** Shared limits: the address changed since its counts last went to the store. */
+  syncDirty = false;
+  /** Shared limits: when its counts last went to the store (clock ms; -Infinity: never). */
+  syncedAt = Number.NEGATIVE_INFINITY;
+  /** Shared limits: the counts last sent were not all zero (so the store holds some to take back). */
+  syncedNonZero = false;
+  /** Shared limits: where the address goes when it changes (the limiter's list); null when not shared. */
+  readonly #changed: AddressState[] | null;
   readonly #attempts: SlidingWindow | null;
   readonly #bandwidth: SlidingWindow | null;
   #throttled = false;
@@ -51,21 +66,43 @@ export class AddressState {
   /** Per reason, the time before which it is not reported again; allocated on first report. */
   #quietUntil: number[] | null = null;
 
-  constructor(address: string, attempts: SlidingWindow | null, bandwidth: SlidingWindow | null) {
+  constructor(address: string, attempts: SlidingWindow | null, bandwidth: SlidingWindow | null, changed: AddressState[] | null = null) {
     this.address = address;
     this.#attempts = attempts;
     this.#bandwidth = bandwidth;
     this.metered = bandwidth !== null;
+    this.#changed = changed;
   }
 
-  /** A new address, with the windows its listener's limits call for. */
-  static create(address: string, settings: LimitSettings): AddressState {
+  /**
+   * A new address, with the windows its listener's limits call for. `changed`: with shared limits,
+   * the list the address joins whenever its counts change (once until they are next collected).
+   */
+  static create(address: string, settings: LimitSettings, changed: AddressState[] | null = null): AddressState {
     const { limits, subBuckets } = settings;
     return new AddressState(
       address,
       limits.max_connection_attempts_per_ip > 0 ? new SlidingWindow(limits.attempts_window, subBuckets) : null,
       limits.max_bandwidth_per_ip > 0 ? new SlidingWindow(limits.bandwidth_window, subBuckets) : null,
+      changed,
     );
+  }
+
+  /** Shared limits: the counts changed; the address is sent with the next exchange. */
+  touch(): void {
+    const changed = this.#changed;
+    if (changed === null || this.syncDirty) return;
+    this.syncDirty = true;
+    changed.push(this);
+  }
+
+  /** This host's own counts now: attempts and bytes in the windows, connections open. */
+  ownCounts(now: number): { attempts: number; bytes: number; open: number } {
+    return {
+      attempts: this.#attempts === null ? 0 : Math.round(this.#attempts.count(now)),
+      bytes: this.#bandwidth === null ? 0 : Math.round(this.#bandwidth.count(now)),
+      open: this.open + this.inherited,
+    };
   }
 
   /** A state that only counts connections: for addresses no per-address limit applies to. */
@@ -77,13 +114,16 @@ export class AddressState {
    * Continues a snapshot taken `now` (by this process's clock). Events are re-filed by age, so a
    * reload that changed a window's length or turned a limit off or on still does the right thing.
    */
-  static restore(entry: AddressSnapshot, now: number, settings: LimitSettings): AddressState {
+  static restore(entry: AddressSnapshot, now: number, settings: LimitSettings, changed: AddressState[] | null = null): AddressState {
     const { limits, subBuckets } = settings;
     const state = new AddressState(
       entry.address,
       limits.max_connection_attempts_per_ip > 0 ? SlidingWindow.restore(limits.attempts_window, entry.attempts ?? [], now, subBuckets) : null,
       limits.max_bandwidth_per_ip > 0 ? SlidingWindow.restore(limits.bandwidth_window, entry.bandwidth ?? [], now, subBuckets) : null,
+      changed,
     );
+    // A restored address's counts go to the store with the first exchange.
+    state.touch();
     state.inherited = entry.open > 0 ? entry.open : 0;
     if (entry.throttle_tokens !== undefined && settings.paceRate > 0) {
       state.#throttled = true;
@@ -103,11 +143,13 @@ export class AddressState {
     const window = this.#attempts;
     if (window === null) return 0;
     window.add(now, 1);
-    return window.count(now);
+    this.touch();
+    return window.count(now) + this.peerAttempts;
   }
 
+  /** Bytes in the window, the fleet's included. */
   bandwidthUsed(now: number): number {
-    return this.#bandwidth === null ? 0 : this.#bandwidth.count(now);
+    return this.#bandwidth === null ? 0 : this.#bandwidth.count(now) + this.peerBytes;
   }
 
   /** True at most once per quiet period per reason: the caller then reports the violation. */
@@ -127,7 +169,13 @@ export class AddressState {
     if (window === null) return () => CONSUME_OK;
     if (settings.limits.action === 'drop') {
       const cap = settings.limits.max_bandwidth_per_ip;
-      return (bytes) => (window.addWithin(clock(), bytes, cap) ? CONSUME_OK : CONSUME_DROP);
+      if (this.#changed === null) return (bytes) => (window.addWithin(clock(), bytes, cap) ? CONSUME_OK : CONSUME_DROP);
+      // Shared: the fleet's bytes count against the cap, and the change goes to the store.
+      return (bytes) => {
+        if (!window.addWithin(clock(), bytes, cap - this.peerBytes)) return CONSUME_DROP;
+        if (!this.syncDirty) this.touch();
+        return CONSUME_OK;
+      };
     }
     return (bytes) => this.consume(clock(), bytes, settings, 'stream');
   }
@@ -145,7 +193,7 @@ export class AddressState {
     const paced = settings.paceRead;
     return () => {
       if (this.#throttled) return paced;
-      const left = Math.floor(cap - window.count(clock()));
+      const left = Math.floor(cap - this.peerBytes - window.count(clock()));
       return left > paced ? left : paced;
     };
   }
@@ -154,7 +202,9 @@ export class AddressState {
   consume(now: number, bytes: number, settings: LimitSettings, unit: MeteredUnit): number {
     const window = this.#bandwidth;
     if (window === null) return CONSUME_OK;
-    const cap = settings.limits.max_bandwidth_per_ip;
+    // The fleet's bytes (shared limits; 0 otherwise) leave that much less of the cap.
+    const cap = settings.limits.max_bandwidth_per_ip - this.peerBytes;
+    if (this.#changed !== null && bytes > 0) this.touch();
     switch (settings.limits.action) {
       case 'drop':
         return window.addWithin(now, bytes, cap) ? CONSUME_OK : CONSUME_DROP;
@@ -162,7 +212,7 @@ export class AddressState {
         window.add(now, bytes);
         return window.count(now) > cap && this.mayReport(BANDWIDTH, now, settings) ? CONSUME_VIOLATION : CONSUME_OK;
       case 'throttle':
-        return this.#pace(window, now, bytes, settings, unit);
+        return this.#pace(window, now, bytes, cap, settings, unit);
     }
   }
 
@@ -172,7 +222,7 @@ export class AddressState {
    * until it is paid off. The debt is shared, so N connections of one address wait in turn and
    * their sum, not each of them, moves throttle_minimum per window.
    */
-  #pace(window: SlidingWindow, now: number, bytes: number, settings: LimitSettings, unit: MeteredUnit): number {
+  #pace(window: SlidingWindow, now: number, bytes: number, cap: number, settings: LimitSettings, unit: MeteredUnit): number {
     if (this.#throttled) {
       this.#refill(now, settings);
       // Leaving takes both a full bucket (the client paused: one that reads as soon as its pause
@@ -181,7 +231,7 @@ export class AddressState {
       if (this.#tokens >= settings.paceBurst && window.count(now) <= settings.paceExitLevel) this.#throttled = false;
     }
     if (!this.#throttled) {
-      if (window.addWithin(now, bytes, settings.limits.max_bandwidth_per_ip)) return CONSUME_OK;
+      if (window.addWithin(now, bytes, cap)) return CONSUME_OK;
       this.#throttled = true;
       this.#tokens = 0;
       this.#tokensAt = now;
@@ -204,7 +254,7 @@ export class AddressState {
 
   /** Nothing worth remembering: no open connection, empty windows, no debt, no report pending. */
   isIdle(now: number, settings: LimitSettings): boolean {
-    if (this.open !== 0 || this.inherited !== 0) return false;
+    if (this.open !== 0 || this.inherited !== 0 || this.syncDirty) return false;
     if (this.#attempts !== null && !this.#attempts.isEmpty(now)) return false;
     if (this.#bandwidth !== null && !this.#bandwidth.isEmpty(now)) return false;
     if (this.#throttled) {

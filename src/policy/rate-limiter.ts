@@ -19,6 +19,13 @@
  * really slowed down (see AddressState#pace). action log_only: nothing is refused or
  * paced; verdicts name the limit broken, at most once per address per window per reason.
  *
+ * Shared limits (options.shared): a fleet of hosts counts each address together. Decisions stay
+ * local; the caller (src/fleet) exchanges counts with a store every interval: collectShared()
+ * gives this host's own counts of the addresses that changed (and, a slice at a time, of the rest,
+ * as windows slide), applyPeers() the rest of the fleet's, which the limits then add to this
+ * host's own (attempts, bytes, open connections; max_total_connections stays per host). Pacing
+ * stays per host. setSharedMode() says what to do while the store is unreachable.
+ *
  * State is bounded: an address's entry goes when it has no open connection and its windows are
  * empty (release() drops it at once when it can, sweep() finds the rest a slice at a time), and at
  * most `maxAddresses` are tracked. At that ceiling a new address is refused with 'attempt_limit'
@@ -43,6 +50,27 @@ export interface RateLimiterOptions {
   readonly maxAddresses?: number;
   /** Sub-buckets per sliding window; DEFAULT_SUB_BUCKETS (edges sharp to 5 %) when absent. */
   readonly subBuckets?: number;
+  /**
+   * Shared limits: the counts of other hosts are added to this one's (applyPeers), and changed
+   * addresses are collected for the store (collectShared); see "Shared limits" in the header.
+   */
+  readonly shared?: boolean;
+}
+
+/**
+ * With shared limits, how the limiter decides. `shared`: its own counts plus the fleet's as last
+ * heard. While the store is unreachable (shared_limits.on_store_down): `local`, its own counts
+ * only; `open`, every new connection is admitted (still counted, to be merged back); `closed`,
+ * every new connection is refused as 'store_down'.
+ */
+export type SharedMode = 'shared' | 'local' | 'open' | 'closed';
+
+/** One address's own counts, for the store; `address` is the normalised client address. */
+export interface SharedCounts {
+  readonly address: string;
+  readonly attempts: number;
+  readonly bytes: number;
+  readonly open: number;
 }
 
 /** At about 0.8 KB per address with both windows on, this bounds the state near 80 MB. */
@@ -58,7 +86,7 @@ export const MAX_SWEEP_SLICE = 10_000;
 /** Entries looked at to make room when a new address meets the ceiling: bounded per admit(). */
 const CEILING_RECLAIM_SLICE = 32;
 
-export type AdmitVerdict = Ticket | Refusal<LimitReason>;
+export type AdmitVerdict = Ticket | Refusal<LimitReason | 'store_down'>;
 
 function nonNegativeCount(value: number): number {
   return Number.isFinite(value) && value > 0 ? Math.floor(value) : 0;
@@ -76,6 +104,12 @@ export class RateLimiter {
   #sweepCursor: Iterator<AddressState> | undefined;
   /** The table's size when the current pass began: sweep()'s slice is a tenth of it. */
   #passSize = 0;
+  /** Shared limits: addresses whose counts changed since collectShared() last ran; else null. */
+  readonly #changed: AddressState[] | null;
+  /** Shared limits: addresses forgotten while the store still holds counts of theirs. */
+  #forgotten: string[] = [];
+  #refreshCursor: Iterator<AddressState> | undefined;
+  #mode: SharedMode = 'shared';
 
   constructor(limits: RateLimits, clock: Clock, options: RateLimiterOptions = {}) {
     const maxAddresses = options.maxAddresses ?? DEFAULT_MAX_ADDRESSES;
@@ -83,6 +117,7 @@ export class RateLimiter {
     this.#settings = limitSettings(limits, options.subBuckets ?? DEFAULT_SUB_BUCKETS);
     this.#clock = clock;
     this.#maxAddresses = maxAddresses;
+    this.#changed = options.shared === true ? [] : null;
   }
 
   /**
@@ -124,19 +159,22 @@ export class RateLimiter {
         state = known;
       } else {
         if (this.#states.size >= this.#maxAddresses && !this.#reclaim(now)) return this.#overCeiling(address, now);
-        state = AddressState.create(address, settings);
+        state = AddressState.create(address, settings, this.#changed);
         this.#states.set(address, state);
       }
     }
 
     const broken = this.#brokenLimits(state, now);
     let violation: LimitReason | undefined;
-    if (broken !== 0) {
+    const mode = this.#mode;
+    if (mode === 'closed' && this.#changed !== null) return REFUSED.store_down;
+    if (broken !== 0 && mode !== 'open') {
       if (settings.limits.action !== 'log_only') return REFUSED[LIMIT_REASONS[firstBit(broken)]];
       violation = this.#reportable(state, broken, settings.perAddress ? now : this.#clock());
     }
     state.open++;
     this.#open++;
+    state.touch();
     return new Ticket(address, state, violation);
   }
 
@@ -147,10 +185,97 @@ export class RateLimiter {
     const state = ticket[kState];
     state.open--;
     this.#open--;
+    state.touch();
     if (state.open === 0 && state.inherited === 0 && this.#states.get(state.address) === state
       && state.isIdle(this.#clock(), this.#settings)) {
-      this.#states.delete(state.address);
+      this.#forget(state);
     }
+  }
+
+  // ---- shared limits ------------------------------------------------------------------------
+
+  /** How decisions are made (SharedMode); leaving 'shared' forgets what the fleet counted. */
+  setSharedMode(mode: SharedMode): void {
+    if (mode === this.#mode) return;
+    this.#mode = mode;
+    if (mode === 'shared') return;
+    for (const state of this.#states.values()) state.peerAttempts = state.peerBytes = state.peerOpen = 0;
+  }
+
+  get sharedMode(): SharedMode {
+    return this.#mode;
+  }
+
+  /**
+   * The counts to send to the store now: every address that changed since the last call, then
+   * addresses not sent since `refreshBefore` (clock ms: their windows slide, and the fleet's counts
+   * of them are to be heard again), then the addresses forgotten meanwhile (as zeros, which take
+   * their counts out of the store) — at most `max` in all; the rest wait for the next call.
+   */
+  collectShared(max: number, refreshBefore: number): SharedCounts[] {
+    const changed = this.#changed;
+    if (changed === null) return [];
+    const now = this.#clock();
+    const out: SharedCounts[] = [];
+    const take = (state: AddressState): void => {
+      const counts = state.ownCounts(now);
+      state.syncDirty = false;
+      state.syncedAt = now;
+      state.syncedNonZero = counts.attempts + counts.bytes + counts.open > 0;
+      out.push({ address: state.address, ...counts });
+    };
+    let used = 0;
+    for (; used < changed.length && out.length < max; used++) {
+      const state = changed[used]!;
+      // A state replaced or dropped since it changed is not the address's any more.
+      if (this.#states.get(state.address) === state) take(state);
+      else state.syncDirty = false;
+    }
+    changed.splice(0, used);
+    while (out.length < max && this.#forgotten.length > 0) {
+      const address = this.#forgotten.pop()!;
+      if (!this.#states.has(address)) out.push({ address, attempts: 0, bytes: 0, open: 0 });
+    }
+    // The refresh, carrying on where the last call stopped: one pass over the table at most.
+    let cursor = this.#refreshCursor ?? this.#states.values();
+    let restarted = this.#refreshCursor === undefined;
+    let exhausted = false;
+    while (out.length < max) {
+      const next = cursor.next();
+      if (next.done !== true) {
+        const state = next.value;
+        if (!state.syncDirty && state.syncedAt < refreshBefore) take(state);
+      } else if (restarted) {
+        exhausted = true;
+        break;
+      } else {
+        cursor = this.#states.values();
+        restarted = true;
+      }
+    }
+    this.#refreshCursor = exhausted ? undefined : cursor;
+    return out;
+  }
+
+  /** What the rest of the fleet counts for `address` (ignored unless the mode is 'shared'). */
+  applyPeers(address: string, attempts: number, bytes: number, open: number): void {
+    if (this.#mode !== 'shared' || this.#changed === null) return;
+    const state = this.#states.get(address);
+    if (state === undefined) return;
+    state.peerAttempts = attempts > 0 ? attempts : 0;
+    state.peerBytes = bytes > 0 ? bytes : 0;
+    state.peerOpen = open > 0 ? open : 0;
+  }
+
+  /** Addresses waiting to go to the store (for tests and the sync's metrics). */
+  get sharedBacklog(): number {
+    return (this.#changed?.length ?? 0) + this.#forgotten.length;
+  }
+
+  /** Drops an idle state; with shared limits, the store's counts of it are taken back later. */
+  #forget(state: AddressState): void {
+    this.#states.delete(state.address);
+    if (this.#changed !== null && state.syncedNonZero) this.#forgotten.push(state.address);
   }
 
   /**
@@ -240,7 +365,7 @@ export class RateLimiter {
     let broken = 0;
     const attempts = state.recordAttempt(now);
     if (limits.max_connection_attempts_per_ip > 0 && attempts > limits.max_connection_attempts_per_ip) broken |= 1 << ATTEMPT;
-    if (limits.max_connections_per_ip > 0 && state.open + state.inherited >= limits.max_connections_per_ip) broken |= 1 << CONNECTION;
+    if (limits.max_connections_per_ip > 0 && state.open + state.inherited + state.peerOpen >= limits.max_connections_per_ip) broken |= 1 << CONNECTION;
     // Throttling paces an address's bytes; it never refuses it a connection for them.
     if (state.metered && limits.action !== 'throttle' && state.bandwidthUsed(now) >= limits.max_bandwidth_per_ip) broken |= 1 << BANDWIDTH;
     if (limits.max_total_connections > 0 && this.#open + this.#inherited >= limits.max_total_connections) broken |= 1 << TOTAL;
@@ -303,7 +428,7 @@ export class RateLimiter {
       const state = next.value;
       // Map iterators survive deletion of the current entry.
       if (state.isIdle(now, settings)) {
-        this.#states.delete(state.address);
+        this.#forget(state);
         removed++;
       }
     }
@@ -318,7 +443,7 @@ export class RateLimiter {
     for (const entry of snapshot.addresses) {
       const open = nonNegativeCount(entry.open);
       if (settings.perAddress && this.#states.size < this.#maxAddresses && !this.#states.has(entry.address)) {
-        const state = AddressState.restore({ ...entry, open }, now, settings);
+        const state = AddressState.restore({ ...entry, open }, now, settings, this.#changed);
         if (!state.isIdle(now, settings)) {
           this.#states.set(entry.address, state);
           this.#inherited += state.inherited;

@@ -9,7 +9,7 @@ import type { Ticket } from './ticket.js';
 export type LimitReason = Extract<DenyReason, 'connection_limit' | 'attempt_limit' | 'bandwidth_limit' | 'total_limit'>;
 
 /** Every reason a listener's policy may refuse a new connection or UDP session for. */
-export type PolicyReason = LimitReason | Extract<DenyReason, 'acl' | 'denylist'>;
+export type PolicyReason = LimitReason | Extract<DenyReason, 'acl' | 'denylist' | 'store_down'>;
 
 export interface Refusal<R extends PolicyReason = PolicyReason> {
   readonly allow: false;
@@ -31,6 +31,7 @@ export const REFUSED: { readonly [R in PolicyReason]: Refusal<R> } = Object.free
   attempt_limit: refusal('attempt_limit'),
   bandwidth_limit: refusal('bandwidth_limit'),
   total_limit: refusal('total_limit'),
+  store_down: refusal('store_down'),
 });
 
 /*

@@ -19,7 +19,9 @@ export type DenyReason =
   | 'attempt_limit'
   | 'bandwidth_limit'
   | 'total_limit'
-  | 'session_limit';
+  | 'session_limit'
+  /** A shared listener with shared_limits.on_store_down: closed, while the store is unreachable. */
+  | 'store_down';
 
 export interface ConnectionEvent {
   readonly kind: 'connection';
