@@ -17,6 +17,7 @@ import {
   type ReleaseMessage,
   type StartMessage,
 } from '../ipc/protocol.js';
+import { startSharedLimits, type LimitSync } from '../fleet/index.js';
 import { ListenerPolicy, RateLimiter, type LimiterSnapshot } from '../policy/index.js';
 import type { TargetStates } from '../proxy/target-pool.js';
 import { TcpListener } from '../proxy/tcp-listener.js';
@@ -52,6 +53,7 @@ interface Prepared {
 let prepared: Prepared | undefined;
 let policy: ListenerPolicy | undefined;
 let running: RunningListener | undefined;
+let limitSync: LimitSync | null = null;
 let stopping = false;
 
 function send(message: ChildMessage, done?: (error: Error | null) => void): void {
@@ -90,11 +92,14 @@ async function begin(snapshot: LimiterSnapshot | null, targetStates: TargetState
   const { start, handle, stats, denies, emit } = prepared;
   const config: ListenerConfig = start.config;
   const clock = loopClock();
+  const limiterOptions = { shared: config.shared_limits !== null };
   // The previous child's windows and open connections carry over: a reload is no free pass.
   policy = snapshot
-    ? ListenerPolicy.withLimiter(config, RateLimiter.restore(config.rate_limits, clock, snapshot))
-    : ListenerPolicy.fromConfig(config, clock);
+    ? ListenerPolicy.withLimiter(config, RateLimiter.restore(config.rate_limits, clock, snapshot, limiterOptions))
+    : ListenerPolicy.fromConfig(config, clock, limiterOptions);
   const limiter = policy.limiter;
+  // In the background: the limiter decides alone, and the fleet's counts arrive when they do.
+  limitSync = startSharedLimits(config, limiter, stats, clock, emit);
   const reclaimer = new MemoryReclaimer(MemoryReclaimer.exposedGc(), trimNativeHeap);
   setInterval(() => {
     limiter.sweep();
@@ -121,6 +126,8 @@ async function stop(deadlineMs: number, handover: boolean): Promise<void> {
   running?.stopAccepting();
   if (handover) send({ type: 'pp:handover-state', snapshot: policy?.limiter.snapshot() ?? null });
   await running?.finish(deadlineMs);
+  // Last, so that the connections just finished leave the fleet's open counts.
+  await limitSync?.stop();
   await prepared?.reporter.drain();
   process.exit(0);
 }

@@ -19,6 +19,8 @@ export {
   type AdmitVerdict,
   type Clock,
   type RateLimiterOptions,
+  type SharedCounts,
+  type SharedMode,
 } from './rate-limiter.js';
 export { DEFAULT_SUB_BUCKETS, SlidingWindow } from './sliding-window.js';
 export type { AddressSnapshot, LimiterSnapshot, WindowEntry } from './snapshot.js';

@@ -257,6 +257,19 @@ export class RateLimiter {
     return out;
   }
 
+  /** Counts collectShared() gave that never reached the store: they go with a later call. */
+  returnShared(entries: readonly SharedCounts[]): void {
+    for (const entry of entries) {
+      const state = this.#states.get(entry.address);
+      if (state === undefined) {
+        if (entry.attempts + entry.bytes + entry.open === 0) this.#forgotten.push(entry.address);
+        continue;
+      }
+      state.syncedAt = Number.NEGATIVE_INFINITY;
+      state.touch();
+    }
+  }
+
   /** What the rest of the fleet counts for `address` (ignored unless the mode is 'shared'). */
   applyPeers(address: string, attempts: number, bytes: number, open: number): void {
     if (this.#mode !== 'shared' || this.#changed === null) return;

@@ -161,7 +161,8 @@ export class TcpListener {
       } else {
         stats.rateLimited++;
         stats.rateLimitDrop(verdict.reason);
-        denies.deny(normalizeAddress(remote), port, verdict.reason, config.rate_limits.action);
+        // on_store_down: closed refuses whatever rate_limits.action says.
+        denies.deny(normalizeAddress(remote), port, verdict.reason, verdict.reason === 'store_down' ? 'drop' : config.rate_limits.action);
       }
       end.reset();
       return;

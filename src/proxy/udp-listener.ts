@@ -153,7 +153,8 @@ export class UdpListener {
       } else {
         stats.rateLimited++;
         stats.rateLimitDrop(verdict.reason);
-        denies.deny(normalizeAddress(ip), port, verdict.reason, config.rate_limits.action);
+        // on_store_down: closed refuses whatever rate_limits.action says.
+        denies.deny(normalizeAddress(ip), port, verdict.reason, verdict.reason === 'store_down' ? 'drop' : config.rate_limits.action);
       }
     } else if (verdict.violation) {
       denies.deny(verdict.address, port, verdict.violation, config.rate_limits.action);

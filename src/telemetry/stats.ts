@@ -37,6 +37,20 @@ export type ErrorType =
   /** accept_proxy_protocol: a connection from an address outside `trusted`. */
   | 'proxy_untrusted';
 
+/** Upper bounds, in seconds, of the shared-limits sync duration histogram. */
+export const SYNC_BUCKETS: readonly number[] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+
+/** A shared listener's exchanges with its store since the last delta (shared limits). */
+export interface SharedSyncDelta {
+  /** 1 while the store answers, 0 while it does not (a level). */
+  readonly up: number;
+  readonly errors: number;
+  /** Count per SYNC_BUCKETS index (non-cumulative), plus the overflow slot. */
+  readonly counts: number[];
+  readonly sum: number;
+  readonly count: number;
+}
+
 export interface StatsDelta {
   accepted: number;
   acl_denied: number;
@@ -58,6 +72,8 @@ export interface StatsDelta {
   duration_count: number;
   /** Up (1) or down (0) per target address, whole, when any changed (listeners with a target pool). */
   targets?: Record<string, number>;
+  /** Shared listeners only: the store's state and the exchanges with it. */
+  shared?: SharedSyncDelta;
 }
 
 export class ListenerStats {
@@ -79,6 +95,13 @@ export class ListenerStats {
   #durationCounts: number[] = new Array<number>(DURATION_BUCKETS.length + 1).fill(0);
   #durationSum = 0;
   #durationCount = 0;
+  /** Shared listeners: the store answers (1) or not (0); -1 for a listener that shares nothing. */
+  sharedUp = -1;
+  #syncErrors = 0;
+  #syncCounts: number[] | null = null;
+  #syncSum = 0;
+  #syncCount = 0;
+  #reportedSharedUp = -1;
   /** The levels as last taken: a change of level alone is worth a report (the first always is). */
   #reportedActive = -1;
   #reportedTracked = 0;
@@ -89,6 +112,20 @@ export class ListenerStats {
 
   error(type: ErrorType): void {
     this.#errors.set(type, (this.#errors.get(type) ?? 0) + 1);
+  }
+
+  /** One exchange with the shared-limits store that took `seconds` (ok), or failed. */
+  observeSync(seconds: number, ok: boolean): void {
+    if (!ok) {
+      this.#syncErrors++;
+      return;
+    }
+    const counts = (this.#syncCounts ??= new Array<number>(SYNC_BUCKETS.length + 1).fill(0));
+    let i = 0;
+    while (i < SYNC_BUCKETS.length && seconds > SYNC_BUCKETS[i]!) i++;
+    counts[i]!++;
+    this.#syncSum += seconds;
+    this.#syncCount++;
   }
 
   /** Records the duration of a finished connection or session, in seconds. */
@@ -121,13 +158,14 @@ export class ListenerStats {
       this.bytesReceived > 0 ||
       this.#rateLimitDrops.size !== 0 ||
       this.#errors.size !== 0 ||
-      this.targets !== null
+      this.targets !== null ||
+      this.#syncErrors + this.#syncCount !== 0
     );
   }
 
   /** Whether a report would say anything new: a counter moved or a level changed. */
   get changed(): boolean {
-    return this.dirty || this.active !== this.#reportedActive || this.tracked !== this.#reportedTracked;
+    return this.dirty || this.active !== this.#reportedActive || this.tracked !== this.#reportedTracked || this.sharedUp !== this.#reportedSharedUp;
   }
 
   takeDelta(): StatsDelta {
@@ -148,6 +186,7 @@ export class ListenerStats {
       duration_sum: this.#durationSum,
       duration_count: this.#durationCount,
       ...(this.targets !== null ? { targets: this.targets } : {}),
+      ...(this.sharedUp >= 0 ? { shared: this.#takeShared() } : {}),
     };
     this.targets = null;
     this.#reportedActive = this.active;
@@ -163,6 +202,20 @@ export class ListenerStats {
     this.#durationCounts = new Array<number>(DURATION_BUCKETS.length + 1).fill(0);
     this.#durationSum = 0;
     this.#durationCount = 0;
+    return delta;
+  }
+
+  #takeShared(): SharedSyncDelta {
+    const delta: SharedSyncDelta = {
+      up: this.sharedUp,
+      errors: this.#syncErrors,
+      counts: this.#syncCounts ?? new Array<number>(SYNC_BUCKETS.length + 1).fill(0),
+      sum: this.#syncSum,
+      count: this.#syncCount,
+    };
+    this.#reportedSharedUp = this.sharedUp;
+    this.#syncErrors = this.#syncSum = this.#syncCount = 0;
+    this.#syncCounts = null;
     return delta;
   }
 }

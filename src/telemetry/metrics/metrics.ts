@@ -12,7 +12,7 @@
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import { usesTargetPool, type ListenerConfig, type Protocol } from '../../config/types.js';
 import type { StatsDelta } from '../stats.js';
-import { DURATION_BUCKETS } from '../stats.js';
+import { DURATION_BUCKETS, SYNC_BUCKETS } from '../stats.js';
 import { BucketedHistogram } from './bucketed-histogram.js';
 import { sampleProcess, type ProcessSample } from './process-sample.js';
 
@@ -137,6 +137,25 @@ export class Metrics {
     help: 'Client addresses whose per-IP rate-limit state the listener keeps (at most 100000; dropped once their windows have passed)',
     labelNames: ['listener'] as const,
     registers: [this.registry],
+  });
+  readonly #sharedUp = new Gauge({
+    name: 'packetpony_shared_limits_up',
+    help: "Whether a shared listener's store answers (1) or not (0), as its child last saw it",
+    labelNames: ['listener'] as const,
+    registers: [this.registry],
+  });
+  readonly #syncErrors = new Counter({
+    name: 'packetpony_shared_limits_sync_errors_total',
+    help: 'Exchanges of a shared listener with its store that failed, timed out or could not be made (no connection)',
+    labelNames: ['listener'] as const,
+    registers: [this.registry],
+  });
+  readonly #syncDuration = new BucketedHistogram({
+    name: 'packetpony_shared_limits_sync_duration_seconds',
+    help: 'How long the exchanges of a shared listener with its store took, in seconds',
+    labelNames: ['listener'] as const,
+    buckets: SYNC_BUCKETS,
+    registry: this.registry,
   });
   readonly #logDropped = new Counter({
     name: 'packetpony_log_events_dropped_total',
@@ -304,6 +323,14 @@ export class Metrics {
     }
     if (count(report.dropped_events)) this.#logDropped.inc({ sink: 'ipc' }, count(report.dropped_events));
     if (typeof s.targets === 'object' && s.targets !== null && !this.#gone.has(pid)) this.#targetStates.set(listener, s.targets);
+    const shared = s.shared;
+    if (typeof shared === 'object' && shared !== null) {
+      if (!this.#gone.has(pid)) this.#sharedUp.set({ listener }, shared.up === 1 ? 1 : 0);
+      this.#syncErrors.inc({ listener }, count(shared.errors));
+      if (count(shared.count) && Array.isArray(shared.counts)) {
+        this.#syncDuration.add({ listener }, shared.counts.map(count), count(shared.sum), count(shared.count));
+      }
+    }
 
     if (!this.#gone.has(pid)) {
       setLevel(this.#activeByPid, listener, pid, count(s.active));
