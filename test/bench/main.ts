@@ -12,7 +12,7 @@
  *   --seconds S         seconds per run (default 3)
  *   --rows a,b          row ids (tcp1-up, tcp1-down, tcp8-up, tcp8-down, http-ka, http-new,
  *                       udp64, udp1000, rss, reload); default all
- *   --targets a,b       target ids (direct, node, pp-off, pp-on, haproxy, nginx, socat); direct is
+ *   --targets a,b       target ids (direct, node, pp-off, pp-on, pp-shared (pp-on with rate_limits.shared through a local redis-server), haproxy, nginx, socat); direct is
  *                       always added, as ratios need it
  *   --idle N            idle connections for the memory row (default 2000)
  *   --proxy-core N      core for the proxies (default 0); --load-core N for the rest (default 1)

@@ -145,7 +145,7 @@ const reloadUnderLoad: Row = {
   unit: 'conn/s',
   proto: 'tcp',
   backend: 'http',
-  only: ['direct', 'pp-off', 'pp-on', 'pp-off@base', 'pp-on@base'],
+  only: ['direct', 'pp-off', 'pp-on', 'pp-shared', 'pp-off@base', 'pp-on@base'],
   unavailable: (tools) => (tools.wrk === null ? 'wrk missing' : null),
   async measure(target, ctx) {
     const seconds = Math.max(3, Math.round(ctx.seconds * 1.5));
@@ -239,7 +239,7 @@ const idleMemory: Row = {
   backend: 'hold',
   lowerIsBetter: true,
   freshProcess: true,
-  only: ['node', 'pp-off', 'pp-on', 'haproxy', 'nginx', 'pp-off@base', 'pp-on@base'],
+  only: ['node', 'pp-off', 'pp-on', 'pp-shared', 'haproxy', 'nginx', 'pp-off@base', 'pp-on@base'],
   unavailable: () => null,
   async measure(target, ctx) {
     const hold = ctx.hold!;

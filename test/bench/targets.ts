@@ -4,6 +4,7 @@
  * pinned to the proxy core; start() gives the port the load goes to, stop() ends every process the
  * target started (by PID, descendants included) and removes its files.
  */
+import { spawnSync } from 'node:child_process';
 import { closeSync, fstatSync, mkdirSync, openSync, readSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { freePort, tcpListening, udpBound } from './net-util.js';
@@ -109,14 +110,15 @@ const TEN_CIDRS = [
  * checkout); a second build given with --baseline becomes extra targets, so a change is measured
  * against the code before it in the same run.
  */
-export function packetpony(features: boolean, product: string | null = null, tag = ''): Target {
+export function packetpony(features: boolean, product: string | null = null, tag = '', shared = false): Target {
   const suffix = tag === '' ? '' : `@${tag}`;
+  const name = shared ? 'pp-shared' : features ? 'pp-on' : 'pp-off';
   return {
-    id: (features ? 'pp-on' : 'pp-off') + suffix,
-    label: (features ? 'PacketPony on' : 'PacketPony off') + (tag === '' ? '' : ` (${tag})`),
-    unavailable: () => null,
+    id: name + suffix,
+    label: (shared ? 'PacketPony on, shared' : features ? 'PacketPony on' : 'PacketPony off') + (tag === '' ? '' : ` (${tag})`),
+    unavailable: () => (shared && !haveRedisServer() ? 'redis-server not installed' : null),
     async start(proto, backendPort, ctx) {
-      const dir = workDir(ctx, features ? 'pp-on' : 'pp-off');
+      const dir = workDir(ctx, name);
       mkdirSync(join(dir, 'conf.d'));
       // The log in a folder of its own, as under /var/log. (Next to the main file it once cost the
       // supervisor a tenth of its CPU under a connection per request: the config watcher re-read
@@ -124,9 +126,12 @@ export function packetpony(features: boolean, product: string | null = null, tag
       mkdirSync(join(dir, 'log'));
       const port = await freePort();
       const events = join(dir, 'log', 'events.json');
+      // Shared: the features-on set plus rate_limits.shared through a local redis-server of its own.
+      const store = shared ? await startStore(dir) : null;
       const main = features
         ? `server:\n  shutdown_timeout: "2s"\nlogging:\n  jsonlog:\n    enabled: true\n    path: "${events}"\n` +
-          `metrics:\n  prometheus:\n    enabled: true\n    listen_address: "127.0.0.1:${await freePort()}"\n`
+          `metrics:\n  prometheus:\n    enabled: true\n    listen_address: "127.0.0.1:${await freePort()}"\n` +
+          (store === null ? '' : `shared_limits:\n  store: "redis://127.0.0.1:${store.port}/0"\n  instance: bench\n`)
         : // No sink enabled means text lines on stdout (the product never runs silent); the bench
           // reads them from a pipe.
           `server:\n  shutdown_timeout: "2s"\n`;
@@ -150,6 +155,7 @@ export function packetpony(features: boolean, product: string | null = null, tag
             '  bandwidth_window: "1m"',
             `  max_total_connections: ${1_000_000 + generation}`,
             '  action: drop',
+            ...(shared ? ['  shared: true'] : []),
           );
         } else {
           lines.push('allowlist: ["0.0.0.0/0", "::/0"]');
@@ -205,6 +211,7 @@ export function packetpony(features: boolean, product: string | null = null, tag
         await waitBound(proto, port, p, 'packetpony');
       } catch (err) {
         await stopTree(p);
+        if (store !== null) await stop(store.process);
         rmSync(dir, { recursive: true, force: true });
         throw err;
       }
@@ -221,6 +228,7 @@ export function packetpony(features: boolean, product: string | null = null, tag
         },
         async stop() {
           await stopTree(p);
+          if (store !== null) await stop(store.process);
           rmSync(dir, { recursive: true, force: true });
         },
       };
@@ -228,8 +236,25 @@ export function packetpony(features: boolean, product: string | null = null, tag
   };
 }
 
+function haveRedisServer(): boolean {
+  return spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status === 0;
+}
+
+/** A redis-server for the shared rows, on a free loopback port, without persistence. */
+async function startStore(dir: string): Promise<{ port: number; process: Started }> {
+  const port = await freePort();
+  const p = start('redis-server', 'redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir]);
+  await waitFor(() => {
+    if (p.child.exitCode !== null) throw new Error(`redis-server exited: ${p.err()} ${p.out()}`);
+    return tcpListening(port) || undefined;
+  }, 'redis-server');
+  return { port, process: p };
+}
+
 export const packetponyOff = packetpony(false);
 export const packetponyOn = packetpony(true);
+/** Features on plus shared limits through a local redis-server (issue 24). */
+export const packetponyShared = packetpony(true, null, '', true);
 
 export const haproxy: Target = {
   id: 'haproxy',
@@ -310,4 +335,4 @@ export const socat: Target = {
   },
 };
 
-export const ALL_TARGETS: readonly Target[] = [direct, nodeRelay, packetponyOff, packetponyOn, haproxy, nginxStream, socat];
+export const ALL_TARGETS: readonly Target[] = [direct, nodeRelay, packetponyOff, packetponyOn, packetponyShared, haproxy, nginxStream, socat];
