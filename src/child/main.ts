@@ -69,8 +69,10 @@ async function fatal(code: string, message: string): Promise<never> {
   process.exit(EXIT_CHILD_CONFIG);
 }
 
-function prepare(start: StartMessage, handle: object | undefined): void {
+function prepare(start: StartMessage, sent: object | undefined): void {
   if (prepared) return;
+  // An inherited descriptor is served with the public listen({ fd }) / bind({ fd }).
+  const handle = start.socket_fd !== null ? { fd: start.socket_fd } : sent;
   if (!handle) {
     void fatal('PP_ERR_CHILD_NO_SOCKET', 'the supervisor sent no listening socket');
     return;

@@ -4,7 +4,8 @@
  * The channel is node's IPC (JSON). Nothing per chunk or per datagram crosses it: the child sends
  * events and counter deltas in batches (`pp:report`, every REPORT_INTERVAL_MS or when a batch is
  * full), and the supervisor sends the rare control messages. The listening socket travels with
- * `pp:start` as a handle (see src/supervisor/socket-owner.ts).
+ * `pp:start` as a handle, or is a descriptor the child inherited at spawn, named in `pp:start`
+ * (see src/supervisor/socket-owner.ts).
  */
 import type { ListenerConfig } from '../config/types.js';
 import type { LimiterSnapshot } from '../policy/snapshot.js';
@@ -12,8 +13,8 @@ import type { TargetStates } from '../proxy/target-pool.js';
 import type { StatsDelta } from '../telemetry/stats.js';
 import type { WireEvent, WireOrigin } from './wire-events.js';
 
-/** 2: connection events travel as tuples (wire-events.ts). */
-export const PROTOCOL_VERSION = 2;
+/** 2: connection events travel as tuples (wire-events.ts). 3: pp:start's socket_fd. */
+export const PROTOCOL_VERSION = 3;
 
 /** How often a child reports counters and events. */
 export const REPORT_INTERVAL_MS = 200;
@@ -29,6 +30,11 @@ export interface StartMessage {
   readonly config: ListenerConfig;
   /** The family of the socket sent along (a `:port` UDP listener may fall back to IPv4). */
   readonly socket_family: 'IPv4' | 'IPv6';
+  /**
+   * The listening socket's descriptor in the child, inherited at spawn (no handle is sent then);
+   * null: the socket comes as the message's handle.
+   */
+  readonly socket_fd: number | null;
   /**
    * Live reload: prepare everything, answer `pp:prepared`, and start serving only on `pp:begin`,
    * which brings the previous child's limiter state.
@@ -120,7 +126,10 @@ export function isSupervisorMessage(value: unknown): value is SupervisorMessage 
   if (!isObject(value)) return false;
   switch (value.type) {
     case 'pp:start':
-      return value.v === PROTOCOL_VERSION && isObject(value.config) && typeof value.hold === 'boolean' && isTargetStates(value.target_states);
+      return (
+        value.v === PROTOCOL_VERSION && isObject(value.config) && typeof value.hold === 'boolean' && isTargetStates(value.target_states) &&
+        (value.socket_fd === null || (Number.isInteger(value.socket_fd) && (value.socket_fd as number) > 2))
+      );
     case 'pp:drain':
     case 'pp:handover':
       return typeof value.deadline_ms === 'number';

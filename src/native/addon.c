@@ -8,13 +8,15 @@
  * - tcp_reads.c: the TCP relay's reads in batches (one epoll set, one call into JavaScript per
  *   batch instead of one per read);
  * - process_calls.c: malloc_trim after a flood, and the event loop's clock shared with
- *   JavaScript.
+ *   JavaScript;
+ * - socket_bind.c: the supervisor's listening sockets, bound without Node's internals.
  */
 #include "addon.h"
 
 static napi_value Init(napi_env env, napi_value exports) {
   if (udp_batch_init(env, exports) != napi_ok || socket_calls_init(env, exports) != napi_ok ||
-      tcp_reads_init(env, exports) != napi_ok || process_calls_init(env, exports) != napi_ok) {
+      tcp_reads_init(env, exports) != napi_ok || process_calls_init(env, exports) != napi_ok ||
+      socket_bind_init(env, exports) != napi_ok) {
     napi_throw_error(env, "ERR_PACKETPONY_NATIVE", "packetpony native: cannot define the exports");
     return NULL;
   }

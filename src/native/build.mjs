@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const target = join(here, '..', '..', 'dist', 'src', 'native', 'packetpony_native.node');
-const sources = ['addon.h', 'addon.c', 'udp_batch.c', 'socket_calls.c', 'tcp_reads.c', 'process_calls.c', 'binding.gyp'].map((name) => join(here, name));
+const sources = ['addon.h', 'addon.c', 'udp_batch.c', 'socket_calls.c', 'tcp_reads.c', 'process_calls.c', 'socket_bind.c', 'binding.gyp'].map((name) => join(here, name));
 
 function skip(why, details = '') {
   console.warn(`packetpony: the native addon is not built (${why}); UDP is relayed through Node's dgram and TCP reads and writes go through Node's streams instead.`);

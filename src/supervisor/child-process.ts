@@ -37,6 +37,12 @@ type Waiter = {
  */
 export const CHILD_NODE_FLAGS: readonly string[] = ['--expose-gc', '--max-semi-space-size=4'];
 
+/**
+ * Where a listening socket the child inherits lands in it: the first descriptor after stdin,
+ * stdout, stderr and the IPC channel (fork's stdio array, in order).
+ */
+export const INHERITED_SOCKET_FD = 4;
+
 export class ChildProcessHandle {
   readonly listener: string;
   readonly process: ChildProcess;
@@ -45,10 +51,14 @@ export class ChildProcessHandle {
   #waiters = new Set<Waiter>();
   #exit: ChildExit | undefined;
 
-  constructor(listener: string, onMessage: (child: ChildProcessHandle, message: ChildMessage) => void, entry = CHILD_ENTRY) {
+  /**
+   * `inheritFd`: a descriptor of the supervisor's that the child gets as INHERITED_SOCKET_FD (its
+   * listening socket, when it is not sent as a handle).
+   */
+  constructor(listener: string, onMessage: (child: ChildProcessHandle, message: ChildMessage) => void, entry = CHILD_ENTRY, inheritFd?: number) {
     this.listener = listener;
     this.process = fork(entry, ['--listener', listener], {
-      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+      stdio: inheritFd === undefined ? ['ignore', 'ignore', 'pipe', 'ipc'] : ['ignore', 'ignore', 'pipe', 'ipc', inheritFd],
       serialization: 'json',
       execArgv: [...process.execArgv, ...CHILD_NODE_FLAGS],
     });

@@ -19,7 +19,7 @@ import { isTargetStates, PROTOCOL_VERSION, type ChildMessage, type ReportMessage
 import { decodeEvent } from '../ipc/wire-events.js';
 import type { TargetStates } from '../proxy/target-pool.js';
 import type { Logger } from '../telemetry/logger.js';
-import { ChildProcessHandle, CHILD_ENTRY } from './child-process.js';
+import { ChildProcessHandle, CHILD_ENTRY, INHERITED_SOCKET_FD } from './child-process.js';
 import { Backoff } from './restart-policy.js';
 import { bindListener, type BoundSocket } from './socket-owner.js';
 
@@ -170,10 +170,23 @@ export class ListenerChild {
     // Without a pool nothing is reported: states kept from before would be stale by the time a
     // later reload brings targets back.
     if (!usesTargetPool(config)) this.#targetStates = null;
-    const child = new ChildProcessHandle(config.name, (c, message) => this.#onMessage(c, message), this.#entry);
+    const transfer = socket.transfer;
+    const inherited = transfer.kind === 'fd';
+    const child = new ChildProcessHandle(config.name, (c, message) => this.#onMessage(c, message), this.#entry, inherited ? transfer.fd : undefined);
     void child.exited.then(() => this.#onExit(child));
     child
-      .send({ type: 'pp:start', v: PROTOCOL_VERSION, config, socket_family: socket.family, hold, target_states: hold ? null : this.#targetStates }, socket.handle)
+      .send(
+        {
+          type: 'pp:start',
+          v: PROTOCOL_VERSION,
+          config,
+          socket_family: socket.family,
+          socket_fd: inherited ? INHERITED_SOCKET_FD : null,
+          hold,
+          target_states: hold ? null : this.#targetStates,
+        },
+        inherited ? undefined : transfer.handle,
+      )
       .catch((error: Error) => {
         if (child.alive) this.#logger.error(`listener ${config.name}: cannot hand the socket to the child: ${error.message}`);
       });
@@ -289,7 +302,7 @@ export class ListenerChild {
         this.#retire(old, 0, false);
       }
       if (moved) {
-        this.#socket?.handle.close();
+        this.#socket?.close();
         this.#socket = undefined;
       }
       this.#bindAndSpawn();
@@ -303,7 +316,7 @@ export class ListenerChild {
       await next.waitFor('pp:prepared', START_TIMEOUT_MS);
     } catch (error) {
       next.kill('SIGKILL');
-      if (moved) socket.handle.close();
+      if (moved) socket.close();
       const tail = next.stderrTail.length > 0 ? ` (${next.stderrTail.join(' | ')})` : '';
       return { ok: false, message: `the new child could not start: ${(error as Error).message}${tail}; the running one keeps serving` };
     }
@@ -320,7 +333,7 @@ export class ListenerChild {
     this.#retire(old, deadlineMs, true);
     if (old.alive) this.#handedOver.add(old);
     if (moved) {
-      this.#socket?.handle.close();
+      this.#socket?.close();
       this.#socket = socket;
     }
     this.#config = config;
@@ -346,7 +359,7 @@ export class ListenerChild {
     if (this.#stopped) return this.#stopped;
     this.#wantUp = false;
     this.#clearTimer();
-    this.#socket?.handle.close();
+    this.#socket?.close();
     this.#socket = undefined;
     const current = this.#current;
     if (current) {
@@ -362,7 +375,7 @@ export class ListenerChild {
   kill(): void {
     this.#wantUp = false;
     this.#clearTimer();
-    this.#socket?.handle.close();
+    this.#socket?.close();
     this.#socket = undefined;
     for (const child of [this.#current, ...this.#retiring]) child?.kill('SIGKILL');
   }

@@ -4,46 +4,85 @@
  * Why: a bind error (port in use, privileged port) is seen once, here, with the listener's name; a
  * child that crashes or is replaced does not close the socket, so connection attempts wait in the
  * kernel's backlog instead of being refused while the next child starts; and children need no
- * privilege to bind.
+ * privilege to bind. The supervisor never listens, accepts or reads on it: the first child's
+ * listen() (or its first read) makes the shared socket serve, and it keeps serving (its backlog
+ * filling) between children.
  *
- * How: the sockets are created with the same internal helpers node's `cluster` module uses for its
- * shared handles (`net._createServerHandle`, `dgram._createSocketHandle`). They bind without
- * listening, so the supervisor never accepts a connection or reads a datagram itself: the child
- * calls listen() / starts receiving on its copy of the descriptor. Node 20 offers no public way to
- * bind a socket without polling it; test/unit/socket-owner.test.ts fails loudly should a future
- * Node drop these helpers.
+ * How, in order of preference:
+ * 1. Node's own helpers, the ones `cluster` binds its shared handles with
+ *    (`net._createServerHandle`, `dgram._createSocketHandle`, src/platform/socket-helpers.ts):
+ *    a native handle bound and not listening, sent to the child with pp:start
+ *    (`subprocess.send(message, handle)`). Preferred where it exists: it needs nothing built, the
+ *    handle can be handed to any child at any time, and it is what cluster relies on.
+ * 2. Our addon (src/native/socket_bind.c): socket(), setsockopt() and bind() exactly as libuv
+ *    does, giving a plain descriptor that each child inherits at spawn (an integer in fork's stdio
+ *    array) and serves with public APIs only, `server.listen({ fd })` and dgram's `bind({ fd })`.
+ *    Taken where the helper is gone (`dgram._createSocketHandle` on Node 26) or ruled out
+ *    (PACKETPONY_PUBLIC_PATH=1). It keeps every property above, on every Node line.
+ * Not taken: binding a public net.Server or dgram.Socket here and sending it along. Both start
+ * accepting or reading in the supervisor the moment they are bound (neither has a public way to
+ * stop), so the supervisor would take connections and datagrams meant for the child.
+ * Without both (Node 26, no C compiler at install), a listener of that protocol cannot be owned:
+ * its bind fails with a message saying what is missing, and the supervisor retries like any bind.
  */
-import dgram from 'node:dgram';
-import net from 'node:net';
 import { getSystemErrorName } from 'node:util';
 import { formatEndpoint } from '../config/address.js';
 import type { ListenerConfig } from '../config/types.js';
+import {
+  bindDescriptor,
+  bindTcpHandle,
+  bindUdpHandle,
+  closeDescriptor,
+  probeAddonSockets,
+  probeServerHandleHelper,
+  probeSocketHandleHelper,
+  type NativeHandle,
+  type Probe,
+} from '../platform/index.js';
 
-/** A native TCP or UDP handle: opaque here, passed to the child with `subprocess.send`. */
-export type NativeHandle = object & { close(): void; getsockname(out: Record<string, unknown>): number };
+export type { NativeHandle } from '../platform/index.js';
 
-interface Internals {
-  net: { _createServerHandle(address: string | null, port: number, addressType: number, fd?: number, flags?: number): NativeHandle | number };
-  dgram: { _createSocketHandle(address: string, port: number, addressType: 'udp4' | 'udp6', fd?: number, flags?: number): NativeHandle | number };
-}
-
-const internals: Internals = { net: net as unknown as Internals['net'], dgram: dgram as unknown as Internals['dgram'] };
-
-// libuv's flag values (uv.h): UV_TCP_IPV6ONLY = 1, UV_UDP_IPV6ONLY = 1.
-const IPV6_ONLY = 1;
+/** How the child gets the socket: a handle sent with pp:start, or a descriptor inherited at spawn. */
+export type SocketTransfer = { readonly kind: 'handle'; readonly handle: NativeHandle } | { readonly kind: 'fd'; readonly fd: number };
 
 export interface BoundSocket {
-  readonly handle: NativeHandle;
+  readonly transfer: SocketTransfer;
   readonly address: string;
   readonly port: number;
   readonly family: 'IPv4' | 'IPv6';
+  /** Closes the supervisor's copy (idempotent); children keep theirs until they close them. */
+  close(): void;
 }
 
 export type BindResult = { ok: true; socket: BoundSocket } | { ok: false; code: string; message: string };
 
-/** Whether node still has the internals this module relies on. */
+export type OwnershipPath = 'node-helper' | 'addon-descriptor';
+
+export interface OwnershipChoice {
+  /** null: neither path is usable for this protocol (why: `probes`). */
+  readonly path: OwnershipPath | null;
+  /** The helper's probe, then the addon's. */
+  readonly probes: readonly Probe[];
+}
+
+const choices = new Map<'tcp' | 'udp', OwnershipChoice>();
+
+/** Which path binds this protocol's sockets, decided once per process. */
+export function ownershipPath(protocol: 'tcp' | 'udp'): OwnershipChoice {
+  let choice = choices.get(protocol);
+  if (choice === undefined) {
+    const helper = protocol === 'tcp' ? probeServerHandleHelper() : probeSocketHandleHelper();
+    const addon = probeAddonSockets();
+    const path = helper.usable ? 'node-helper' : addon.usable ? 'addon-descriptor' : null;
+    choice = { path, probes: [helper, addon] };
+    choices.set(protocol, choice);
+  }
+  return choice;
+}
+
+/** Whether this process can own sockets of both protocols. */
 export function socketOwnershipSupported(): boolean {
-  return typeof internals.net._createServerHandle === 'function' && typeof internals.dgram._createSocketHandle === 'function';
+  return ownershipPath('tcp').path !== null && ownershipPath('udp').path !== null;
 }
 
 function hint(code: string, config: ListenerConfig): string {
@@ -60,48 +99,16 @@ function hint(code: string, config: ListenerConfig): string {
   }
 }
 
+function where(config: ListenerConfig): string {
+  return `${formatEndpoint(config.listen.host || '*', config.listen.port)}/${config.protocol}`;
+}
+
 function failure(errno: number, config: ListenerConfig): BindResult {
   const code = getSystemErrorName(errno);
-  const where = formatEndpoint(config.listen.host || '*', config.listen.port);
-  return { ok: false, code, message: `cannot listen on ${where}/${config.protocol}: ${code}: ${hint(code, config)}` };
+  return { ok: false, code, message: `cannot listen on ${where(config)}: ${code}: ${hint(code, config)}` };
 }
 
-function bindTcp(config: ListenerConfig): NativeHandle | number {
-  const { host, port } = config.listen;
-  if (host === '') return internals.net._createServerHandle(null, port, 4); // tries [::] dual-stack, then 0.0.0.0
-  const v6 = net.isIPv6(host);
-  return internals.net._createServerHandle(host, port, v6 ? 6 : 4, undefined, v6 && config.ipv6_only ? IPV6_ONLY : 0);
-}
-
-/**
- * dgram's helper carries a runtime deprecation (DEP0112, aimed at userland code that wants a socket
- * it will read itself). We want exactly what it does — a bound socket nobody reads here — so its
- * one-time warning is kept off the daemon's stderr.
- */
-function createUdpHandle(address: string, port: number, type: 'udp4' | 'udp6', flags: number): NativeHandle | number {
-  const quiet = process.noDeprecation;
-  process.noDeprecation = true;
-  try {
-    return internals.dgram._createSocketHandle(address, port, type, undefined, flags);
-  } finally {
-    process.noDeprecation = quiet;
-  }
-}
-
-function bindUdp(config: ListenerConfig): NativeHandle | number {
-  const { host, port } = config.listen;
-  if (host === '') {
-    const dual = createUdpHandle('::', port, 'udp6', 0);
-    return typeof dual === 'number' ? createUdpHandle('0.0.0.0', port, 'udp4', 0) : dual;
-  }
-  const v6 = net.isIPv6(host);
-  return createUdpHandle(host, port, v6 ? 'udp6' : 'udp4', v6 && config.ipv6_only ? IPV6_ONLY : 0);
-}
-
-/** Binds the listener's address. The socket stays open until `close()`, whatever its children do. */
-export function bindListener(config: ListenerConfig): BindResult {
-  const handle = config.protocol === 'tcp' ? bindTcp(config) : bindUdp(config);
-  if (typeof handle === 'number') return failure(handle, config);
+function fromHandle(handle: NativeHandle, config: ListenerConfig): BindResult {
   const out: Record<string, unknown> = {};
   // A TCP bind that lost to a listening socket is reported by libuv only later, except here.
   const err = handle.getsockname(out);
@@ -109,8 +116,49 @@ export function bindListener(config: ListenerConfig): BindResult {
     handle.close();
     return failure(err, config);
   }
+  let open = true;
   return {
     ok: true,
-    socket: { handle, address: String(out.address), port: Number(out.port), family: out.family === 'IPv6' ? 'IPv6' : 'IPv4' },
+    socket: {
+      transfer: { kind: 'handle', handle },
+      address: String(out.address),
+      port: Number(out.port),
+      family: out.family === 'IPv6' ? 'IPv6' : 'IPv4',
+      close: () => {
+        if (open) handle.close();
+        open = false;
+      },
+    },
+  };
+}
+
+/** Binds the listener's address. The socket stays open until `close()`, whatever its children do. */
+export function bindListener(config: ListenerConfig): BindResult {
+  const choice = ownershipPath(config.protocol);
+  return bindListenerOn(choice.path, config, choice.probes);
+}
+
+/** bindListener on a given path (tests take both); `probes` say why when `path` is null. */
+export function bindListenerOn(path: OwnershipPath | null, config: ListenerConfig, probes: readonly Probe[] = []): BindResult {
+  const { host, port } = config.listen;
+  if (path === 'node-helper') {
+    const handle = config.protocol === 'tcp' ? bindTcpHandle(host, port, config.ipv6_only) : bindUdpHandle(host, port, config.ipv6_only);
+    return typeof handle === 'number' ? failure(handle, config) : fromHandle(handle, config);
+  }
+  if (path === 'addon-descriptor') {
+    const bound = bindDescriptor(config.protocol === 'udp', host, port, config.ipv6_only);
+    if (typeof bound === 'number') return failure(bound, config);
+    let open = true;
+    const close = (): void => {
+      if (open) closeDescriptor(bound.fd);
+      open = false;
+    };
+    return { ok: true, socket: { transfer: { kind: 'fd', fd: bound.fd }, address: bound.address, port: bound.port, family: bound.family, close } };
+  }
+  const why = probes.map((p) => `${p.name}: ${p.reason}`).join('; ');
+  return {
+    ok: false,
+    code: 'PP_ERR_SOCKET_OWNERSHIP',
+    message: `cannot own a ${config.protocol.toUpperCase()} socket for ${where(config)} on Node.js ${process.version} (${why}): build the native addon (a C compiler, then npm run build) or run a Node.js that has the helper; PacketPony retries`,
   };
 }

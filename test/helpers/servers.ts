@@ -100,7 +100,7 @@ export async function refusingPort(t: ExecutionContext, host = '127.0.0.1'): Pro
   const { bindListener } = await import('../../src/supervisor/socket-owner.js');
   const result = bindListener({ protocol: 'tcp', listen: { host, port: 0 }, ipv6_only: false } as Parameters<typeof bindListener>[0]);
   if (!result.ok) throw new Error(result.message);
-  t.teardown(() => result.socket.handle.close());
+  t.teardown(() => result.socket.close());
   return result.socket.port;
 }
 

@@ -6,7 +6,7 @@
 import test from 'ava';
 import { isChildMessage, isSupervisorMessage, isTargetStates, PROTOCOL_VERSION } from '../../../src/ipc/protocol.js';
 
-const START = { type: 'pp:start', v: PROTOCOL_VERSION, config: {}, socket_family: 'IPv4', hold: false };
+const START = { type: 'pp:start', v: PROTOCOL_VERSION, config: {}, socket_family: 'IPv4', socket_fd: null, hold: false };
 
 test('pp:start and pp:begin carry the target states a previous child reported, or null', (t) => {
   t.true(isSupervisorMessage({ ...START, target_states: null }));

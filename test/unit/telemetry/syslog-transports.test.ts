@@ -83,7 +83,7 @@ test('tcp: a refused connection is retried with backoff while events wait', asyn
   const { bindListener } = await import('../../../src/supervisor/socket-owner.js');
   const bound = bindListener({ protocol: 'tcp', listen: { host: '127.0.0.1', port: 0 }, ipv6_only: false } as Parameters<typeof bindListener>[0]);
   if (!bound.ok) throw new Error(bound.message);
-  t.teardown(() => bound.socket.handle.close());
+  t.teardown(() => bound.socket.close());
   const { sink, context } = newSink(t, networkSyslog({ protocol: 'tcp', address: `127.0.0.1:${bound.socket.port}`, tag: 'pp' }));
   sink.write(message('waits'), 'info');
   await waitFor(() => context.reports.length === 1, 'the failure report');
