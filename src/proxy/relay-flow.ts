@@ -18,7 +18,8 @@
  */
 import type { ListenerStats } from '../telemetry/stats.js';
 import { SMALL_SIZE, giveLarge, giveSmall, takeLarge, takeSmall } from './read-buffers.js';
-import { HandleWriter, WRITE_DONE, WRITE_PENDING, socketError, type ReadSink, type TcpEnd } from './tcp-handle.js';
+import { WRITE_DONE, WRITE_PENDING, socketError, type ReadSink, type TcpEnd } from './tcp-end.js';
+import { tcpEnds } from './tcp-path.js';
 
 /** Which way bytes move; the values are the metrics' `direction` label values. */
 export type RelayDirection = 'sent' | 'received';
@@ -257,7 +258,7 @@ export class Flow implements ReadSink {
     if (!this.throttled) this.resume();
   };
 
-  readonly #writer = new HandleWriter(this.#onDirectWritten);
+  readonly #writer = tcpEnds().writer(this.#onDirectWritten);
 
   readonly onEnd = (): void => {
     this.eof = true;

@@ -9,7 +9,7 @@
  * target and fails over (target-router.ts); with proxy_protocol, the relay sends the target a
  * PROXY protocol header first (proxy-protocol.ts).
  */
-import net from 'node:net';
+import type net from 'node:net';
 import type { ListenerConfig } from '../config/types.js';
 import { CONSUME_DROP, normalizeAddress, type ListenerPolicy, type Ticket } from '../policy/index.js';
 import type { DenyAggregator } from '../telemetry/deny-aggregator.js';
@@ -22,8 +22,8 @@ import { bulkReadsUnder } from './read-buffers.js';
 import { encodeV1, encodeV2, type HostPort } from './proxy-protocol.js';
 import type { TargetStates } from './target-pool.js';
 import { TargetRouter, type TargetDial } from './target-router.js';
-import { acceptEnds, presetAcceptedOptions, type TcpEnd } from './tcp-handle.js';
-import { batchedReads } from './tcp-reads.js';
+import type { TcpEnd } from './tcp-end.js';
+import { tcpEnds } from './tcp-path.js';
 import { DEFAULT_KEEPALIVE_MS, startTcpRelay, type Meter, type RelayCloseInfo, type RelayOpenInfo, type TcpRelay } from './tcp-relay.js';
 
 interface ConnectionContext {
@@ -82,9 +82,8 @@ export class TcpListener {
     const accept = deps.config.accept_proxy_protocol;
     this.#headers = accept === null ? null : new ProxyHeaderReader(deps.config.name, accept, deps.stats, deps.emit);
     if (this.#headers !== null) this.#headers.onSettled = () => this.#checkIdle();
-    // Only listens: accepted connections come as TcpEnds (acceptEnds, once listening), never as
-    // net.Sockets.
-    this.#server = net.createServer();
+    // Only listens: accepted connections come as TcpEnds (tcpEnds().accept, once listening).
+    this.#server = tcpEnds().createServer();
   }
 
   get active(): number {
@@ -111,12 +110,13 @@ export class TcpListener {
           this.#shortage(descriptorShortage(error.code) ?? 'EMFILE', error.code === undefined ? error.message : undefined);
         };
         this.#server.on('error', onAcceptError);
-        acceptEnds(this.#server, (end) => this.#accept(end), onAcceptError);
+        const ends = tcpEnds();
+        ends.accept(this.#server, (end) => this.#accept(end), onAcceptError);
         // The batched reads' epoll set (one descriptor per process) is made now, with the
         // listening socket, not at the first connection: the child's descriptor count is then
         // steady from the start, and a table filled by clients cannot stop it from being made.
-        batchedReads();
-        this.#preset = presetAcceptedOptions(this.#server, DEFAULT_KEEPALIVE_MS);
+        ends.prepare();
+        this.#preset = ends.presetAcceptedOptions(this.#server, DEFAULT_KEEPALIVE_MS);
         this.#descriptors = new DescriptorWatch({
           inUse: () => 2 * this.#relays.size + (this.#headers?.pending ?? 0),
           onFull: () => {

@@ -80,7 +80,8 @@ import type { Endpoint, TcpSettings } from '../config/types.js';
 import type { ErrorType, ListenerStats } from '../telemetry/stats.js';
 import { Flow, type FlowOwner, type Meter, type RelayDirection } from './relay-flow.js';
 import { setKeepAliveLater } from './keepalive-later.js';
-import { TcpEnd } from './tcp-handle.js';
+import type { TcpEnd } from './tcp-end.js';
+import { tcpEnds } from './tcp-path.js';
 import { defaultResolver, ResolveError, type ResolvedAddress, type TargetResolver } from './target-resolver.js';
 
 export { METER_DROP, METER_OK, type Meter, type RelayDirection } from './relay-flow.js';
@@ -439,7 +440,7 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
     this.#family = address.family;
     const down = this.#down;
     down.newSource();
-    const target = TcpEnd.dial(address.address, this.targetPort, address.family);
+    const target = tcpEnds().dial(address.address, this.targetPort, address.family);
     this.target = target;
     this.#targetClosed = false;
     down.src = target;

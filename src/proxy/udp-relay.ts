@@ -90,7 +90,7 @@
  *   batch over shared tables; replies to clients leave in one sendmmsg. Under the benchmark's
  *   request/response load this moved the relay from ×0.20 to ×0.83–0.94 of no proxy: 15 µs of CPU
  *   per reply, where Node's path below takes 43–55, nine tenths of it in Node, libuv and the kernel.
- * - Node's (dgram-handle.ts): datagrams come straight from the sockets' native handles and go
+ * - Node's (src/platform/dgram-internals.ts): datagrams come straight from the sockets' native handles and go
  *   straight to them: no 'message' emit, and no per-send argument checks, address lookup,
  *   process.nextTick or request object, which dgram.Socket#send costs on the unconnected listening
  *   socket; what remains is Node's Buffer and rinfo of each received datagram. Where Node's
@@ -106,12 +106,12 @@ import type { ConnectionEvent, ConnectionEventType } from '../telemetry/events.j
 import type { ErrorType, ListenerStats } from '../telemetry/stats.js';
 import {
   datagramSender, interceptDatagrams, pauseReading, resumeReading, takeOverReading, type DatagramSender,
-} from './dgram-handle.js';
+} from '../platform/index.js';
 import {
   addressOf, DatagramBatch, loadUdpBatch, R_ADDR, R_ID, R_LENGTH, R_OFFSET, R_PORT, R_SCOPE, R_TRUNCATED,
   RECV_STRIDE, udpBatchUnavailableReason,
 } from './udp-batch.js';
-import { socketError } from './tcp-handle.js';
+import { socketError } from './tcp-end.js';
 import { defaultResolver, type TargetResolver } from './target-resolver.js';
 import { SessionTable, UdpSession } from './udp-sessions.js';
 

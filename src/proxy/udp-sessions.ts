@@ -11,7 +11,7 @@
  * address, so even thousands of clients on one port stay O(1).
  */
 import type dgram from 'node:dgram';
-import type { DatagramSender } from './dgram-handle.js';
+import type { DatagramSender } from '../platform/index.js';
 
 export class UdpSession<A = unknown> {
   /** The client's address as the listening socket reports it (replies go there). */

@@ -2,7 +2,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import net from 'node:net';
 import type { ExecutionContext } from 'ava';
-import { acceptEnds, type TcpEnd } from '../../src/proxy/tcp-handle.js';
+import type { TcpEnd, TcpEnds } from '../../src/proxy/tcp-end.js';
+import { tcpEnds } from '../../src/proxy/tcp-path.js';
 
 /** Listens on a free port of `host`; the server and the sockets it accepted are closed when the test ends. */
 export async function listen(t: ExecutionContext, server: net.Server, host = '127.0.0.1'): Promise<number> {
@@ -141,17 +142,17 @@ export async function startDownloadServer(t: ExecutionContext, host = '127.0.0.1
 
 /**
  * A server whose accepted connections come as TcpEnds, as the product's listeners take them
- * (acceptEnds); `onEnd` owns each. The server is closed when the test ends; the ends are the
+ * (on this process's path: tcp-path.ts); `onEnd` owns each. The server is closed when the test ends; the ends are the
  * caller's to close.
  */
-export async function listenEnds(t: ExecutionContext, onEnd: (end: TcpEnd) => void, host = '127.0.0.1'): Promise<number> {
-  const server = net.createServer();
+export async function listenEnds(t: ExecutionContext, onEnd: (end: TcpEnd) => void, host = '127.0.0.1', ends: TcpEnds = tcpEnds()): Promise<number> {
+  const server = ends.createServer();
   t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(0, host, () => resolve());
   });
-  acceptEnds(server, onEnd, (err) => {
+  ends.accept(server, onEnd, (err) => {
     throw err;
   });
   return (server.address() as net.AddressInfo).port;
@@ -161,10 +162,10 @@ export async function listenEnds(t: ExecutionContext, onEnd: (end: TcpEnd) => vo
  * One accepted TcpEnd (not reading yet) and the client connected to it (half-open allowed, errors
  * ignored); both are closed when the test ends.
  */
-export async function acceptedEnd(t: ExecutionContext): Promise<{ end: TcpEnd; peer: net.Socket }> {
-  let take!: (end: TcpEnd) => void;
-  const got = new Promise<TcpEnd>((resolve) => (take = resolve));
-  const port = await listenEnds(t, (end) => take(end));
+export async function acceptedEnd<E extends TcpEnd = TcpEnd>(t: ExecutionContext, ends: TcpEnds = tcpEnds()): Promise<{ end: E; peer: net.Socket }> {
+  let take!: (end: E) => void;
+  const got = new Promise<E>((resolve) => (take = resolve));
+  const port = await listenEnds(t, (end) => take(end as E), '127.0.0.1', ends);
   const peer = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
   peer.on('error', () => {});
   t.teardown(() => void peer.destroy());

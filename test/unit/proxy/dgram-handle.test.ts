@@ -5,7 +5,7 @@
  */
 import test from 'ava';
 import dgram from 'node:dgram';
-import { datagramSender, interceptDatagrams } from '../../../src/proxy/dgram-handle.js';
+import { datagramSender, interceptDatagrams } from '../../../src/platform/index.js';
 import { waitFor } from '../../helpers/wait-for.js';
 
 async function bound(t: import('ava').ExecutionContext): Promise<dgram.Socket> {

@@ -1,17 +1,22 @@
 /**
- * TcpEnd and HandleWriter (tcp-handle.ts), the TCP relay's ends on Node's native handles: the
+ * NativeTcpEnd and HandleWriter (src/platform/native-tcp-end.ts), the TCP relay's ends on Node's native handles: the
  * internals are there on the Node this project runs on, reads land in the reader's buffer, writes
  * keep their order with end(), a pending write is reported and completes, a dial's failure is an
  * error like net.Socket's, a half-open end closes itself once both halves are done, and a reset
  * closes the connection even while a shutdown is in progress.
  */
-import test from 'ava';
+import avaTest from 'ava';
 import net from 'node:net';
-import { HandleWriter, TcpEnd, WRITE_DONE, WRITE_PENDING, nativeBindings, sendsNow, type ReadSink } from '../../../src/proxy/tcp-handle.js';
+import { HandleWriter, NativeTcpEnd as TcpEnd, WRITE_DONE, WRITE_PENDING, nativeTcpEnds, sendsNow } from '../../../src/platform/native-tcp-end.js';
+import { publicPathForced } from '../../../src/platform/index.js';
+import { nativeBindings } from '../../../src/platform/tcp-wrap.js';
+import type { ReadSink } from '../../../src/proxy/tcp-end.js';
 import { acceptedEnd, listen, refusingPort } from '../../helpers/servers.js';
 import { waitFor } from '../../helpers/wait-for.js';
 
-const accepted = acceptedEnd;
+/** Native ends even where the process relays on net.Socket; skipped when the switch rules them out. */
+const test = publicPathForced() ? avaTest.skip : avaTest;
+const accepted = (t: Parameters<typeof acceptedEnd>[0]) => acceptedEnd<TcpEnd>(t, nativeTcpEnds);
 
 /** Collects what is read into `buffer` (one buffer, kept). */
 function collector(size = 1024): ReadSink & { readonly text: () => string } {
@@ -225,7 +230,7 @@ test('end(true) after the peer reset: counted as done, and the reset is still re
 test('descriptor: the socket\'s number while open, -1 once closed (never a number the kernel may reuse)', async (t) => {
   const { end } = await accepted(t);
   t.true(end.descriptor >= 0);
-  t.is(end.descriptor, end.fd);
+  t.is(end.descriptor, (end as TcpEnd).fd);
   end.close();
   t.is(end.descriptor, -1);
   t.is(new HandleWriter(() => {}).write(end, Buffer.from('x')), -9, 'EBADF: nothing is written to a closed end');

@@ -10,7 +10,7 @@ import test, { type ExecutionContext } from 'ava';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import net from 'node:net';
 import type { NativeAddon } from '../../../src/native/addon.js';
-import { batchedReads, batchedReadsUnavailable, openBatchedReads, type BatchedReads, type ReadTarget } from '../../../src/proxy/tcp-reads.js';
+import { batchedReads, batchedReadsUnavailable, openBatchedReads, type BatchedReads, type ReadTarget } from '../../../src/platform/tcp-reads.js';
 import { acceptedEnd } from '../../helpers/servers.js';
 import { waitFor } from '../../helpers/wait-for.js';
 

@@ -21,7 +21,16 @@ import { BULK_SIZE } from '../../../src/proxy/read-buffers.js';
 import { TargetResolver, type LookupAll } from '../../../src/proxy/target-resolver.js';
 import { listenEnds } from '../../helpers/servers.js';
 import { collectUntilEnd, type StreamEnd } from '../../helpers/cut-transfers.js';
-import { sendsNow, TcpEnd } from '../../../src/proxy/tcp-handle.js';
+import { sendsNow, NativeTcpEnd } from '../../../src/platform/native-tcp-end.js';
+import { SocketEnd, socketEnds } from '../../../src/proxy/socket-end.js';
+import type { TcpEnd } from '../../../src/proxy/tcp-end.js';
+import { tcpEnds } from '../../../src/proxy/tcp-path.js';
+
+/** The relay runs on this process's path (PACKETPONY_PUBLIC_PATH=1: net.Socket). */
+const publicPath = tcpEnds() === socketEnds;
+const EndClass: { prototype: TcpEnd } = publicPath ? SocketEnd : NativeTcpEnd;
+/** Whether the kernel's send queue can be seen (the addon, on native ends). */
+const queueVisible = !publicPath && sendsNow();
 import { ListenerStats } from '../../../src/telemetry/stats.js';
 
 const NO_TIMEOUTS: TcpSettings = { connect_timeout: 5000, read_timeout: 0, write_timeout: 0, idle_timeout: 0 };
@@ -505,7 +514,7 @@ test('a drop resets only once what was relayed has reached the peer: it gets eve
   const [info] = run.closes;
   t.is(info!.cause, 'dropped');
   // Without the addon the kernel's send queue cannot be seen (then the relay waits a grace period).
-  const unconfirmed = sendsNow() ? '' : '; delivery of the last bytes unconfirmed (no send-queue size without the addon)';
+  const unconfirmed = queueVisible ? '' : '; delivery of the last bytes unconfirmed (no send-queue size without the addon)';
   t.is(info!.error, `dropped by the rate limit (client → target)${unconfirmed}`);
   t.is(got.end, 'reset', `the target learned of the cut (${got.code ?? 'a clean end'})`);
   t.is(got.data.length, info!.bytes_sent, 'the close counts exactly what arrived');
@@ -520,14 +529,14 @@ test('a drop resets only once what was relayed has reached the peer: it gets eve
 // the kernel's answer (serial: the prototype is patched for no other test meanwhile).
 test.serial('a drop toward a peer that takes nothing: reset at the deadline, and what never arrived is not counted', async (t) => {
   const meter: Meter = (_bytes, direction) => (direction === 'sent' ? -1 : 0);
-  const original = TcpEnd.prototype.unsentBytes;
+  const original = EndClass.prototype.unsentBytes;
   const stuck = 5000;
   let clientEnd: TcpEnd | null = null;
-  TcpEnd.prototype.unsentBytes = function (this: TcpEnd) {
+  EndClass.prototype.unsentBytes = function (this: TcpEnd) {
     return this === clientEnd ? stuck : original.call(this);
   };
   t.teardown(() => {
-    TcpEnd.prototype.unsentBytes = original;
+    EndClass.prototype.unsentBytes = original;
   });
   // The backend speaks first: 20,000 bytes reach the client; then the client's first byte is dropped.
   const greeting = randomBytes(20_000);

@@ -7,7 +7,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { spawnSync } from 'node:child_process';
 import dgram from 'node:dgram';
-import { takeOverReading } from '../../../src/proxy/dgram-handle.js';
+import { takeOverReading } from '../../../src/platform/index.js';
 import {
   addressOf, DatagramBatch, loadUdpBatch, R_ADDR, R_ID, R_LENGTH, R_OFFSET, R_PORT, R_SCOPE, R_TRUNCATED,
   RECV_STRIDE, udpBatchUnavailableReason, type UdpBatchAddon,
@@ -219,7 +219,7 @@ test('an exception thrown by the batch callback reaches process \'uncaughtExcept
   const script = `
     import dgram from 'node:dgram';
     import { DatagramBatch, loadUdpBatch } from ${JSON.stringify(module)};
-    const { takeOverReading } = await import(${JSON.stringify(new URL('../../../src/proxy/dgram-handle.js', import.meta.url).href)});
+    const { takeOverReading } = await import(${JSON.stringify(new URL('../../../src/platform/dgram-internals.js', import.meta.url).href)});
     const socket = dgram.createSocket('udp4');
     socket.bind(0, '127.0.0.1', () => {
       const batch = new DatagramBatch(loadUdpBatch(), 64, 4, () => { throw new Error('thrown in the batch'); });

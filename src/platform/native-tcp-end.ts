@@ -1,7 +1,8 @@
 /**
  * One end of a relayed TCP connection, on Node's native TCP handle (tcp_wrap) with no net.Socket
- * around it. The few Node internals the TCP data path leans on are here, in one file, so a Node
- * upgrade has one place to check; test/unit/proxy/tcp-handle.test.ts fails first if they move.
+ * around it: the fast implementation of the relay's TcpEnd (src/proxy/tcp-end.ts), taken where the
+ * tcp_wrap probe says yes (tcp-wrap.ts); elsewhere src/proxy/socket-end.ts does the same over
+ * net.Socket. test/unit/proxy/tcp-handle.test.ts fails first if the internals move.
  *
  * Why not net.Socket: a relayed connection is two sockets, and each net.Socket is a full Duplex
  * stream (two state objects, an EventEmitter, its own connect and teardown machinery, events
@@ -32,115 +33,17 @@
  * - Errors from reads, writes and connects come as errors with `code`, `errno` and `syscall`, and
  *   the messages net.Socket would give ("read ECONNRESET", "connect ECONNREFUSED 127.0.0.1:80").
  */
-import type net from 'node:net';
-import { getSystemErrorName } from 'node:util';
+import net from 'node:net';
+import { socketError, WRITE_DONE, WRITE_PENDING, type EndWriter, type ReadSink, type TcpEnd, type TcpEnds } from '../proxy/tcp-end.js';
 import { batchedReads, tcpAddon } from './tcp-reads.js';
-
-// ---- the native side ----------------------------------------------------------------------------
-
-interface AddressOut {
-  address?: string;
-  family?: string;
-  port?: number;
-}
-
-/** The parts of Node's TCPWrap (a LibuvStreamWrap) that we use. */
-interface NativeTcp {
-  /** Called for each read, with `this` the handle; may return the buffer for the next read. */
-  onread: ((this: NativeTcp) => Uint8Array | undefined) | null;
-  readonly fd: number;
-  /** Bytes libuv still has to write; shrinks as the kernel accepts a pending write piecewise. */
-  readonly writeQueueSize: number;
-  readStart(): number;
-  readStop(): number;
-  useUserBuffer(buffer: Uint8Array): void;
-  writeBuffer(req: WriteRequest, buffer: Uint8Array): number;
-  shutdown(req: ShutdownRequest): number;
-  close(callback?: () => void): void;
-  reset(callback?: () => void): number;
-  getpeername(out: AddressOut): number;
-  getsockname(out: AddressOut): number;
-  setNoDelay(enable: boolean): number;
-  setKeepAlive(enable: boolean, delaySeconds: number): number;
-  connect(req: ConnectRequest, address: string, port: number): number;
-  connect6(req: ConnectRequest, address: string, port: number): number;
-  /** Ours: the end this handle belongs to. */
-  owner?: TcpEnd;
-}
-
-/** Node's WriteWrap as the JS side sees it. */
-interface WriteRequest {
-  handle?: unknown;
-  /** Called by the native side, for a write that was pending, with its status (0 or a negative errno). */
-  oncomplete?: (status: number) => void;
-  /** Keeps the written buffer alive while the write is pending (as Node does). */
-  buffer?: Uint8Array | null;
-}
-
-interface ShutdownRequest {
-  handle?: unknown;
-  oncomplete?: (status: number) => void;
-  end?: TcpEnd;
-}
-
-interface ConnectRequest {
-  oncomplete?: (status: number) => void;
-  end?: TcpEnd;
-  address?: string;
-  port?: number;
-}
-
-interface ServerHandle {
-  onconnection: ((err: number, handle: NativeTcp | undefined) => void) | null;
-  setNoDelay?(enable: boolean): number;
-  setKeepAlive?(enable: boolean, delaySeconds: number): number;
-}
-
-interface Bindings {
-  readonly TCP: new (type: number) => NativeTcp;
-  readonly TCPConnectWrap: new () => ConnectRequest;
-  readonly SOCKET: number;
-  readonly WriteWrap: new () => WriteRequest;
-  readonly ShutdownWrap: new () => ShutdownRequest;
-  readonly state: Int32Array;
-  readonly kReadBytesOrError: number;
-  readonly kLastWriteWasAsync: number;
-}
+import {
+  nativeBindings, serverHandle, type AddressOut, type Bindings, type ConnectRequest, type NativeTcp, type ShutdownRequest, type WriteRequest,
+} from './tcp-wrap.js';
 
 let cached: Bindings | null = null;
 
-/**
- * Node's tcp_wrap and stream_wrap bindings, found once. Throws, saying what is missing, when this
- * Node does not have them as expected (every Node 20 and 22 does); the child then fails at start
- * with that message rather than relaying wrongly.
- */
-export function nativeBindings(): Bindings {
-  if (cached !== null) return cached;
-  // process.binding is deprecated (documentation only in Node 20 and 22) but still serves the
-  // allow-listed 'tcp_wrap' and 'stream_wrap', the very bindings net.Socket is built on.
-  const binding = (process as unknown as { binding?: (name: string) => Record<string, unknown> }).binding;
-  const tcp = binding?.('tcp_wrap');
-  const stream = binding?.('stream_wrap');
-  const constants = tcp?.constants as Record<string, unknown> | undefined;
-  const proto = (tcp?.TCP as { prototype?: Record<string, unknown> } | undefined)?.prototype;
-  const ok =
-    typeof tcp?.TCP === 'function' && typeof tcp.TCPConnectWrap === 'function' && typeof constants?.SOCKET === 'number' &&
-    typeof stream?.WriteWrap === 'function' && typeof stream.ShutdownWrap === 'function' &&
-    stream.streamBaseState instanceof Int32Array && typeof stream.kReadBytesOrError === 'number' &&
-    typeof stream.kLastWriteWasAsync === 'number' && typeof proto?.reset === 'function' && typeof proto.connect === 'function';
-  if (!ok) {
-    throw new Error(`this Node.js (${process.version}) lacks the tcp_wrap/stream_wrap internals PacketPony's TCP relay is built on; use Node.js 20 or 22`);
-  }
-  cached = {
-    TCP: tcp.TCP as Bindings['TCP'],
-    TCPConnectWrap: tcp.TCPConnectWrap as Bindings['TCPConnectWrap'],
-    SOCKET: constants.SOCKET as number,
-    WriteWrap: stream.WriteWrap as Bindings['WriteWrap'],
-    ShutdownWrap: stream.ShutdownWrap as Bindings['ShutdownWrap'],
-    state: stream.streamBaseState as Int32Array,
-    kReadBytesOrError: stream.kReadBytesOrError as number,
-    kLastWriteWasAsync: stream.kLastWriteWasAsync as number,
-  };
+function bindings(): Bindings {
+  cached ??= nativeBindings();
   return cached;
 }
 
@@ -148,30 +51,11 @@ const UV_EOF = -4095;
 const UV_ENOTCONN = -107;
 const UV_EBADF = -9;
 
-/** The error net.Socket raises for a failed system call on a socket. */
-export function socketError(status: number, syscall: string, where = ''): NodeJS.ErrnoException {
-  let code = 'EIO';
-  try {
-    code = getSystemErrorName(status);
-  } catch {
-    // not an errno: keep EIO
-  }
-  return Object.assign(new Error(`${syscall} ${code}${where === '' ? '' : ` ${where}`}`), { code, errno: status, syscall });
-}
-
 // ---- reading ------------------------------------------------------------------------------------
-
-/** Who reads an end: a relay direction, or the PROXY header reader before it. */
-export interface ReadSink {
-  /** `nread` (> 0) bytes landed at the start of the current buffer. Returns whether to keep reading. */
-  onStaticRead(nread: number): boolean;
-  /** Asked first and after each read: the buffer to read into next, or null to keep the current one. */
-  nextBuffer(): Uint8Array | null;
-}
 
 /** One function for every handle (no closure per connection): the handle's owner does the rest. */
 function onRead(this: NativeTcp): Uint8Array | undefined {
-  const end = this.owner;
+  const end = this.owner as NativeTcpEnd | undefined;
   if (end === undefined) return undefined;
   const b = cached!;
   const nread = b.state[b.kReadBytesOrError]!;
@@ -184,7 +68,7 @@ function noop(): void {}
 
 // ---- one end ------------------------------------------------------------------------------------
 
-export class TcpEnd {
+export class NativeTcpEnd implements TcpEnd {
   /** null once closing. */
   handle: NativeTcp | null;
   /** Called once a dial completes. */
@@ -227,9 +111,9 @@ export class TcpEnd {
    * Dials `address`:`port` (an IP literal of `family`). onConnect follows, or onError with syscall
    * 'connect' (asynchronously, also when the dial fails at once: EMFILE, say).
    */
-  static dial(address: string, port: number, family: 4 | 6): TcpEnd {
-    const b = nativeBindings();
-    const end = new TcpEnd(new b.TCP(b.SOCKET));
+  static dial(address: string, port: number, family: 4 | 6): NativeTcpEnd {
+    const b = bindings();
+    const end = new NativeTcpEnd(new b.TCP(b.SOCKET));
     const req = new b.TCPConnectWrap();
     req.end = end;
     req.address = address;
@@ -415,7 +299,7 @@ export class TcpEnd {
       this.shutdownDone();
       return;
     }
-    const req = new cached!.ShutdownWrap();
+    const req = new (bindings().ShutdownWrap)();
     req.handle = handle;
     req.end = this;
     req.oncomplete = afterShutdown;
@@ -508,14 +392,14 @@ export class TcpEnd {
 }
 
 function afterConnect(this: ConnectRequest, status: number): void {
-  const end = this.end!;
+  const end = this.end as NativeTcpEnd;
   if (end.destroyed) return;
   if (status !== 0) end.onError(socketError(status, 'connect', `${this.address}:${this.port}`));
   else end.onConnect();
 }
 
 function afterShutdown(this: ShutdownRequest): void {
-  this.end!.shutdownDone();
+  (this.end as NativeTcpEnd).shutdownDone();
 }
 
 function addressOf(handle: NativeTcp | null, which: 'getpeername' | 'getsockname'): { address: string; port: number; family: string } | null {
@@ -538,15 +422,15 @@ export function acceptEnds(
   onConnection: (end: TcpEnd) => void,
   onError: (err: NodeJS.ErrnoException) => void,
 ): void {
-  nativeBindings();
-  const handle = (server as unknown as { _handle: ServerHandle | null })._handle;
-  if (handle === null || handle === undefined) throw new Error('acceptEnds: the server is not listening');
+  bindings();
+  const handle = serverHandle(server);
+  if (handle === null) throw new Error('acceptEnds: the server is not listening');
   handle.onconnection = (err, client) => {
     if (err !== 0 || client === undefined) {
       onError(socketError(err === 0 ? UV_EBADF : err, 'accept'));
       return;
     }
-    onConnection(new TcpEnd(client));
+    onConnection(new NativeTcpEnd(client));
   };
 }
 
@@ -560,18 +444,15 @@ export function acceptEnds(
  */
 export function presetAcceptedOptions(server: net.Server, keepAliveMs: number): boolean {
   if (process.platform !== 'linux') return false;
-  const handle = (server as unknown as { _handle: ServerHandle | null })._handle;
-  if (handle === null || handle === undefined || typeof handle.setNoDelay !== 'function' || typeof handle.setKeepAlive !== 'function') return false;
+  const handle = serverHandle(server);
+  if (handle === null || typeof handle.setNoDelay !== 'function' || typeof handle.setKeepAlive !== 'function') return false;
   if (handle.setNoDelay(true) !== 0) return false;
   return keepAliveMs <= 0 || handle.setKeepAlive(true, Math.floor(keepAliveMs / 1000)) === 0;
 }
 
 // ---- writing ------------------------------------------------------------------------------------
 
-/** HandleWriter.write(): the kernel (or libuv's queue, behind earlier writes) took it all. */
-export const WRITE_DONE = 0;
-/** HandleWriter.write(): the write waits for the peer; `onComplete` follows. */
-export const WRITE_PENDING = 1;
+export { WRITE_DONE, WRITE_PENDING } from '../proxy/tcp-end.js';
 
 type SendNow = (fd: number, buffer: Uint8Array, length: number) => number;
 
@@ -625,7 +506,7 @@ export function sendsNow(): boolean {
  * The descriptor is only used while the end's handle is open: close() and reset() drop the handle
  * before libuv closes the descriptor, whose number the kernel may then give to another socket.
  */
-export class HandleWriter {
+export class HandleWriter implements EndWriter {
   readonly #onComplete: (status: number) => void;
   readonly #sendNow = directCalls()?.sendNow ?? null;
   /**
@@ -651,7 +532,7 @@ export class HandleWriter {
   }
 
   #request(): WriteRequest {
-    const req = new (nativeBindings().WriteWrap)();
+    const req = new (bindings().WriteWrap)();
     req.oncomplete = this.#completed;
     req.buffer = null;
     return req;
@@ -667,7 +548,7 @@ export class HandleWriter {
    * errno (socketError(status, 'write') makes the error).
    */
   write(end: TcpEnd, buffer: Uint8Array, length = buffer.length): number {
-    const handle = end.handle;
+    const handle = (end as NativeTcpEnd).handle;
     if (handle === null) return UV_EBADF;
     let chunk = buffer;
     let from = 0;
@@ -693,3 +574,17 @@ export class HandleWriter {
     return WRITE_PENDING;
   }
 }
+
+/** The relay's ends on native handles (see src/proxy/tcp-end.ts). */
+export const nativeTcpEnds: TcpEnds = {
+  description: "node's native TCP handles",
+  dial: (address, port, family) => NativeTcpEnd.dial(address, port, family),
+  writer: (onComplete) => new HandleWriter(onComplete),
+  // The options matter only to net.Server's own accepts, which acceptEnds replaces.
+  createServer: () => net.createServer({ allowHalfOpen: true, pauseOnConnect: true }),
+  accept: acceptEnds,
+  presetAcceptedOptions,
+  prepare: () => {
+    batchedReads();
+  },
+};

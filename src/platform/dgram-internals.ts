@@ -1,8 +1,9 @@
 /**
- * The few Node internals the UDP relay's per-datagram path leans on, kept in one file (as
- * tcp-handle.ts is for TCP) so a Node upgrade has one place to check. Everything is
- * feature-detected: when a piece is missing, the caller gets null and uses the public dgram API
- * (slower, same behaviour).
+ * The few Node internals the UDP relay's per-datagram path leans on: a dgram.Socket's state (found
+ * by its symbol's description) and native handle, and udp_wrap's SendWrap. Everything is
+ * feature-detected, and probed (probeDgramHandle, probeUdpSendWrap): when a piece is missing,
+ * denied or ruled out (PACKETPONY_PUBLIC_PATH=1), the caller gets null and uses the public dgram
+ * API (slower, same behaviour).
  *
  * Why: per datagram, dgram.Socket#send validates its arguments, builds a list, and on an
  * unconnected socket looks the address up (a dns.lookup that answers an IP literal through
@@ -20,7 +21,8 @@
  * Reading can also be stopped (pauseReading, for a hand-over) or handed to the batched path
  * (takeOverReading / resumeReading, for udp-batch.ts): Node keeps the socket, the batch reads it.
  */
-import type dgram from 'node:dgram';
+import dgram from 'node:dgram';
+import { FORCED_REASON, legacyBinding, missing, publicPathForced, unusable, usable, type Probe } from './probe.js';
 
 type OnMessage = (nread: number, handle: UdpHandle, buf: Buffer, rinfo: dgram.RemoteInfo) => void;
 
@@ -49,19 +51,57 @@ interface DgramState {
 type SendRequestClass = new () => SendRequest;
 
 let sendRequestClass: SendRequestClass | null | undefined;
+let sendRequestWhy = '';
 
 function findSendRequestClass(): SendRequestClass | null {
   if (sendRequestClass !== undefined) return sendRequestClass;
   sendRequestClass = null;
-  try {
-    // process.binding is deprecated (documentation only in Node 20) but still serves the
-    // allow-listed 'udp_wrap'; a Node without it makes this path fall back to dgram's send().
-    const binding = (process as unknown as { binding?: (name: string) => { SendWrap?: unknown } }).binding?.('udp_wrap');
-    if (typeof binding?.SendWrap === 'function') sendRequestClass = binding.SendWrap as SendRequestClass;
-  } catch {
-    // not available
+  if (publicPathForced()) {
+    sendRequestWhy = FORCED_REASON;
+    return null;
   }
+  const look = legacyBinding('udp_wrap');
+  if ('reason' in look) sendRequestWhy = look.reason;
+  else if (typeof look.binding.SendWrap === 'function') sendRequestClass = look.binding.SendWrap as SendRequestClass;
+  else sendRequestWhy = `SendWrap is ${missing()}`;
   return sendRequestClass;
+}
+
+const SEND_NAME = "process.binding('udp_wrap').SendWrap";
+const HANDLE_NAME = "dgram.Socket's state and native handle";
+
+/** udp_wrap's send request, for sends straight to a socket's handle. */
+export function probeUdpSendWrap(): Probe {
+  return findSendRequestClass() !== null ? usable(SEND_NAME) : unusable(SEND_NAME, sendRequestWhy);
+}
+
+let handleProbe: Probe | undefined;
+
+/**
+ * A dgram.Socket's state and handle, as reading straight from the handle, pausing it and the
+ * batched path's take-over need them. Looked at on a socket made for the purpose and closed at
+ * once (creating one opens no descriptor: libuv makes it at bind).
+ */
+export function probeDgramHandle(): Probe {
+  if (handleProbe !== undefined) return handleProbe;
+  if (publicPathForced()) return (handleProbe = unusable(HANDLE_NAME, FORCED_REASON));
+  const socket = dgram.createSocket('udp4');
+  try {
+    // onmessage is set at bind, so only the methods can be looked at here.
+    const handle = stateOf(socket)?.handle;
+    handleProbe =
+      handle !== undefined && handle !== null && typeof handle.send === 'function' && typeof handle.recvStop === 'function' && typeof handle.recvStart === 'function' && typeof handle.close === 'function'
+        ? usable(HANDLE_NAME)
+        : unusable(HANDLE_NAME, `not of the expected shape on Node.js ${process.version}`);
+  } finally {
+    socket.close();
+  }
+  return handleProbe;
+}
+
+/** Whether the handle may be used (the probe said yes). */
+function handleUsable(): boolean {
+  return probeDgramHandle().usable;
 }
 
 let stateKey: symbol | null | undefined;
@@ -139,6 +179,7 @@ export class DatagramSender {
 
 /** A sender for a bound socket, or null when Node's internals are not as expected. */
 export function datagramSender(socket: dgram.Socket): DatagramSender | null {
+  if (!handleUsable()) return null;
   const Request = findSendRequestClass();
   const state = stateOf(socket);
   if (Request === null || state === null || usableHandle(state) === null) return null;
@@ -154,6 +195,7 @@ export function interceptDatagrams(
   socket: dgram.Socket,
   onDatagram: (buf: Buffer, rinfo: dgram.RemoteInfo) => void,
 ): (() => void) | null {
+  if (!handleUsable()) return null;
   const state = stateOf(socket);
   const handle = usableHandle(state);
   if (handle === null) return null;
@@ -176,6 +218,7 @@ export function interceptDatagrams(
  * false (and changes nothing) if Node's internals do not look as expected.
  */
 export function pauseReading(socket: dgram.Socket): boolean {
+  if (!handleUsable()) return false;
   const state = stateOf(socket);
   const handle = usableHandle(state);
   if (state === null || handle === null || typeof handle.recvStop !== 'function') return false;
@@ -194,6 +237,7 @@ export function pauseReading(socket: dgram.Socket): boolean {
  * catch the events of the next socket that gets its number.
  */
 export function takeOverReading(socket: dgram.Socket, beforeClose: (() => void) | null): number | null {
+  if (!handleUsable()) return null;
   const state = stateOf(socket);
   const handle = usableHandle(state);
   if (state === null || handle === null) return null;
@@ -211,6 +255,7 @@ export function takeOverReading(socket: dgram.Socket, beforeClose: (() => void) 
 
 /** Undoes takeOverReading's stop when the batch could not take the socket after all. */
 export function resumeReading(socket: dgram.Socket): void {
+  if (!handleUsable()) return;
   const state = stateOf(socket);
   const handle = usableHandle(state);
   if (state === null || handle === null || state.receiving === true || typeof handle.recvStart !== 'function') return;

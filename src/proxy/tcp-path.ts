@@ -1,0 +1,20 @@
+/**
+ * Which TcpEnd implementation this process relays on (tcp-end.ts), chosen once: node's native
+ * handles where their probe says they are usable, net.Socket otherwise (and with
+ * PACKETPONY_PUBLIC_PATH=1).
+ */
+import { nativeTcpEnds, probeTcpWrap, type Probe } from '../platform/index.js';
+import { socketEnds } from './socket-end.js';
+import type { TcpEnds } from './tcp-end.js';
+
+let chosen: TcpEnds | undefined;
+
+export function tcpEnds(): TcpEnds {
+  chosen ??= probeTcpWrap().usable ? nativeTcpEnds : socketEnds;
+  return chosen;
+}
+
+/** The probe behind the choice (for the log and tests). */
+export function tcpPathProbe(): Probe {
+  return probeTcpWrap();
+}
