@@ -147,7 +147,9 @@ export async function startDownloadServer(t: ExecutionContext, host = '127.0.0.1
  */
 export async function listenEnds(t: ExecutionContext, onEnd: (end: TcpEnd) => void, host = '127.0.0.1', ends: TcpEnds = tcpEnds()): Promise<number> {
   const server = ends.createServer();
-  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  // Not waiting for the close callback: over net.Socket (the public path) it waits for every
+  // accepted connection, and those are the caller's, closed by teardowns that may run after this.
+  t.teardown(() => void server.close());
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(0, host, () => resolve());
