@@ -14,6 +14,7 @@
  * session (addressOf).
  */
 import ipaddr from 'ipaddr.js';
+import { probeDgramHandle } from '../platform/index.js';
 import { nativeAddon, nativeAddonMissing, RECV_STRIDE, SEND_STRIDE, type NativeAddon } from '../native/addon.js';
 
 /** Fields of one received datagram in `recv` (stride RECV_STRIDE). */
@@ -47,11 +48,14 @@ export function udpBatchTurnedOff(): boolean {
 export type UdpBatchAddon = NativeAddon;
 
 export function loadUdpBatch(): UdpBatchAddon | null {
-  return udpBatchTurnedOff() ? null : nativeAddon();
+  // The batch reads dgram's sockets by their descriptors, taken from their native handles.
+  return udpBatchTurnedOff() || !probeDgramHandle().usable ? null : nativeAddon();
 }
 
 export function udpBatchUnavailableReason(): string {
   if (udpBatchTurnedOff()) return 'turned off by PACKETPONY_UDP_BATCH=0';
+  const handle = probeDgramHandle();
+  if (!handle.usable) return `the batch takes the sockets from their native handles, and ${handle.name} is ${handle.reason}`;
   return nativeAddonMissing();
 }
 

@@ -12,6 +12,7 @@ import dgram from 'node:dgram';
 import type { AddressInfo } from 'node:net';
 import { formatEndpoint } from '../config/address.js';
 import { CONSUME_DROP, CONSUME_VIOLATION, normalizeAddress, type Ticket, type Verdict } from '../policy/index.js';
+import { publicPathForced } from '../platform/index.js';
 import { MessageAggregator } from '../telemetry/message-aggregator.js';
 import { encodeV2, type HostPort } from './proxy-protocol.js';
 import type { PoolTarget } from './target-pool.js';
@@ -116,7 +117,8 @@ export class UdpListener {
    */
   #sayNodePath(): void {
     const name = this.#deps.config.name;
-    const expected = process.platform === 'linux' && !udpBatchTurnedOff();
+    // Chosen (PACKETPONY_UDP_BATCH=0, PACKETPONY_PUBLIC_PATH=1) or impossible (not Linux): said plainly.
+    const expected = process.platform === 'linux' && !udpBatchTurnedOff() && !publicPathForced();
     this.#deps.emit({
       kind: 'message',
       timestamp: Date.now(),

@@ -10,6 +10,7 @@ import { packageVersion } from '../paths.js';
 import { Telemetry } from '../telemetry/telemetry.js';
 import { ConfigWatcher } from './config-watcher.js';
 import { MetricsServer, notReady } from './metrics-server.js';
+import { reportPlatform } from './platform-report.js';
 import { reloadingMessage, sdNotify } from './sd-notify.js';
 import { Supervisor } from './supervisor.js';
 
@@ -116,6 +117,7 @@ export async function runDaemon(config: DaemonConfig, options: DaemonOptions): P
     conf_dir: config.conf_dir,
     listeners: config.listeners.length,
   });
+  reportPlatform(logger, new Set(config.listeners.map((l) => l.protocol)));
   try {
     await metricsServer.apply(config.metrics.prometheus);
   } catch (error) {

@@ -21,6 +21,7 @@ import type { TargetStates } from '../proxy/target-pool.js';
 import type { Logger } from '../telemetry/logger.js';
 import { ChildProcessHandle, CHILD_ENTRY, INHERITED_SOCKET_FD } from './child-process.js';
 import { Backoff } from './restart-policy.js';
+import { protocolPath } from './platform-report.js';
 import { bindListener, type BoundSocket } from './socket-owner.js';
 
 /** A child that is not serving this long after it was spawned is killed and restarted. */
@@ -208,12 +209,15 @@ export class ListenerChild {
         this.#clearTimer();
         this.#restartBackoff.up();
         this.#setState('ready');
+        const path = protocolPath(this.#config.protocol);
         this.#logger.info(`listener ${this.name} up`, {
           listener: this.name,
           protocol: this.#config.protocol,
           address: this.boundAddress ?? '',
           target: this.#config.target_address,
           pid: child.pid ?? 0,
+          relay: path.relay,
+          socket: path.socket,
         });
         break;
       case 'pp:report':

@@ -140,6 +140,17 @@ export function bindListener(config: ListenerConfig): BindResult {
 
 /** bindListener on a given path (tests take both); `probes` say why when `path` is null. */
 export function bindListenerOn(path: OwnershipPath | null, config: ListenerConfig, probes: readonly Probe[] = []): BindResult {
+  try {
+    return bindOn(path, config, probes);
+  } catch (error) {
+    // Node 26's permission model denies sockets without --allow-net, by throwing.
+    const code = (error as NodeJS.ErrnoException).code ?? 'PP_ERR_BIND';
+    const denied = code === 'ERR_ACCESS_DENIED' ? ' (node runs with --permission: add --allow-net)' : '';
+    return { ok: false, code, message: `cannot listen on ${where(config)}: ${(error as Error).message}${denied}; PacketPony retries` };
+  }
+}
+
+function bindOn(path: OwnershipPath | null, config: ListenerConfig, probes: readonly Probe[]): BindResult {
   const { host, port } = config.listen;
   if (path === 'node-helper') {
     const handle = config.protocol === 'tcp' ? bindTcpHandle(host, port, config.ipv6_only) : bindUdpHandle(host, port, config.ipv6_only);
