@@ -667,7 +667,7 @@ class Relay<C> implements TcpRelay<C>, FlowOwner {
       if (this.#undeliveredSent > 0) lost.push(`${this.#undeliveredSent} bytes to the target`);
       this.#error += `; ${lost.join(' and ')} did not arrive before the reset (not counted)`;
     } else if (toClient < 0 || toTarget < 0) {
-      this.#error += '; delivery of the last bytes unconfirmed (no send-queue size without the addon)';
+      this.#error += '; delivery of the last bytes unconfirmed (the send queue cannot be seen without the addon or on the public path)';
     }
     kill(this.client, true);
     if (this.target !== null) kill(this.target, this.connected);

@@ -514,7 +514,7 @@ test('a drop resets only once what was relayed has reached the peer: it gets eve
   const [info] = run.closes;
   t.is(info!.cause, 'dropped');
   // Without the addon the kernel's send queue cannot be seen (then the relay waits a grace period).
-  const unconfirmed = queueVisible ? '' : '; delivery of the last bytes unconfirmed (no send-queue size without the addon)';
+  const unconfirmed = queueVisible ? '' : '; delivery of the last bytes unconfirmed (the send queue cannot be seen without the addon or on the public path)';
   t.is(info!.error, `dropped by the rate limit (client → target)${unconfirmed}`);
   t.is(got.end, 'reset', `the target learned of the cut (${got.code ?? 'a clean end'})`);
   t.is(got.data.length, info!.bytes_sent, 'the close counts exactly what arrived');
