@@ -144,7 +144,7 @@ export function bindListenerOn(path: OwnershipPath | null, config: ListenerConfi
     return bindOn(path, config, probes);
   } catch (error) {
     // Node 26's permission model denies sockets without --allow-net, by throwing.
-    const code = (error as NodeJS.ErrnoException).code ?? 'PP_ERR_BIND';
+    const code = (error as NodeJS.ErrnoException).code ?? 'PP_ERR_SOCKET_OWNERSHIP';
     const denied = code === 'ERR_ACCESS_DENIED' ? ' (node runs with --permission: add --allow-net)' : '';
     return { ok: false, code, message: `cannot listen on ${where(config)}: ${(error as Error).message}${denied}; PacketPony retries` };
   }

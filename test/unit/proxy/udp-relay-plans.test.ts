@@ -13,6 +13,7 @@ import type { ConnectionEvent } from '../../../src/telemetry/events.js';
 import { ListenerStats } from '../../../src/telemetry/stats.js';
 import { startUdpBackend, udpClient } from '../../helpers/udp.js';
 import { waitFor } from '../../helpers/wait-for.js';
+import { publicPathForced } from '../../../src/platform/index.js';
 
 const UDP: UdpSettings = {
   session_timeout: 60_000,
@@ -41,7 +42,7 @@ async function relayWith(
     target,
     udp: UDP,
     stats: new ListenerStats(),
-    batched: process.env['PP_TEST_UDP_BATCHED'] !== '0',
+    batched: process.env['PP_TEST_UDP_BATCHED'] !== '0' && !publicPathForced(),
     hooks: {
       plan,
       planEnded: (p) => ended.push(p as Plan),
