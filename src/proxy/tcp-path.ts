@@ -3,7 +3,7 @@
  * handles where their probe says they are usable, net.Socket otherwise (and with
  * PACKETPONY_PUBLIC_PATH=1).
  */
-import { nativeTcpEnds, probeTcpWrap, type Probe } from '../platform/index.js';
+import { nativeTcpEnds, probeTcpWrap } from '../platform/index.js';
 import { socketEnds } from './socket-end.js';
 import type { TcpEnds } from './tcp-end.js';
 
@@ -12,9 +12,4 @@ let chosen: TcpEnds | undefined;
 export function tcpEnds(): TcpEnds {
   chosen ??= probeTcpWrap().usable ? nativeTcpEnds : socketEnds;
   return chosen;
-}
-
-/** The probe behind the choice (for the log and tests). */
-export function tcpPathProbe(): Probe {
-  return probeTcpWrap();
 }
