@@ -5,7 +5,7 @@
  * comes in as the `meter` function).
  *
  * Caller's side of the contract
- * - Hand over the accepted connection as a TcpEnd (acceptEnds() in tcp-handle.ts), not reading,
+ * - Hand over the accepted connection as a TcpEnd (tcpEnds().accept: tcp-path.ts, tcp-end.ts), not reading,
  *   with whatever was already read from it (after a PROXY header) as `early`; the relay owns it
  *   from then on, and forwards `early` first.
  * - Keep the returned handle (e.g. in a Set) and drop it in `onClose`, which is called exactly
@@ -35,7 +35,8 @@
  * however slow the peer, and the buffer is never overwritten under a pending write. No closure,
  * no logging, no clock read per chunk; the only allocation per chunk is a view when a read is
  * shorter than the buffer. Both sockets are Node's native TCP handles, not net.Socket streams
- * (tcp-handle.ts says why).
+ * (src/platform/native-tcp-end.ts says why), except where those are not usable: then net.Socket,
+ * behind the same TcpEnd contract (socket-end.ts, chosen once per process by tcp-path.ts).
  *
  * Half-close. A FIN from one side ends the other side's write half (after what was read before it);
  * the other direction keeps flowing. The connection is complete when both directions have ended and
@@ -166,7 +167,7 @@ export interface TcpRelayOptions<C = undefined> {
   readonly keepAliveMs?: number;
   /**
    * The client connection already has TCP_NODELAY and keepalive, inherited from the listening
-   * socket (presetAcceptedOptions in tcp-handle.ts).
+   * socket (presetAcceptedOptions in src/platform/native-tcp-end.ts).
    */
   readonly clientPreset?: boolean;
 }

@@ -6,7 +6,7 @@
  *
  * Optional. The addon is built by `npm run build` (src/native/build.mjs) on Linux when a C compiler
  * is there; without it, or with PACKETPONY_UDP_BATCH=0 in the environment, loadUdpBatch() answers
- * null and the relay uses Node's dgram path (dgram-handle.ts): the same behaviour, slower.
+ * null and the relay uses Node's dgram path (src/platform/dgram-internals.ts): the same behaviour, slower.
  *
  * The tables are shared Int32Arrays, read and written by index with the R_ and S_ offsets below:
  * nothing is allocated per datagram on either side. Addresses are four 32-bit words of the 16-byte

@@ -51,7 +51,7 @@ export class UdpSession<A = unknown> {
   plan: object | null = null;
   /** Prepended to every datagram sent to the target (a PROXY protocol v2 header); null: nothing. */
   header: Buffer | null = null;
-  /** Sends on the upstream socket's handle (dgram-handle.ts); null: upstream.send(). */
+  /** Sends on the upstream socket's handle (src/platform/dgram-internals.ts); null: upstream.send(). */
   sender: DatagramSender | null = null;
   /** The upstream socket's id in the relay's DatagramBatch (udp-batch.ts); -1: Node's path. */
   batchId = -1;

@@ -25,7 +25,7 @@ const BEFORE_RESET = 1024 * 1024;
 
 /**
  * What an end of stream really was: libuv reports a reset that arrives right after data as an end
- * of stream, on our side as in the proxy; the kernel knows (see TcpEnd.wasReset in tcp-handle.ts):
+ * of stream, on our side as in the proxy; the kernel knows (see NativeTcpEnd.wasReset in src/platform/native-tcp-end.ts):
  * after a reset, getpeername() fails.
  */
 function endKind(socket: net.Socket): string {

@@ -1,5 +1,5 @@
 /**
- * The TCP relay's batched reads on their own (tcp-reads.ts over src/native/tcp_reads.c): reads land
+ * The TCP relay's batched reads on their own (src/platform/tcp-reads.ts over src/native/tcp_reads.c): reads land
  * in the slot's buffer and can be re-pointed, a pause holds data back until resumed, a payload of
  * several buffers is read in one loop turn, end of stream and a reset are reported once and take
  * the socket out of the epoll set (seen in /proc/self/fdinfo, not by timing), and a slot forgotten

@@ -28,7 +28,7 @@ interface Received {
   readonly words: readonly number[];
 }
 
-/** A dgram socket's descriptor, read from Node's private state as dgram-handle.ts does. */
+/** A dgram socket's descriptor, read from Node's private state as src/platform/dgram-internals.ts does. */
 function descriptorOf(socket: dgram.Socket): number | undefined {
   const key = Object.getOwnPropertySymbols(socket).find((s) => s.description === 'state symbol')!;
   return (socket as unknown as Record<symbol, { handle?: { fd?: number } }>)[key]?.handle?.fd;
