@@ -22,7 +22,7 @@
  * (takeOverReading / resumeReading, for udp-batch.ts): Node keeps the socket, the batch reads it.
  */
 import dgram from 'node:dgram';
-import { FORCED_REASON, legacyBinding, missing, publicPathForced, unusable, usable, type Probe } from './probe.js';
+import { FORCED_REASON, legacyBinding, missing, publicPathForced, thrownReason, unusable, usable, type Probe } from './probe.js';
 
 type OnMessage = (nread: number, handle: UdpHandle, buf: Buffer, rinfo: dgram.RemoteInfo) => void;
 
@@ -85,7 +85,13 @@ let handleProbe: Probe | undefined;
 export function probeDgramHandle(): Probe {
   if (handleProbe !== undefined) return handleProbe;
   if (publicPathForced()) return (handleProbe = unusable(HANDLE_NAME, FORCED_REASON));
-  const socket = dgram.createSocket('udp4');
+  let socket: dgram.Socket;
+  try {
+    socket = dgram.createSocket('udp4');
+  } catch (error) {
+    // The permission model may deny sockets outright (Node 26 without --allow-net).
+    return (handleProbe = unusable(HANDLE_NAME, thrownReason(error)));
+  }
   try {
     // onmessage is set at bind, so only the methods can be looked at here.
     const handle = stateOf(socket)?.handle;

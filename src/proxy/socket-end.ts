@@ -23,10 +23,11 @@
  *   it follows once the FIN is out.
  * - Errors are Node's own (same codes, syscalls and messages as the native path gives).
  *
- * What the public API cannot show, and so differs:
  * - wasReset(): libuv reports a reset that arrives right behind data as an end of stream; the
- *   native path tells them apart with getpeername on the descriptor, which net.Socket hides (its
- *   remote address is cached). Here such a reset is passed on as a FIN.
+ *   native path tells them apart with getpeername on the descriptor, which net.Socket hides (and
+ *   its remote address is cached); here a zero-length write asks the kernel instead (see there).
+ *
+ * What the public API cannot show, and so differs:
  * - descriptor and unsentBytes(): unknown (-1), so a transfer cut by the bandwidth cap waits a
  *   fixed grace before its reset and its close event says delivery is unconfirmed (as without
  *   the addon), and a full descriptor table is seen only by the listener's timer.
@@ -39,6 +40,7 @@ import { WRITE_DONE, WRITE_PENDING, type EndWriter, type ReadSink, type TcpEnd, 
 
 const UV_EBADF = -9;
 const UV_ECANCELED = -125;
+const EMPTY = Buffer.alloc(0);
 
 function noop(): void {}
 
@@ -282,8 +284,17 @@ export class SocketEnd implements TcpEnd {
     socket.resetAndDestroy();
   }
 
+  /**
+   * A zero-length write: the kernel sends nothing on a connection that is only half-closed, and
+   * refuses it (ECONNRESET, which the stream keeps as `errored` before write returns) on one a
+   * reset closed. Only while our write half is open and nothing of ours is queued (a write behind
+   * others is not tried at once): otherwise the end of stream stands, as it does natively.
+   */
   wasReset(): boolean {
-    return false;
+    const socket = this.socket;
+    if (this.writableEnded || this.destroyed || socket.writableLength > 0) return false;
+    socket.write(EMPTY);
+    return socket.errored !== null && socket.errored !== undefined;
   }
 
   readonly #onClose = (): void => {

@@ -103,6 +103,31 @@ test('reset(): the peer sees ECONNRESET, and the end closes', async (t) => {
   await waitFor(() => closed, 'the close');
 });
 
+test('wasReset(): a FIN is an end of stream; a reset right behind data is told apart', async (t) => {
+  for (const how of ['FIN', 'reset'] as const) {
+    const { end, peer } = await accepted(t);
+    const seen = new Promise<string>((resolve) => {
+      end.onEnd = () => resolve('end');
+      end.onError = (err) => resolve(err.code ?? 'error');
+    });
+    end.setSink(sink(64));
+    end.startReading();
+    await new Promise<void>((resolve) => peer.write('data, then the end', () => resolve()));
+    if (how === 'FIN') peer.end();
+    else peer.resetAndDestroy();
+    const outcome = await seen;
+    if (how === 'FIN') {
+      t.is(outcome, 'end');
+      t.false(end.wasReset());
+    } else if (outcome === 'end') {
+      // libuv reported the reset as an end of stream (a partial read with POLLHUP): told apart.
+      t.true(end.wasReset());
+    } else {
+      t.is(outcome, 'ECONNRESET', 'reported as the read error it is');
+    }
+  }
+});
+
 test('a dial to a port that refuses: an error with net.Socket\'s code, syscall and message', async (t) => {
   const port = await refusingPort(t);
   const end = SocketEnd.dial('127.0.0.1', port, 4);
