@@ -10,7 +10,8 @@
  * - per accepted connection, its descriptor's number: the kernel hands out the lowest free one, so
  *   a number within two of the limit means every lower one is taken, and once the dial has taken
  *   the last, the next client is reset. This catches a burst that fills the table and drains again
- *   between two timer ticks.
+ *   between two timer ticks. Where the number is hidden (net.Socket), the listener's tally stands
+ *   in for it.
  * - on a timer, the listener's own tally of its sockets against the limit, and only when that comes
  *   near, a real count. This catches a table that stays full whatever the order it filled in.
  *
@@ -113,6 +114,15 @@ export class DescriptorWatch {
   /** Per accepted connection: `fd` is its descriptor's number (undefined where node does not say). */
   accepted(fd: number | undefined): void {
     if (fd !== undefined && fd >= this.#limit - 2) this.#options.onFull();
+  }
+
+  /**
+   * Per accepted connection whose descriptor's number cannot be known (the public path: net.Socket
+   * hides it): the listener's tally, this connection included, stands in for the number. It can
+   * only overstate (a closing relay still counted), and only near the limit.
+   */
+  acceptedUnnumbered(): void {
+    if (this.#baseline + this.#options.inUse() + 1 >= this.#limit - 2) this.#options.onFull();
   }
 
   /** The timer's look; true when the table was found full. */

@@ -132,7 +132,9 @@ export class TcpListener {
   }
 
   #accept(end: TcpEnd): void {
-    this.#descriptors?.accepted(end.descriptor);
+    const fd = end.descriptor;
+    if (fd >= 0) this.#descriptors?.accepted(fd);
+    else this.#descriptors?.acceptedUnnumbered();
     const peer = end.remote();
     if (peer === null) {
       end.close(); // gone before we looked

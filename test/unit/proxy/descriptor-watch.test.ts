@@ -125,3 +125,15 @@ test('an accepted descriptor numbered within two of the limit is reported at onc
   watch.accepted(126);
   t.is(full, 1);
 });
+
+test('without a descriptor number (the public path), the listener\'s tally near the limit is reported', (t) => {
+  let full = 0;
+  let held = 0;
+  const watch = new DescriptorWatch({ inUse: () => held, onFull: () => full++, probe: fakeProbe({ limit: 128, open: 20 }) });
+  held = 100;
+  watch.acceptedUnnumbered();
+  t.is(full, 0, '20 + 100 + this one: far enough');
+  held = 105;
+  watch.acceptedUnnumbered();
+  t.is(full, 1, '20 + 105 + this one is within two of 128');
+});
