@@ -7,12 +7,15 @@
  *
  * How the contract (tcp-end.ts) is kept:
  * - Reads: the socket stays paused (pauseOnConnect, or pause() before a dial) except while the
- *   sink reads. Each 'data' chunk is copied into the sink's buffer, as many reads as it takes, so
- *   the sink sees reads no larger than the buffer (and read limits) it gave, exactly as with the
- *   native reads. When the sink stops in the middle of a chunk, the rest is held here, the socket
- *   is paused, and the rest comes first when reading starts again; an end of stream or a close
- *   that Node reports meanwhile waits behind it. Node's stream buffers at most its high-water mark
- *   more before it stops reading the socket, so backpressure reaches the peer as before.
+ *   sink reads. A dialed socket reads straight into the sink's buffers (net.Socket's `onread`
+ *   option: the buffer asked for after each read, as the native ends do), so the sink sees reads
+ *   no larger than the buffer (and read limits) it gave, and nothing is allocated per read.
+ *   Accepted sockets cannot have `onread` (net.Server makes them): each 'data' chunk, a buffer
+ *   Node allocated, is copied into the sink's buffer, as many reads as it takes. When the sink
+ *   stops in the middle of a chunk, the rest is held here, the socket is paused, and the rest comes
+ *   first when reading starts again; an end of stream or a close that Node reports meanwhile waits
+ *   behind it. Node's stream buffers at most its high-water mark more before it stops reading the
+ *   socket, so backpressure reaches the peer as before.
  * - Writes: socket.write() of the chunk; when the kernel took it at once (the stream's length is
  *   back to 0 before write returns), WRITE_DONE; otherwise WRITE_PENDING until that write's
  *   callback. The stream keeps the buffer while it is pending.
@@ -31,6 +34,10 @@
  * - descriptor and unsentBytes(): unknown (-1), so a transfer cut by the bandwidth cap waits a
  *   fixed grace before its reset and its close event says delivery is unconfirmed (as without
  *   the addon), and a full descriptor table is seen only by the listener's timer.
+ * - Memory: an accepted socket's reads are buffers Node allocates (64 KiB each under bulk data),
+ *   garbage that V8 collects when its external memory grows enough: a bulk upload's child grows by
+ *   about 25 MiB where the native path's stays within 2 (dialed sockets read into the sink's
+ *   buffers, so a download does not).
  * - pendingWriteBytes: the stream's, which shrinks when a write completes, not as the kernel takes
  *   pieces of it; a write_timeout can thus cut a reader that takes less than one read (at most
  *   64 KiB, Node's read size) per timeout.
@@ -41,6 +48,12 @@ import { WRITE_DONE, WRITE_PENDING, type EndWriter, type ReadSink, type TcpEnd, 
 const UV_EBADF = -9;
 const UV_ECANCELED = -125;
 const EMPTY = Buffer.alloc(0);
+/**
+ * Where a dialed socket's first read lands: net.Socket asks for the read buffer when it creates its
+ * handle, inside connect(), before the relay has given its sink. Copied out at once (that read
+ * takes the 'data' path), so one buffer serves every socket.
+ */
+const FIRST_READ = Buffer.alloc(64 * 1024);
 
 function noop(): void {}
 
@@ -81,12 +94,38 @@ export class SocketEnd implements TcpEnd {
   }
 
   static dial(address: string, port: number, family: 4 | 6): SocketEnd {
-    const socket = new net.Socket({ allowHalfOpen: true });
+    let end: SocketEnd | null = null;
+    const socket = net.connect({
+      host: address,
+      port,
+      family,
+      allowHalfOpen: true,
+      onread: {
+        buffer: () => (end === null ? FIRST_READ : end.#buffer ?? FIRST_READ),
+        callback: (nread: number, buffer: Uint8Array) => end!.#landed(nread, buffer),
+      },
+    });
     // Paused before it connects: nothing is read until the relay asks.
     socket.pause();
-    const end = new SocketEnd(socket);
-    socket.connect({ host: address, port, family });
+    end = new SocketEnd(socket);
     return end;
+  }
+
+  /** A read of a dialed socket (onread). Returns whether to read on. */
+  #landed(nread: number, buffer: Uint8Array): boolean {
+    if (this.closed) return false;
+    const sink = this.#sink;
+    if (buffer !== this.#buffer || sink === null || !this.#reading) {
+      // The first read (FIRST_READ), or one that came after all: as a chunk of Node's.
+      this.#onData(Buffer.from(buffer.subarray(0, nread)));
+      return this.#reading;
+    }
+    const more = sink.onStaticRead(nread);
+    if (!more) this.stopReading();
+    if (this.closed) return false;
+    const next = this.#sink!.nextBuffer();
+    if (next !== null) this.#buffer = next;
+    return more && this.#reading;
   }
 
   get reading(): boolean {
