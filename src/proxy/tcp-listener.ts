@@ -20,7 +20,7 @@ import { DescriptorWatch } from './descriptor-watch.js';
 import { ProxyHeaderReader } from './proxy-header-reader.js';
 import { bulkReadsUnder } from './read-buffers.js';
 import { encodeV1, encodeV2, type HostPort } from './proxy-protocol.js';
-import type { TargetStates } from './target-pool.js';
+import type { TargetStates } from '../ipc/protocol.js';
 import { TargetRouter, type TargetDial } from './target-router.js';
 import { acceptEnds, presetAcceptedOptions, type TcpEnd } from './tcp-handle.js';
 import { batchedReads } from './tcp-reads.js';

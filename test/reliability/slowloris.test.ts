@@ -18,11 +18,11 @@ import { connectionLines, denyLines } from '../helpers/log-lines.js';
 import { startEchoServer } from '../helpers/servers.js';
 import { attempt } from '../helpers/tcp-clients.js';
 import { waitFor } from '../helpers/wait-for.js';
-import { summary } from './helpers/clients.js';
-import { tcpListener } from './helpers/config.js';
-import { fdCount, rss } from './helpers/proc.js';
-import { lateBound, mib, MiB, size } from './helpers/scale.js';
-import { loopbackSource } from './helpers/sources.js';
+import { summary } from '../helpers/reliability/clients.js';
+import { tcpListener } from '../helpers/reliability/config.js';
+import { fdCount, rss } from '../helpers/reliability/proc.js';
+import { lateBound, mib, MiB, size } from '../helpers/reliability/scale.js';
+import { loopbackSource } from '../helpers/reliability/sources.js';
 
 const SOURCES = 50;
 const PER_SOURCE = size(10, 40);

@@ -10,7 +10,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
-import type { Daemon } from '../helpers/daemon.js';
+import type { Daemon } from './daemon.js';
 
 export function tempDir(t: ExecutionContext, prefix = 'pp-tel-'): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
