@@ -31,7 +31,7 @@ const READ_TIMEOUT_MS = size(3000, 15_000);
 /** The drippers send a byte every 0.8 × read_timeout (at most 10 s: full size, 1 byte per 10 s), three times. */
 const DRIP_MS = Math.min(10_000, READ_TIMEOUT_MS * 0.8);
 const DRIPS = 3;
-/** The child's RSS with every slow connection open: a fixed budget, stated here and in the README. */
+/** The child's RSS with every slow connection open: a fixed budget, stated here and in docs/reliability.md. */
 const RSS_BUDGET = 150 * MiB;
 
 interface Slow {
