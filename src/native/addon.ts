@@ -5,9 +5,12 @@
  * one folder per Node ABI (a build for another Node line must not replace this one's). Every user
  * has a Node path for when it is missing: the batched UDP path (src/proxy/udp-batch.ts), the TCP
  * relay's direct socket calls and batched reads (src/proxy/tcp-handle.ts, src/proxy/tcp-reads.ts),
- * the child's loop clock (src/child/loop-clock.ts) and trim().
+ * the child's loop clock (src/child/loop-clock.ts) and trim(). The unix datagram sockets
+ * (src/native/unix-dgram.ts) have none: without the addon, a unix syslog sink cannot start and
+ * systemd is not notified.
  */
 import { createRequire } from 'node:module';
+import type { UnixDatagramCalls } from './unix-dgram.js';
 
 /** Fields per datagram in the UDP tables: udp_batch.c's RECV_STRIDE and SEND_STRIDE. */
 export const RECV_STRIDE = 10;
@@ -21,7 +24,8 @@ export interface Opened {
   readonly send: ArrayBuffer;
 }
 
-export interface NativeAddon {
+/** unix_dgram.c's calls are declared with their wrapper, src/native/unix-dgram.ts. */
+export interface NativeAddon extends UnixDatagramCalls {
   // udp_batch.c
   readonly constants: { readonly RECV_STRIDE: number; readonly SEND_STRIDE: number };
   open(onBatch: (count: number) => void, slotBytes: number, slots: number): Opened;
@@ -54,6 +58,7 @@ const FUNCTIONS: ReadonlyArray<keyof NativeAddon> = [
   'open', 'watch', 'unwatch', 'pause', 'header', 'flush', 'close',
   'sendNow', 'shutdownNow', 'peerConnected', 'unsentBytes',
   'tcpReadsOpen', 'tcpReadStart', 'tcpReadStop', 'tcpReadInto', 'tcpReadForget', 'trim', 'loopTime',
+  'unixOpen', 'unixConnect', 'unixBind', 'unixSend', 'unixReceive', 'unixClose', 'unixPoll', 'unixPollEvents', 'unixPollClose',
 ];
 
 let addon: NativeAddon | null | undefined;
