@@ -19,13 +19,8 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } 
 import { constants } from 'node:os';
 import { dirname, join } from 'node:path';
 import { REPO_ROOT } from '../helpers/paths.js';
+import { PINNED } from './node-lines.js';
 
-/** The newest release of each line we support and test, pinned like every other dependency. */
-const PINNED: Readonly<Record<string, string>> = {
-  '22': '22.23.5',
-  '24': '24.22.3',
-  '26': '26.12.1',
-};
 
 function fail(message: string): never {
   process.stderr.write(`test:node: ${message}\n`);
