@@ -8,13 +8,16 @@
  * - tcp_reads.c: the TCP relay's reads in batches (one epoll set, one call into JavaScript per
  *   batch instead of one per read);
  * - process_calls.c: malloc_trim after a flood, and the event loop's clock shared with
- *   JavaScript.
+ *   JavaScript;
+ * - unix_dgram.c: AF_UNIX datagram sockets, for the local syslog socket and systemd's notify
+ *   socket (Node has none).
  */
 #include "addon.h"
 
 static napi_value Init(napi_env env, napi_value exports) {
   if (udp_batch_init(env, exports) != napi_ok || socket_calls_init(env, exports) != napi_ok ||
-      tcp_reads_init(env, exports) != napi_ok || process_calls_init(env, exports) != napi_ok) {
+      tcp_reads_init(env, exports) != napi_ok || process_calls_init(env, exports) != napi_ok ||
+      unix_dgram_init(env, exports) != napi_ok) {
     napi_throw_error(env, "ERR_PACKETPONY_NATIVE", "packetpony native: cannot define the exports");
     return NULL;
   }

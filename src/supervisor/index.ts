@@ -10,7 +10,7 @@ import { packageVersion } from '../paths.js';
 import { Telemetry } from '../telemetry/telemetry.js';
 import { ConfigWatcher } from './config-watcher.js';
 import { MetricsServer, notReady } from './metrics-server.js';
-import { reloadingMessage, sdNotify } from './sd-notify.js';
+import { notifyUnavailable, reloadingMessage, sdNotify } from './sd-notify.js';
 import { Supervisor } from './supervisor.js';
 
 export interface DaemonOptions {
@@ -116,6 +116,8 @@ export async function runDaemon(config: DaemonConfig, options: DaemonOptions): P
     conf_dir: config.conf_dir,
     listeners: config.listeners.length,
   });
+  const notifying = notifyUnavailable();
+  if (notifying !== '') logger.warn(notifying);
   try {
     await metricsServer.apply(config.metrics.prometheus);
   } catch (error) {

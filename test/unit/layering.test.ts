@@ -20,8 +20,9 @@ const ALLOWED: Readonly<Record<string, readonly string[]>> = {
   config: ['root'],
   // Pure decisions, clock injected.
   policy: ['config'],
-  // Event shapes, counters, formats, sinks, metrics: the reasons come from policy.
-  telemetry: ['config', 'policy', 'root'],
+  // Event shapes, counters, formats, sinks, metrics: the reasons come from policy; the unix
+  // socket sink uses the addon.
+  telemetry: ['config', 'policy', 'native', 'root'],
   // What crosses the channel between supervisor and child, defined once for both.
   ipc: ['config', 'policy', 'telemetry'],
   native: [],

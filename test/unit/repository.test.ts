@@ -3,6 +3,7 @@ import test from 'ava';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { REPO_ROOT } from '../helpers/paths.js';
+import { ENGINES, OLDEST_LINE, PINNED } from '../tools/node-lines.js';
 
 test('README.md shows the two set-up commands first, the ones .ci/run runs', (t) => {
   const readme = readFileSync(join(REPO_ROOT, 'README.md'), 'utf8');
@@ -14,12 +15,17 @@ test('README.md shows the two set-up commands first, the ones .ci/run runs', (t)
   t.true(ci.includes('\nnpm ci\n') && ci.includes('\nnpm test\n'));
 });
 
-test('package.json pins every dependency and targets Node 20.19+', (t) => {
+test('package.json pins every dependency and targets the Node lines that are tested', (t) => {
   const pkg = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as Record<string, Record<string, string>>;
   for (const [name, version] of Object.entries({ ...pkg.dependencies, ...pkg.devDependencies })) {
     t.regex(version, /^\d+\.\d+\.\d+$/, `${name} must be pinned`);
   }
-  t.is(pkg.engines!.node, '>=20.19');
+  // One range per line npm run test:node knows, and nothing else: supported means tested.
+  const lines = [OLDEST_LINE, ...Object.keys(PINNED)];
+  t.is(pkg.engines!.node, ENGINES);
+  t.deepEqual(ENGINES.split(' || ').map((range) => /^\^(\d+)\./.exec(range)![1]), lines);
+  // The types are the oldest line's, so the code cannot use what that line lacks.
+  t.is(pkg.devDependencies!['@types/node']!.split('.')[0], OLDEST_LINE);
   t.is(pkg.type as unknown as string, 'module');
 });
 
@@ -70,4 +76,12 @@ test('every relative link in README.md, docs/ and the bench reports leads somewh
 test('README.md stays a front door: at most 15 KB', (t) => {
   const size = readFileSync(join(REPO_ROOT, 'README.md')).length;
   t.true(size <= 15 * 1024, `README.md is ${size} bytes: move the detail to docs/ or the man pages`);
+});
+
+test('README.md names every supported Node line and the release each is tested with', (t) => {
+  const readme = readFileSync(join(REPO_ROOT, 'README.md'), 'utf8');
+  const requirements = /## Requirements\n([\s\S]*?)\n## /.exec(readme)?.[1] ?? '';
+  t.not(requirements, '', 'README.md has a Requirements section');
+  t.true(requirements.includes(`Node.js ${OLDEST_LINE}.19`));
+  for (const version of Object.values(PINNED)) t.true(requirements.includes(version), version);
 });
