@@ -16,10 +16,10 @@ import {
   type ChildMessage,
   type ReleaseMessage,
   type StartMessage,
+  type TargetStates,
 } from '../ipc/protocol.js';
 import { startSharedLimits, type LimitSync } from '../fleet/index.js';
 import { ListenerPolicy, RateLimiter, type LimiterSnapshot } from '../policy/index.js';
-import type { TargetStates } from '../proxy/target-pool.js';
 import { TcpListener } from '../proxy/tcp-listener.js';
 import { trimNativeHeap } from '../native/addon.js';
 import { UdpListener } from '../proxy/udp-listener.js';

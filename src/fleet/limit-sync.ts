@@ -4,7 +4,7 @@
  * rest, as their windows slide) go in, the rest of the fleet's counts of them come back and are
  * added to the limiter's (RateLimiter.applyPeers). The limiter always decides alone, at once; so
  * the fleet can overshoot a limit by what reaches the other hosts within about one interval before
- * they hear of it (README, "Limits across a fleet").
+ * they hear of it (docs/operations.md, "Limits across a fleet").
  *
  * At most one exchange is in flight: a slow store makes exchanges rarer, never queues them. When
  * the store cannot be reached (not connected, an error, no answer within the timeout) the limiter

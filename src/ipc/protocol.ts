@@ -9,9 +9,15 @@
  */
 import type { ListenerConfig } from '../config/types.js';
 import type { LimiterSnapshot } from '../policy/snapshot.js';
-import type { TargetStates } from '../proxy/target-pool.js';
 import type { StatsDelta } from '../telemetry/stats.js';
 import type { WireEvent, WireOrigin } from './wire-events.js';
+
+/**
+ * Target address (as written) → 1 up, 0 down: what a child reports with its counters (the
+ * packetpony_target_up gauge), and what a new child of the same listener starts from, so a restart
+ * or reload does not send clients to a target already found dead.
+ */
+export type TargetStates = Readonly<Record<string, number>>;
 
 /** 2: connection events travel as tuples (wire-events.ts). 3: pp:start's socket_fd. */
 export const PROTOCOL_VERSION = 3;

@@ -9,6 +9,8 @@
  *   batch instead of one per read);
  * - process_calls.c: malloc_trim after a flood, and the event loop's clock shared with
  *   JavaScript;
+ * - unix_dgram.c: AF_UNIX datagram sockets, for the local syslog socket and systemd's notify
+ *   socket (Node has none);
  * - socket_bind.c: the supervisor's listening sockets, bound without Node's internals.
  */
 #include "addon.h"
@@ -16,6 +18,7 @@
 static napi_value Init(napi_env env, napi_value exports) {
   if (udp_batch_init(env, exports) != napi_ok || socket_calls_init(env, exports) != napi_ok ||
       tcp_reads_init(env, exports) != napi_ok || process_calls_init(env, exports) != napi_ok ||
+      unix_dgram_init(env, exports) != napi_ok ||
       socket_bind_init(env, exports) != napi_ok) {
     napi_throw_error(env, "ERR_PACKETPONY_NATIVE", "packetpony native: cannot define the exports");
     return NULL;

@@ -34,6 +34,8 @@ napi_status socket_calls_init(napi_env env, napi_value exports);
 napi_status tcp_reads_init(napi_env env, napi_value exports);
 /* process_calls.c: the C heap's trim and the event loop's clock. */
 napi_status process_calls_init(napi_env env, napi_value exports);
+/* unix_dgram.c: AF_UNIX datagram sockets (syslog's /dev/log, systemd's notify socket). */
+napi_status unix_dgram_init(napi_env env, napi_value exports);
 /* socket_bind.c: the supervisor's listening sockets, bound without Node's internals. */
 napi_status socket_bind_init(napi_env env, napi_value exports);
 

@@ -1,12 +1,16 @@
 /**
  * PacketPony's native addon (addon.c and the files it names), loaded once, or the reason it is not
  * there. Built by `npm run build` (build.mjs) on Linux when a C compiler is there; the compiled
- * file sits next to this module's JavaScript, in dist/src/native. Every user has a Node path for
- * when it is missing: the batched UDP path (src/proxy/udp-batch.ts), the TCP relay's direct socket
- * calls and batched reads (src/proxy/tcp-handle.ts, src/proxy/tcp-reads.ts), the child's loop
- * clock (src/child/loop-clock.ts) and trim().
+ * file sits next to this module's JavaScript, in dist/src/native/abi-<process.versions.modules>,
+ * one folder per Node ABI (a build for another Node line must not replace this one's). Every user
+ * has a Node path for when it is missing: the batched UDP path (src/proxy/udp-batch.ts), the TCP
+ * relay's direct socket calls and batched reads (src/proxy/tcp-handle.ts, src/proxy/tcp-reads.ts),
+ * the child's loop clock (src/child/loop-clock.ts) and trim(). The unix datagram sockets
+ * (src/native/unix-dgram.ts) have none: without the addon, a unix syslog sink cannot start and
+ * systemd is not notified.
  */
 import { createRequire } from 'node:module';
+import type { UnixDatagramCalls } from './unix-dgram.js';
 
 /** Fields per datagram in the UDP tables: udp_batch.c's RECV_STRIDE and SEND_STRIDE. */
 export const RECV_STRIDE = 10;
@@ -20,7 +24,8 @@ export interface Opened {
   readonly send: ArrayBuffer;
 }
 
-export interface NativeAddon {
+/** unix_dgram.c's calls are declared with their wrapper, src/native/unix-dgram.ts. */
+export interface NativeAddon extends UnixDatagramCalls {
   // udp_batch.c
   readonly constants: { readonly RECV_STRIDE: number; readonly SEND_STRIDE: number };
   open(onBatch: (count: number) => void, slotBytes: number, slots: number): Opened;
@@ -46,11 +51,14 @@ export interface NativeAddon {
   loopTime(): ArrayBuffer | undefined;
 }
 
-const FILE = 'dist/src/native/packetpony_native.node';
+/** Where this Node's build is, relative to this module (build.mjs puts it there). */
+const RELATIVE = `./abi-${process.versions.modules}/packetpony_native.node`;
+const FILE = `dist/src/native/${RELATIVE.slice(2)}`;
 const FUNCTIONS: ReadonlyArray<keyof NativeAddon> = [
   'open', 'watch', 'unwatch', 'pause', 'header', 'flush', 'close',
   'sendNow', 'shutdownNow', 'peerConnected', 'unsentBytes',
   'tcpReadsOpen', 'tcpReadStart', 'tcpReadStop', 'tcpReadInto', 'tcpReadForget', 'trim', 'loopTime',
+  'unixOpen', 'unixConnect', 'unixBind', 'unixSend', 'unixReceive', 'unixClose', 'unixPoll', 'unixPollEvents', 'unixPollClose',
 ];
 
 let addon: NativeAddon | null | undefined;
@@ -65,7 +73,7 @@ export function nativeAddon(): NativeAddon | null {
     return addon;
   }
   try {
-    const loaded = createRequire(import.meta.url)('./packetpony_native.node') as NativeAddon;
+    const loaded = createRequire(import.meta.url)(RELATIVE) as NativeAddon;
     // The strides and the exports are the contract between the two sides: a stale build must not
     // be misread.
     const stale =
@@ -77,7 +85,10 @@ export function nativeAddon(): NativeAddon | null {
     }
     addon = loaded;
   } catch (err) {
-    missing = `${FILE} could not be loaded (${(err as Error).message.split('\n')[0]})`;
+    const error = err as NodeJS.ErrnoException;
+    missing = error.code === 'MODULE_NOT_FOUND'
+      ? `${FILE} is not there: not built for this Node (${process.version}; npm run build under it)`
+      : `${FILE} could not be loaded (${error.message.split('\n')[0]})`;
   }
   return addon;
 }

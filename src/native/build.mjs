@@ -1,5 +1,8 @@
-// Builds PacketPony's native addon (addon.c, see its header) and puts it next to the compiled
-// JavaScript, where src/native/addon.ts loads it: dist/src/native/packetpony_native.node.
+// Builds PacketPony's native addon (addon.c, see its header) for the Node running this script and
+// puts it next to the compiled JavaScript, where src/native/addon.ts loads it:
+// dist/src/native/abi-<process.versions.modules>/packetpony_native.node. One folder per Node ABI,
+// so that a build for another Node line (`npm run test:node`, test/tools/test-node.ts) sits beside
+// the default one instead of replacing it; each Node loads its own.
 //
 // Optional by design: off Linux, or without a C compiler and Node's headers, it says so and
 // PacketPony takes Node's own paths instead (the same behaviour, slower: UDP through dgram, TCP
@@ -11,8 +14,11 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const target = join(here, '..', '..', 'dist', 'src', 'native', 'packetpony_native.node');
-const sources = ['addon.h', 'addon.c', 'udp_batch.c', 'socket_calls.c', 'tcp_reads.c', 'process_calls.c', 'socket_bind.c', 'binding.gyp'].map((name) => join(here, name));
+const target = join(here, '..', '..', 'dist', 'src', 'native', `abi-${process.versions.modules}`, 'packetpony_native.node');
+// Every file node-gyp reads (binding.gyp's sources and addon.h): package.json's `files` must ship
+// each of them, which test/integration/package.test.ts checks from a packed tarball.
+const sourceNames = ['addon.h', 'addon.c', 'udp_batch.c', 'socket_calls.c', 'tcp_reads.c', 'process_calls.c', 'unix_dgram.c', 'socket_bind.c', 'binding.gyp'];
+const sources = sourceNames.map((name) => join(here, name));
 
 function skip(why, details = '') {
   console.warn(`packetpony: the native addon is not built (${why}); UDP is relayed through Node's dgram and TCP reads and writes go through Node's streams instead.`);
@@ -21,6 +27,8 @@ function skip(why, details = '') {
 }
 
 if (process.platform !== 'linux') skip(`it needs Linux, this is ${process.platform}`);
+const absent = sourceNames.filter((name, i) => !existsSync(sources[i]));
+if (absent.length > 0) skip(`${absent.join(', ')} missing from ${here}`);
 if (existsSync(target)) {
   const built = statSync(target).mtimeMs;
   if (sources.every((file) => statSync(file).mtimeMs <= built)) process.exit(0);

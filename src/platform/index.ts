@@ -9,8 +9,8 @@
  * --permission, or ruled out with PACKETPONY_PUBLIC_PATH=1. The addon's batched TCP reads
  * (tcp-reads.ts) live here too: they read descriptors that libuv owns under the native handles.
  *
- * Imports only node: modules, src/native (our addon's loader) and the relay's contract
- * (src/proxy/tcp-end.ts, which imports nothing of ours); everything else may import it.
+ * The relay's contract with its TCP ends (tcp-end.ts) is here too, so that this folder imports only
+ * node: modules and src/native (our addon's loader); proxy/ and supervisor/ import it.
  */
 export { FORCED_REASON, publicPathForced, type Probe } from './probe.js';
 export { bindTcpHandle, bindUdpHandle, probeServerHandleHelper, probeSocketHandleHelper, type NativeHandle } from './socket-helpers.js';

@@ -1,6 +1,6 @@
 /**
  * One end of a relayed TCP connection, on Node's native TCP handle (tcp_wrap) with no net.Socket
- * around it: the fast implementation of the relay's TcpEnd (src/proxy/tcp-end.ts), taken where the
+ * around it: the fast implementation of the relay's TcpEnd (tcp-end.ts), taken where the
  * tcp_wrap probe says yes (tcp-wrap.ts); elsewhere src/proxy/socket-end.ts does the same over
  * net.Socket. test/unit/proxy/tcp-handle.test.ts fails first if the internals move.
  *
@@ -34,7 +34,7 @@
  *   the messages net.Socket would give ("read ECONNRESET", "connect ECONNREFUSED 127.0.0.1:80").
  */
 import net from 'node:net';
-import { socketError, WRITE_DONE, WRITE_PENDING, type EndWriter, type ReadSink, type TcpEnd, type TcpEnds } from '../proxy/tcp-end.js';
+import { socketError, WRITE_DONE, WRITE_PENDING, type EndWriter, type ReadSink, type TcpEnd, type TcpEnds } from './tcp-end.js';
 import { batchedReads, tcpAddon } from './tcp-reads.js';
 import {
   nativeBindings, serverHandle, type AddressOut, type Bindings, type ConnectRequest, type NativeTcp, type ShutdownRequest, type WriteRequest,
@@ -452,7 +452,7 @@ export function presetAcceptedOptions(server: net.Server, keepAliveMs: number): 
 
 // ---- writing ------------------------------------------------------------------------------------
 
-export { WRITE_DONE, WRITE_PENDING } from '../proxy/tcp-end.js';
+export { WRITE_DONE, WRITE_PENDING } from './tcp-end.js';
 
 type SendNow = (fd: number, buffer: Uint8Array, length: number) => number;
 

@@ -30,6 +30,11 @@
  * empty (release() drops it at once when it can, sweep() finds the rest a slice at a time), and at
  * most `maxAddresses` are tracked. At that ceiling a new address is refused with 'attempt_limit'
  * (log_only: admitted, untracked) — see #overCeiling for why.
+ *
+ * Why one file of ~480 lines: every part (admission, meters, sweep, snapshot, the shared sync)
+ * works on the same private table of AddressStates and its ceiling; the per-address arithmetic
+ * already lives apart (address-state.ts, sliding-window.ts, limit-settings.ts), and cutting the
+ * rest would mean exposing the table to its neighbours.
  */
 import type { RateLimits } from '../config/types.js';
 import { AddressState } from './address-state.js';

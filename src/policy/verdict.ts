@@ -2,14 +2,18 @@
  * What the policy answers. Refusing a client is an outcome, not an error: it comes back as data
  * whose `reason` doubles as the metrics label and the deny event's reason.
  */
-import type { DenyReason } from '../telemetry/events.js';
 import type { Ticket } from './ticket.js';
 
-/** The limits a RateLimiter enforces. `Extract` keeps them in step with telemetry's DenyReason. */
-export type LimitReason = Extract<DenyReason, 'connection_limit' | 'attempt_limit' | 'bandwidth_limit' | 'total_limit'>;
+/** The limits a RateLimiter enforces. */
+export type LimitReason = 'connection_limit' | 'attempt_limit' | 'bandwidth_limit' | 'total_limit';
 
-/** Every reason a listener's policy may refuse a new connection or UDP session for. */
-export type PolicyReason = LimitReason | Extract<DenyReason, 'acl' | 'denylist' | 'store_down'>;
+/**
+ * Every reason a listener's policy may refuse a new connection or UDP session for: `acl` (not in
+ * the allowlist), `denylist`, a limit, or `store_down` (a shared listener with
+ * shared_limits.on_store_down: closed while its store is unreachable). Telemetry's DenyReason
+ * builds on these.
+ */
+export type PolicyReason = LimitReason | 'acl' | 'denylist' | 'store_down';
 
 export interface Refusal<R extends PolicyReason = PolicyReason> {
   readonly allow: false;

@@ -15,7 +15,7 @@
  * One timer per process, armed while ends wait; a closed end is skipped (and holds nothing: TcpEnd
  * drops its owner's callbacks once closed).
  */
-import type { TcpEnd } from './tcp-end.js';
+import type { TcpEnd } from '../platform/tcp-end.js';
 
 /** How long a dialled connection lives before its keepalive is set. */
 export const KEEPALIVE_AFTER_MS = 1000;

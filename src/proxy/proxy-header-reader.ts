@@ -28,7 +28,7 @@ import { MessageAggregator } from '../telemetry/message-aggregator.js';
 import type { ListenerStats } from '../telemetry/stats.js';
 import { parseProxyHeader, type HostPort } from './proxy-protocol.js';
 import { giveSmall, takeSmall } from './read-buffers.js';
-import type { ReadSink, TcpEnd } from './tcp-end.js';
+import type { ReadSink, TcpEnd } from '../platform/tcp-end.js';
 
 const AGGREGATE_INTERVAL_MS = 10_000;
 

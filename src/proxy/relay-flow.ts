@@ -2,7 +2,7 @@
  * The hot path of the TCP relay: one direction of one connection. Reads `src` into a static buffer,
  * meters and counts each chunk, writes it to `dst`, and stops reading while that write is pending,
  * so at most one buffer per direction is held in user space. See tcp-relay.ts for the rules it
- * serves, tcp-end.ts for the ends.
+ * serves, src/platform/tcp-end.ts for the ends.
  *
  * Per chunk: no closure, no clock read, no logging, no allocation (a view of the buffer only when
  * the kernel does not take a chunk whole, or without the addon when a read is shorter than the
@@ -18,7 +18,7 @@
  */
 import type { ListenerStats } from '../telemetry/stats.js';
 import { SMALL_SIZE, giveLarge, giveSmall, takeLarge, takeSmall } from './read-buffers.js';
-import { WRITE_DONE, WRITE_PENDING, socketError, type ReadSink, type TcpEnd } from './tcp-end.js';
+import { WRITE_DONE, WRITE_PENDING, socketError, type ReadSink, type TcpEnd } from '../platform/tcp-end.js';
 import { tcpEnds } from './tcp-path.js';
 
 /** Which way bytes move; the values are the metrics' `direction` label values. */

@@ -5,7 +5,7 @@
  * slower: a net.Socket is a full Duplex stream per end, and each read is Node's own buffer,
  * copied here into the reader's.
  *
- * How the contract (tcp-end.ts) is kept:
+ * How the contract (src/platform/tcp-end.ts) is kept:
  * - Reads: the socket stays paused (pauseOnConnect, or pause() before a dial) except while the
  *   sink reads. A dialed socket reads straight into the sink's buffers (net.Socket's `onread`
  *   option: the buffer asked for after each read, as the native ends do), so the sink sees reads
@@ -43,7 +43,7 @@
  *   64 KiB, Node's read size) per timeout.
  */
 import net from 'node:net';
-import { WRITE_DONE, WRITE_PENDING, type EndWriter, type ReadSink, type TcpEnd, type TcpEnds } from './tcp-end.js';
+import { WRITE_DONE, WRITE_PENDING, type EndWriter, type ReadSink, type TcpEnd, type TcpEnds } from '../platform/tcp-end.js';
 
 const UV_EBADF = -9;
 const UV_ECANCELED = -125;
@@ -399,7 +399,7 @@ export class SocketWriter implements EndWriter {
   };
 }
 
-/** The relay's ends over net.Socket (see tcp-end.ts). */
+/** The relay's ends over net.Socket (see src/platform/tcp-end.ts). */
 export const socketEnds: TcpEnds = {
   description: 'net.Socket (public API)',
   dial: (address, port, family) => SocketEnd.dial(address, port, family),

@@ -26,14 +26,8 @@
  * `rise` passed checks (or one recovery probe). Not a transition: nothing is reported for it.
  */
 import type { BalanceMode, Endpoint, TargetConfig } from '../config/types.js';
+import type { TargetStates } from '../ipc/protocol.js';
 import type { ResolvedAddress } from './target-resolver.js';
-
-/**
- * Target address (as written) → 1 up, 0 down: what a child reports with its counters (the
- * packetpony_target_up gauge), and what a new child of the same listener starts from, so a restart
- * or reload does not send clients to a target already found dead.
- */
-export type TargetStates = Readonly<Record<string, number>>;
 
 export class PoolTarget {
   /** As written; the `target` label of packetpony_target_up. */

@@ -16,7 +16,8 @@ import type { LogEvent } from '../telemetry/events.js';
 import { MessageAggregator } from '../telemetry/message-aggregator.js';
 import type { ListenerStats } from '../telemetry/stats.js';
 import { HealthChecker } from './health-check.js';
-import { TargetPool, type PoolTarget, type TargetStateChange, type TargetStates } from './target-pool.js';
+import type { TargetStates } from '../ipc/protocol.js';
+import { TargetPool, type PoolTarget, type TargetStateChange } from './target-pool.js';
 import { defaultResolver, type TargetResolver } from './target-resolver.js';
 
 /** Targets one TCP connection tries at most. */

@@ -20,9 +20,9 @@ import { DescriptorWatch } from './descriptor-watch.js';
 import { ProxyHeaderReader } from './proxy-header-reader.js';
 import { bulkReadsUnder } from './read-buffers.js';
 import { encodeV1, encodeV2, type HostPort } from './proxy-protocol.js';
-import type { TargetStates } from './target-pool.js';
+import type { TargetStates } from '../ipc/protocol.js';
 import { TargetRouter, type TargetDial } from './target-router.js';
-import type { TcpEnd } from './tcp-end.js';
+import type { TcpEnd } from '../platform/tcp-end.js';
 import { tcpEnds } from './tcp-path.js';
 import { DEFAULT_KEEPALIVE_MS, startTcpRelay, type Meter, type RelayCloseInfo, type RelayOpenInfo, type TcpRelay } from './tcp-relay.js';
 

@@ -1,11 +1,11 @@
 /**
- * Which TcpEnd implementation this process relays on (tcp-end.ts), chosen once: node's native
+ * Which TcpEnd implementation this process relays on (src/platform/tcp-end.ts), chosen once: node's native
  * handles where their probe says they are usable, net.Socket otherwise (and with
  * PACKETPONY_PUBLIC_PATH=1).
  */
 import { nativeTcpEnds, probeTcpWrap } from '../platform/index.js';
 import { socketEnds } from './socket-end.js';
-import type { TcpEnds } from './tcp-end.js';
+import type { TcpEnds } from '../platform/tcp-end.js';
 
 let chosen: TcpEnds | undefined;
 

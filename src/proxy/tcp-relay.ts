@@ -5,7 +5,7 @@
  * comes in as the `meter` function).
  *
  * Caller's side of the contract
- * - Hand over the accepted connection as a TcpEnd (tcpEnds().accept: tcp-path.ts, tcp-end.ts), not reading,
+ * - Hand over the accepted connection as a TcpEnd (tcpEnds().accept: tcp-path.ts), not reading,
  *   with whatever was already read from it (after a PROXY header) as `early`; the relay owns it
  *   from then on, and forwards `early` first.
  * - Keep the returned handle (e.g. in a Set) and drop it in `onClose`, which is called exactly
@@ -81,7 +81,7 @@ import type { Endpoint, TcpSettings } from '../config/types.js';
 import type { ErrorType, ListenerStats } from '../telemetry/stats.js';
 import { Flow, type FlowOwner, type Meter, type RelayDirection } from './relay-flow.js';
 import { setKeepAliveLater } from './keepalive-later.js';
-import type { TcpEnd } from './tcp-end.js';
+import type { TcpEnd } from '../platform/tcp-end.js';
 import { tcpEnds } from './tcp-path.js';
 import { defaultResolver, ResolveError, type ResolvedAddress, type TargetResolver } from './target-resolver.js';
 

@@ -111,7 +111,7 @@ import {
   addressOf, DatagramBatch, loadUdpBatch, R_ADDR, R_ID, R_LENGTH, R_OFFSET, R_PORT, R_SCOPE, R_TRUNCATED,
   RECV_STRIDE, udpBatchUnavailableReason,
 } from './udp-batch.js';
-import { socketError } from './tcp-end.js';
+import { socketError } from '../platform/tcp-end.js';
 import { defaultResolver, type TargetResolver } from './target-resolver.js';
 import { SessionTable, UdpSession } from './udp-sessions.js';
 

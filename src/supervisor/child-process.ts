@@ -31,9 +31,9 @@ type Waiter = {
 /**
  * Node flags of every child, after the supervisor's own: gc() for the memory reclaimer
  * (src/child/memory-reclaimer.ts), and a young generation of at most 3 × 4 MiB instead of V8's
- * 3 × 16: under load V8 grows it to the maximum and keeps it, which the benchmark saw as 5 KB more
- * per idle connection (19.4 → 17.2 KB with 4 MiB; 14.6 with 1 MiB, but that cost 356 µs per new
- * connection against 288, where 4 MiB costs nothing measurable: 269 against 281, same run).
+ * 3 × 16: under load V8 grows it to the maximum and keeps it, which costs memory per idle
+ * connection, while 4 MiB costs no CPU per new connection and 1 MiB would (the measurements:
+ * docs/performance.md, "The children's young generation").
  */
 export const CHILD_NODE_FLAGS: readonly string[] = ['--expose-gc', '--max-semi-space-size=4'];
 

@@ -11,7 +11,7 @@ import { Telemetry } from '../telemetry/telemetry.js';
 import { ConfigWatcher } from './config-watcher.js';
 import { MetricsServer, notReady } from './metrics-server.js';
 import { reportPlatform } from './platform-report.js';
-import { reloadingMessage, sdNotify } from './sd-notify.js';
+import { notifyUnavailable, reloadingMessage, sdNotify } from './sd-notify.js';
 import { Supervisor } from './supervisor.js';
 
 export interface DaemonOptions {
@@ -118,6 +118,8 @@ export async function runDaemon(config: DaemonConfig, options: DaemonOptions): P
     listeners: config.listeners.length,
   });
   reportPlatform(logger, new Set(config.listeners.map((l) => l.protocol)));
+  const notifying = notifyUnavailable();
+  if (notifying !== '') logger.warn(notifying);
   try {
     await metricsServer.apply(config.metrics.prometheus);
   } catch (error) {

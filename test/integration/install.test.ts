@@ -15,24 +15,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { productionPackages } from '../../src/tools/production-deps.js';
 import { REPO_ROOT } from '../helpers/paths.js';
+import { unixReceiver } from '../helpers/unix-receiver.js';
 import { alive, waitFor } from '../helpers/wait-for.js';
 
 const INSTALLER = join(REPO_ROOT, 'dist/src/tools/install.js');
 
-/** A unix datagram socket (unix-dgram ships no types), standing in for syslog's and systemd's. */
-interface DatagramReceiver {
-  bind(path: string): void;
-  close(): void;
-  on(event: 'message', listener: (message: Buffer) => void): void;
-}
-
-function datagramReceiver(t: ExecutionContext, path: string, onMessage: (message: Buffer) => void): void {
-  const unixDgram = createRequire(import.meta.url)('unix-dgram') as { createSocket(type: 'unix_dgram'): DatagramReceiver };
-  const socket = unixDgram.createSocket('unix_dgram');
-  socket.on('message', onMessage);
-  socket.bind(path);
-  t.teardown(() => socket.close());
-}
 const pkg = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as {
   version: string;
   dependencies: Record<string, string>;
@@ -140,7 +127,7 @@ test('installs the program, the unit, the man pages, the configuration and the l
 test('the installed copy carries the production dependencies, its native addon built, and no development one', (t) => {
   const i = installed();
   const expected = productionPackages(REPO_ROOT);
-  t.true(expected.includes('node_modules/unix-dgram') && expected.includes('node_modules/ajv'));
+  t.true(expected.includes('node_modules/ajv'));
   for (const rel of expected) t.true(existsSync(join(i.lib, rel, 'package.json')), rel);
   for (const dev of Object.keys(pkg.devDependencies)) t.false(existsSync(join(i.lib, 'node_modules', dev)), dev);
 
@@ -155,7 +142,10 @@ test('the installed copy carries the production dependencies, its native addon b
   // Each dependency resolves inside the installed copy, never from the repository.
   const req = createRequire(join(i.lib, 'package.json'));
   for (const name of Object.keys(pkg.dependencies)) t.true(req.resolve(name).startsWith(`${i.lib}/`), name);
-  const load = spawnSync(process.execPath, ['-e', "require('unix-dgram').createSocket('unix_dgram').close()"], { cwd: i.lib, encoding: 'utf8' });
+  // Our addon, built for this Node, loads from the installed copy and has its unix sockets.
+  const addon = join(i.lib, 'dist/src/native/addon.js');
+  const script = `import(${JSON.stringify(addon)}).then((m) => { const a = m.nativeAddon(); if (a === null) throw new Error(m.nativeAddonMissing()); a.unixClose(a.unixOpen()); })`;
+  const load = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8' });
   t.is(load.status, 0, load.stderr);
 });
 
@@ -449,7 +439,7 @@ test('every system call of the installed daemon at work is allowed by the unit\'
   const work = tempDir(t, 'pp-strace-');
   // The syslog sink on a local datagram socket too, as with network "unix" and /dev/log.
   const syslogPath = join(work, 'dev-log');
-  datagramReceiver(t, syslogPath, () => {});
+  unixReceiver(t, syslogPath, () => {});
   const config = daemonConfig(t, targets, [
     'logging:',
     '  stdout: { enabled: true }',
@@ -494,7 +484,7 @@ test('the installed daemon tells systemd when it is ready and when it stops', as
   const targets = await echoServers(t);
   const notifyPath = join(tempDir(t, 'pp-notify-'), 'notify');
   const received: string[] = [];
-  datagramReceiver(t, notifyPath, (message) => received.push(message.toString()));
+  unixReceiver(t, notifyPath, (message) => received.push(message.toString()));
 
   const daemon = run(t, [i.bin, '--config', daemonConfig(t, targets, 'logging:\n  stdout:\n    enabled: true')], { ...process.env, NOTIFY_SOCKET: notifyPath });
   await daemon.waitForLine(/listener echo-tcp up /);

@@ -374,7 +374,9 @@ function bytesBetween(arrivals: readonly [number, number][], from: number, to: n
   return sum;
 }
 
-test('bandwidth × throttle: bytes flow steadily at the pace, no gap over 250 ms, the cap crossed by one small read; connections of one address share the pace', async (t) => {
+// Serial: the gaps are measured by this process, and the file's other tests (downloads of
+// megabytes, hashed) would otherwise run in the same event loop and stall it at random.
+test.serial('bandwidth × throttle: bytes flow steadily at the pace, no gap over 250 ms, the cap crossed by one small read; connections of one address share the pace', async (t) => {
   await slot(t);
   const server = await startPayloadServer(t);
   const daemon = await startDaemon(t, { 'conf.d/pace.yaml': tcpListener(`127.0.0.1:${server.port}`, { limits: PACE_LIMITS }) });

@@ -3,7 +3,7 @@
  * (TCP, IPv4 and IPv6 clients; UDP v2 on every datagram), and `accept_proxy_protocol` — the
  * announced client used by the allowlist, denylist, limits and logs; untrusted sources and bad
  * headers closed, counted and logged; both directions chained; and live reload. Backends parse the
- * headers with their own parser (upstream-helpers.ts).
+ * headers with their own parser (test/helpers/upstream.ts).
  */
 import test, { type ExecutionContext } from 'ava';
 import { writeFileSync } from 'node:fs';
@@ -15,7 +15,7 @@ import { MAIN_FILE_WITH_METRICS, waitForSample } from '../helpers/metrics.js';
 import { slots } from '../helpers/slots.js';
 import { startUdpBackend, udpClient } from '../helpers/udp.js';
 import { waitFor } from '../helpers/wait-for.js';
-import { echoThrough, proxyBackend, readHeader } from './upstream-helpers.js';
+import { echoThrough, proxyBackend, readHeader } from '../helpers/upstream.js';
 
 const slot = slots(2);
 

@@ -1,27 +1,18 @@
 /** systemd's Type=notify protocol, spoken to a notify socket the test creates itself. */
 import test from 'ava';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startDaemon } from '../helpers/daemon.js';
 import { startEchoServer } from '../helpers/servers.js';
+import { unixReceiver } from '../helpers/unix-receiver.js';
 import { waitFor } from '../helpers/wait-for.js';
-
-interface UnixDgram {
-  createSocket(type: 'unix_dgram', listener: (message: Buffer) => void): { bind(path: string): void; close(): void };
-}
 
 test('READY=1 once listeners serve, RELOADING=1 then READY=1 around a reload, STOPPING=1 on stop', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'pp-notify-'));
   const messages: string[] = [];
-  const unixDgram = createRequire(import.meta.url)('unix-dgram') as UnixDgram;
-  const socket = unixDgram.createSocket('unix_dgram', (message) => messages.push(message.toString()));
-  socket.bind(join(dir, 'notify'));
-  t.teardown(() => {
-    socket.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  unixReceiver(t, join(dir, 'notify'), (message) => messages.push(message.toString()));
 
   const echo = await startEchoServer(t);
   const daemon = await startDaemon(

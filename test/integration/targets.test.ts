@@ -2,7 +2,7 @@
  * Several targets end to end (issue 11): each balance mode, backups, failover within one
  * connection, health checks going down after `fall` and up after `rise`, every target down, UDP
  * sessions across targets, packetpony_target_up, and live reload of the target list. Backends name
- * themselves on every connection (upstream-helpers.ts), so a client knows which one answered.
+ * themselves on every connection (test/helpers/upstream.ts), so a client knows which one answered.
  */
 import test from 'ava';
 import { writeFileSync } from 'node:fs';
@@ -13,7 +13,7 @@ import { MAIN_FILE_WITH_METRICS, waitForSample } from '../helpers/metrics.js';
 import { slots } from '../helpers/slots.js';
 import { startUdpBackend, udpClient } from '../helpers/udp.js';
 import { waitFor } from '../helpers/wait-for.js';
-import { nameOnce, namedBackend, waitForMetric, whoAnswers, type NamedBackend } from './upstream-helpers.js';
+import { nameOnce, namedBackend, waitForMetric, whoAnswers, type NamedBackend } from '../helpers/upstream.js';
 
 const slot = slots(2);
 

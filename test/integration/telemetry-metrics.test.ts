@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { startDaemon } from '../helpers/daemon.js';
 import { connect, readAll, refusingPort, startEchoServer, startExchangeServer } from '../helpers/servers.js';
 import { waitFor } from '../helpers/wait-for.js';
-import { mainFile, metricsPort, scrape, scrapeText, tcpListener, udpEcho, udpExchange, udpListener } from './telemetry-helpers.js';
+import { mainFile, metricsPort, scrape, scrapeText, tcpListener, udpEcho, udpExchange, udpListener } from '../helpers/telemetry.js';
 
 async function roundTrip(port: number, text = 'ping'): Promise<Buffer> {
   const socket = await connect(port);

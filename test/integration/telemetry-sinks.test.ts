@@ -24,7 +24,7 @@ import {
   udpExchange,
   udpListener,
   unixReceiver,
-} from './telemetry-helpers.js';
+} from '../helpers/telemetry.js';
 
 type Json = Record<string, unknown>;
 

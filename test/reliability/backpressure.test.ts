@@ -16,10 +16,10 @@ import test from 'ava';
 import net from 'node:net';
 import { startDaemon } from '../helpers/daemon.js';
 import { waitFor } from '../helpers/wait-for.js';
-import { tcpListener } from './helpers/config.js';
-import { rss, sampler } from './helpers/proc.js';
-import { GiB, mib, MiB, size } from './helpers/scale.js';
-import { receiveStream, sendStream, startStreamServer, throttleReads } from './helpers/streams.js';
+import { tcpListener } from '../helpers/reliability/config.js';
+import { rss, sampler } from '../helpers/reliability/proc.js';
+import { GiB, mib, MiB, size } from '../helpers/reliability/scale.js';
+import { receiveStream, sendStream, startStreamServer, throttleReads } from '../helpers/reliability/streams.js';
 
 const TOTAL = size(64 * MiB, GiB);
 const SLOW_RATE = MiB;

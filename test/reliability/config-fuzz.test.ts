@@ -24,10 +24,10 @@ import { runCli } from '../helpers/run-cli.js';
 import { startEchoServer } from '../helpers/servers.js';
 import { attempt, hangUp } from '../helpers/tcp-clients.js';
 import { waitFor } from '../helpers/wait-for.js';
-import { tcpListener } from './helpers/config.js';
-import { durations, LISTENER_SEEDS, MAIN_SEEDS, mutated, randomDocument } from './helpers/config-fuzz.js';
-import { size } from './helpers/scale.js';
-import { tempDir } from './helpers/temp.js';
+import { tcpListener } from '../helpers/reliability/config.js';
+import { durations, LISTENER_SEEDS, MAIN_SEEDS, mutated, randomDocument } from '../helpers/reliability/config-fuzz.js';
+import { size } from '../helpers/reliability/scale.js';
+import { tempDir } from '../helpers/reliability/temp.js';
 
 const IN_PROCESS = size(2000, 30_000);
 const THROUGH_CLI = size(20, 400);

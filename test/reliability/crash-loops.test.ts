@@ -18,10 +18,10 @@ import { startDaemon } from '../helpers/daemon.js';
 import { startEchoServer } from '../helpers/servers.js';
 import { attempt, hangUp } from '../helpers/tcp-clients.js';
 import { waitFor } from '../helpers/wait-for.js';
-import { mainFile, tcpListener, udpListener } from './helpers/config.js';
-import { UNRESOLVABLE } from './helpers/dead-backends.js';
-import { cpuSplit } from './helpers/proc.js';
-import { FULL } from './helpers/scale.js';
+import { mainFile, tcpListener, udpListener } from '../helpers/reliability/config.js';
+import { UNRESOLVABLE } from '../helpers/reliability/dead-backends.js';
+import { cpuSplit } from '../helpers/reliability/proc.js';
+import { FULL } from '../helpers/reliability/scale.js';
 
 const CAP_MS = 30_000;
 const MAX_CPU_SHARE = 0.1;

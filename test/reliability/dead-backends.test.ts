@@ -14,11 +14,11 @@ import { startDaemon } from '../helpers/daemon.js';
 import { refusingPort } from '../helpers/servers.js';
 import { connectionLines } from '../helpers/log-lines.js';
 import { waitFor } from '../helpers/wait-for.js';
-import { percentile, summary, timeToClose } from './helpers/clients.js';
-import { tcpListener } from './helpers/config.js';
-import { silentPort, UNRESOLVABLE } from './helpers/dead-backends.js';
-import { fdCount } from './helpers/proc.js';
-import { lateBound, size } from './helpers/scale.js';
+import { percentile, summary, timeToClose } from '../helpers/reliability/clients.js';
+import { tcpListener } from '../helpers/reliability/config.js';
+import { silentPort, UNRESOLVABLE } from '../helpers/reliability/dead-backends.js';
+import { fdCount } from '../helpers/reliability/proc.js';
+import { lateBound, size } from '../helpers/reliability/scale.js';
 
 const PROMPT_MS = 500;
 const CONCURRENT = size(50, 200);

@@ -18,9 +18,9 @@ import { startDaemon } from '../helpers/daemon.js';
 import { startEchoServer } from '../helpers/servers.js';
 import { attempt, hangUp } from '../helpers/tcp-clients.js';
 import { waitFor } from '../helpers/wait-for.js';
-import { tcpListener } from './helpers/config.js';
-import { fdCount, maxOpenFiles, raiseOwnOpenFilesLimit } from './helpers/proc.js';
-import { size } from './helpers/scale.js';
+import { tcpListener } from '../helpers/reliability/config.js';
+import { fdCount, maxOpenFiles, raiseOwnOpenFilesLimit } from '../helpers/reliability/proc.js';
+import { size } from '../helpers/reliability/scale.js';
 
 const NOFILE = size(128, 256);
 const ATTEMPTS = size(500, 1000);

@@ -16,10 +16,10 @@ import { startDaemon } from '../helpers/daemon.js';
 import { startEchoServer } from '../helpers/servers.js';
 import { attempt, hangUp } from '../helpers/tcp-clients.js';
 import { waitFor } from '../helpers/wait-for.js';
-import { summary } from './helpers/clients.js';
-import { mainFile, tcpListener } from './helpers/config.js';
-import { fdCount } from './helpers/proc.js';
-import { size } from './helpers/scale.js';
+import { summary } from '../helpers/reliability/clients.js';
+import { mainFile, tcpListener } from '../helpers/reliability/config.js';
+import { fdCount } from '../helpers/reliability/proc.js';
+import { size } from '../helpers/reliability/scale.js';
 
 const SCRAPE_DEADLINE_MS = 2000;
 const SLOW_CONNECTIONS = size(200, 1000);

@@ -11,10 +11,10 @@ import net from 'node:net';
 import { startDaemon } from '../helpers/daemon.js';
 import { connectionLines } from '../helpers/log-lines.js';
 import { waitFor } from '../helpers/wait-for.js';
-import { tcpListener } from './helpers/config.js';
-import { rss, sampler } from './helpers/proc.js';
-import { GiB, mib, MiB, size } from './helpers/scale.js';
-import { receiveStream, sendStream, startStreamServer } from './helpers/streams.js';
+import { tcpListener } from '../helpers/reliability/config.js';
+import { rss, sampler } from '../helpers/reliability/proc.js';
+import { GiB, mib, MiB, size } from '../helpers/reliability/scale.js';
+import { receiveStream, sendStream, startStreamServer } from '../helpers/reliability/streams.js';
 
 const TOTAL = size(64 * MiB, GiB);
 

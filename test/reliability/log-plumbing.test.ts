@@ -21,9 +21,9 @@ import { startDaemon, type Daemon } from '../helpers/daemon.js';
 import { sample } from '../helpers/metrics.js';
 import { startEchoServer } from '../helpers/servers.js';
 import { waitFor } from '../helpers/wait-for.js';
-import { mainFile, tcpListener, udpListener } from './helpers/config.js';
-import { size } from './helpers/scale.js';
-import { tempDir } from './helpers/temp.js';
+import { mainFile, tcpListener, udpListener } from '../helpers/reliability/config.js';
+import { size } from '../helpers/reliability/scale.js';
+import { tempDir } from '../helpers/reliability/temp.js';
 
 const EVENTS_PER_S = 5000;
 const ROTATE_FOR_S = size(10, 60);

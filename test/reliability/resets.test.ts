@@ -12,11 +12,11 @@ import net from 'node:net';
 import { startDaemon } from '../helpers/daemon.js';
 import { connectionLines } from '../helpers/log-lines.js';
 import { waitFor } from '../helpers/wait-for.js';
-import { summary } from './helpers/clients.js';
-import { tcpListener } from './helpers/config.js';
-import { fdCount } from './helpers/proc.js';
-import { lateBound, size } from './helpers/scale.js';
-import { PseudoRandom } from './helpers/streams.js';
+import { summary } from '../helpers/reliability/clients.js';
+import { tcpListener } from '../helpers/reliability/config.js';
+import { fdCount } from '../helpers/reliability/proc.js';
+import { lateBound, size } from '../helpers/reliability/scale.js';
+import { PseudoRandom } from '../helpers/reliability/streams.js';
 
 const WITHIN_MS = 100;
 const ROUNDS = size(20, 200);

@@ -18,11 +18,11 @@ import { connectionLines, denyLines } from '../helpers/log-lines.js';
 import { startEchoServer } from '../helpers/servers.js';
 import { attempt } from '../helpers/tcp-clients.js';
 import { waitFor } from '../helpers/wait-for.js';
-import { summary } from './helpers/clients.js';
-import { tcpListener } from './helpers/config.js';
-import { fdCount, rss } from './helpers/proc.js';
-import { lateBound, mib, MiB, size } from './helpers/scale.js';
-import { loopbackSource } from './helpers/sources.js';
+import { summary } from '../helpers/reliability/clients.js';
+import { tcpListener } from '../helpers/reliability/config.js';
+import { fdCount, rss } from '../helpers/reliability/proc.js';
+import { lateBound, mib, MiB, size } from '../helpers/reliability/scale.js';
+import { loopbackSource } from '../helpers/reliability/sources.js';
 
 const SOURCES = 50;
 const PER_SOURCE = size(10, 40);
@@ -31,7 +31,7 @@ const READ_TIMEOUT_MS = size(3000, 15_000);
 /** The drippers send a byte every 0.8 × read_timeout (at most 10 s: full size, 1 byte per 10 s), three times. */
 const DRIP_MS = Math.min(10_000, READ_TIMEOUT_MS * 0.8);
 const DRIPS = 3;
-/** The child's RSS with every slow connection open: a fixed budget, stated here and in the README. */
+/** The child's RSS with every slow connection open: a fixed budget, stated here and in docs/reliability.md. */
 const RSS_BUDGET = 150 * MiB;
 
 interface Slow {

@@ -30,10 +30,10 @@ import { readSample, waitForSample, waitForSampleAtMost } from '../helpers/metri
 import { startCountingEchoServer } from '../helpers/servers.js';
 import { udpClient } from '../helpers/udp.js';
 import { waitFor } from '../helpers/wait-for.js';
-import { mainFile, tcpListener, udpListener } from './helpers/config.js';
-import { rss, sampler } from './helpers/proc.js';
-import { FULL, mib, MiB, size } from './helpers/scale.js';
-import { loopbackSource } from './helpers/sources.js';
+import { mainFile, tcpListener, udpListener } from '../helpers/reliability/config.js';
+import { rss, sampler } from '../helpers/reliability/proc.js';
+import { FULL, mib, MiB, size } from '../helpers/reliability/scale.js';
+import { loopbackSource } from '../helpers/reliability/sources.js';
 
 const SOURCES = size(10_000, 100_000);
 const WINDOW_S = size(5, 20);

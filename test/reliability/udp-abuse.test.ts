@@ -20,10 +20,10 @@ import { startDaemon } from '../helpers/daemon.js';
 import { waitForSample } from '../helpers/metrics.js';
 import { startUdpBackend, udpClient, unreachableUdpPort, type UdpClient } from '../helpers/udp.js';
 import { waitFor } from '../helpers/wait-for.js';
-import { mainFile, udpListener } from './helpers/config.js';
-import { socketCount } from './helpers/proc.js';
-import { FULL, size } from './helpers/scale.js';
-import { udpLoad } from './helpers/udp-load.js';
+import { mainFile, udpListener } from '../helpers/reliability/config.js';
+import { socketCount } from '../helpers/reliability/proc.js';
+import { FULL, size } from '../helpers/reliability/scale.js';
+import { udpLoad } from '../helpers/reliability/udp-load.js';
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 

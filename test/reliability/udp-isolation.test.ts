@@ -19,12 +19,12 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startDaemon } from '../helpers/daemon.js';
 import { waitFor } from '../helpers/wait-for.js';
-import { summary } from './helpers/clients.js';
-import { mainFile, udpListener } from './helpers/config.js';
-import { socketCount } from './helpers/proc.js';
-import { lateBound, size } from './helpers/scale.js';
-import { udpLoad } from './helpers/udp-load.js';
-import { tempDir } from './helpers/temp.js';
+import { summary } from '../helpers/reliability/clients.js';
+import { mainFile, udpListener } from '../helpers/reliability/config.js';
+import { socketCount } from '../helpers/reliability/proc.js';
+import { lateBound, size } from '../helpers/reliability/scale.js';
+import { udpLoad } from '../helpers/reliability/udp-load.js';
+import { tempDir } from '../helpers/reliability/temp.js';
 
 const SESSIONS = size(2000, 10_000);
 const DATAGRAMS = size(20, 100);

@@ -46,6 +46,7 @@ export interface ReportCounts {
   readonly dropped_events: number;
 }
 
+/** How a reload ended (the supervisor's answer, and the `result` label of packetpony_config_reloads_total). */
 export type ReloadResult = 'ok' | 'rejected' | 'partial';
 
 export const RELOAD_RESULTS: readonly ReloadResult[] = ['ok', 'rejected', 'partial'];

@@ -1,72 +1,36 @@
 /**
- * Syslog on a local datagram socket (`/dev/log`, or any path), through the `unix-dgram` native
- * package: node itself has no unix datagram sockets.
+ * Syslog on a local datagram socket (`/dev/log`, or any path; '@name' for an abstract socket),
+ * through our native addon's unix datagram sockets (src/native/unix-dgram.ts): Node itself has
+ * none. The addon is looked for only when such a sink is configured, and its absence is this
+ * sink's error, said with the reason — never the daemon's crash.
  *
- * The socket is connected, so the kernel tells us when the reader's queue is full (EAGAIN: the
- * package calls it "congestion" and announces "writable" later): the message is held and sent again
- * then, and the sink's in-flight limit and stall watchdog bound how long that may go on. A reader
- * that went away (syslog daemon restarted: ECONNREFUSED, ENOENT) fails the transport; the sink
- * connects again with backoff.
+ * The socket is connected, so the kernel tells us when the reader's queue is full (EAGAIN): the
+ * message is held and sent again once the socket is writable, and the sink's in-flight limit and
+ * stall watchdog bound how long that may go on. A reader that went away (syslog daemon restarted:
+ * ECONNREFUSED, ENOENT) fails the transport; the sink connects again with backoff.
  */
-import { createRequire } from 'node:module';
-import { constants } from 'node:os';
+import { LogSinkError } from '../../errors.js';
+import { UnixDatagramSocket, nativeUnixDatagrams, type UnixDatagramCalls, type UnixDatagramSource } from '../../native/unix-dgram.js';
 import { localDatagram } from './syslog-message.js';
 import type { SyslogConnect, SyslogItem, SyslogTransport } from './syslog-sink.js';
 
-/** The part of unix-dgram 2.0.7 used here (the package ships no types). */
-interface UnixDgramSocket {
-  connect(path: string): void;
-  send(buffer: Buffer, done: (error?: Error & { code?: number | string }) => void): void;
-  close(): void;
-  on(event: 'error', listener: (error: Error & { code?: number | string }) => void): void;
-  on(event: 'writable' | 'connect', listener: () => void): void;
-}
-
-interface UnixDgramModule {
-  createSocket(type: 'unix_dgram'): UnixDgramSocket;
-}
-
-const unixDgram = createRequire(import.meta.url)('unix-dgram') as UnixDgramModule;
-
-/** unix-dgram reports `-errno` numbers; messages read better with the name (ECONNREFUSED). */
-function errnoName(code: number | string | undefined): string {
-  if (typeof code !== 'number') return String(code ?? 'error');
-  const found = Object.entries(constants.errno).find(([, value]) => value === -code);
-  return found ? found[0] : `errno ${-code}`;
-}
-
-function failure(path: string, what: string, error: Error & { code?: number | string }): Error {
-  return new Error(`${what} ${path}: ${errnoName(error.code)}`);
-}
-
 class UnixTransport implements SyslogTransport {
-  readonly #socket: UnixDgramSocket;
+  readonly #socket: UnixDatagramSocket;
   readonly #path: string;
   readonly #tag: string;
-  /** Messages refused with EAGAIN, sent again in order on 'writable'. */
+  /** Messages refused with EAGAIN, sent again in order once the socket is writable. */
   #held: Array<{ datagram: Buffer; done: (error: Error | null) => void }> = [];
-  #connected = false;
   #closed = false;
 
-  constructor(path: string, tag: string, broken: (error: Error) => void) {
+  constructor(calls: UnixDatagramCalls, path: string, tag: string) {
     this.#path = path;
     this.#tag = tag;
-    const socket = unixDgram.createSocket('unix_dgram');
-    let connectError: Error | undefined;
-    // The package emits synchronously: during connect() an error lands here before it returns.
-    socket.on('error', (error) => {
-      const wrapped = failure(path, 'socket error on', error);
-      if (connectError === undefined && !this.#connected) connectError = failure(path, 'cannot connect to', error);
-      else if (!this.#closed) broken(wrapped);
-    });
-    socket.on('writable', () => this.#resend());
-    socket.connect(path);
-    this.#socket = socket;
-    if (connectError) {
-      this.close();
-      throw connectError;
+    this.#socket = new UnixDatagramSocket(calls);
+    const error = this.#socket.connect(path);
+    if (error !== null) {
+      this.#socket.close();
+      throw new Error(`cannot connect to ${path}: ${error}`);
     }
-    this.#connected = true;
   }
 
   send(item: SyslogItem, done: (error: Error | null) => void): void {
@@ -75,20 +39,25 @@ class UnixTransport implements SyslogTransport {
     else this.#send(datagram, done);
   }
 
+  /** Sends one; false when it was held (EAGAIN), to be sent again once writable. */
   #send(datagram: Buffer, done: (error: Error | null) => void): boolean {
-    let sent = true;
-    this.#socket.send(datagram, (error) => {
-      if (!error) done(null);
-      else if (error.code === 1) {
-        // "congestion": not sent; the package watches for 'writable'.
-        sent = false;
-        this.#held.unshift({ datagram, done });
-      } else done(failure(this.#path, 'cannot send to', error));
-    });
-    return sent;
+    const error = this.#socket.send(datagram);
+    if (error === null) {
+      done(null);
+      return true;
+    }
+    if (error === 'EAGAIN') {
+      this.#held.unshift({ datagram, done });
+      this.#socket.onWritable(() => this.#resend());
+      return false;
+    }
+    done(new Error(`cannot send to ${this.#path}: ${error}`));
+    return true;
   }
 
   #resend(): void {
+    // Level-triggered: stop watching first, #send watches again should the queue fill up anew.
+    this.#socket.onWritable(null);
     while (this.#held.length > 0 && !this.#closed) {
       const next = this.#held.shift()!;
       if (!this.#send(next.datagram, next.done)) return;
@@ -99,19 +68,29 @@ class UnixTransport implements SyslogTransport {
     if (this.#closed) return;
     this.#closed = true;
     this.#held = [];
-    try {
-      this.#socket.close();
-    } catch {
-      // Already closed.
-    }
+    this.#socket.close();
   }
 }
 
 export interface UnixSyslogOptions {
   readonly path: string;
   readonly tag: string;
+  /** Where the socket calls come from: the native addon unless a test stands in for it. */
+  readonly source?: UnixDatagramSource;
 }
 
+/**
+ * The transport factory for a unix syslog sink. Throws LogSinkError when the native addon, which
+ * holds the socket calls, is not there: the configuration asks for something this build cannot do.
+ */
 export function unixSyslog(options: UnixSyslogOptions): SyslogConnect {
-  return (broken) => new UnixTransport(options.path, options.tag, broken);
+  const source = options.source ?? nativeUnixDatagrams;
+  const calls = source.calls();
+  if (calls === null) {
+    throw new LogSinkError(
+      `logging.syslog: cannot use the unix socket ${options.path}: the native addon is not built (${source.missing()}); ` +
+        'build it with npm run build (it needs a C compiler), or log to syslog over udp or tcp',
+    );
+  }
+  return () => new UnixTransport(calls, options.path, options.tag);
 }

@@ -4,7 +4,7 @@
  */
 import test from 'ava';
 import { setKeepAliveLater } from '../../../src/proxy/keepalive-later.js';
-import type { TcpEnd } from '../../../src/proxy/tcp-end.js';
+import type { TcpEnd } from '../../../src/platform/tcp-end.js';
 import { waitFor } from '../../helpers/wait-for.js';
 
 function fakeEnd(): TcpEnd & { readonly set: number[] } {

@@ -10,7 +10,7 @@ import { ProxyHeaderReader } from '../../../src/proxy/proxy-header-reader.js';
 import { encodeV1, encodeV2, encodeV2Local, type HostPort } from '../../../src/proxy/proxy-protocol.js';
 import type { LogEvent } from '../../../src/telemetry/events.js';
 import { ListenerStats } from '../../../src/telemetry/stats.js';
-import type { TcpEnd } from '../../../src/proxy/tcp-end.js';
+import type { TcpEnd } from '../../../src/platform/tcp-end.js';
 import { listenEnds } from '../../helpers/servers.js';
 import { waitFor } from '../../helpers/wait-for.js';
 

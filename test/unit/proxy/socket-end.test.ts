@@ -7,7 +7,7 @@
  */
 import test from 'ava';
 import { SocketEnd, socketEnds } from '../../../src/proxy/socket-end.js';
-import { WRITE_DONE, WRITE_PENDING, type ReadSink } from '../../../src/proxy/tcp-end.js';
+import { WRITE_DONE, WRITE_PENDING, type ReadSink } from '../../../src/platform/tcp-end.js';
 import { acceptedEnd, refusingPort } from '../../helpers/servers.js';
 import { waitFor } from '../../helpers/wait-for.js';
 

@@ -10,7 +10,7 @@ import net from 'node:net';
 import { HandleWriter, NativeTcpEnd as TcpEnd, WRITE_DONE, WRITE_PENDING, nativeTcpEnds, sendsNow } from '../../../src/platform/native-tcp-end.js';
 import { publicPathForced } from '../../../src/platform/index.js';
 import { nativeBindings } from '../../../src/platform/tcp-wrap.js';
-import type { ReadSink } from '../../../src/proxy/tcp-end.js';
+import type { ReadSink } from '../../../src/platform/tcp-end.js';
 import { acceptedEnd, listen, refusingPort } from '../../helpers/servers.js';
 import { waitFor } from '../../helpers/wait-for.js';
 

@@ -12,7 +12,7 @@ import { ResolveError, TargetResolver } from '../../../src/proxy/target-resolver
 import { ListenerStats } from '../../../src/telemetry/stats.js';
 import { listenEnds, refusingPort } from '../../helpers/servers.js';
 import { waitFor } from '../../helpers/wait-for.js';
-import { silentPort } from '../../reliability/helpers/dead-backends.js';
+import { silentPort } from '../../helpers/reliability/dead-backends.js';
 
 const TCP: TcpSettings = { connect_timeout: 5000, read_timeout: 0, write_timeout: 0, idle_timeout: 0 };
 

@@ -23,7 +23,7 @@ import { listenEnds } from '../../helpers/servers.js';
 import { collectUntilEnd, type StreamEnd } from '../../helpers/cut-transfers.js';
 import { sendsNow, NativeTcpEnd } from '../../../src/platform/native-tcp-end.js';
 import { SocketEnd, socketEnds } from '../../../src/proxy/socket-end.js';
-import type { TcpEnd } from '../../../src/proxy/tcp-end.js';
+import type { TcpEnd } from '../../../src/platform/tcp-end.js';
 import { tcpEnds } from '../../../src/proxy/tcp-path.js';
 
 /** The relay runs on this process's path (PACKETPONY_PUBLIC_PATH=1: net.Socket). */

@@ -1,19 +1,11 @@
 import test, { type ExecutionContext } from 'ava';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { reloadingMessage, sdNotify } from '../../../src/supervisor/sd-notify.js';
-
-interface Receiver {
-  bind(path: string): void;
-  close(): void;
-  on(event: 'message', listener: (message: Buffer) => void): unknown;
-  on(event: 'error', listener: (error: Error) => void): unknown;
-  on(event: 'listening', listener: () => void): unknown;
-}
-
-const unixDgram = createRequire(import.meta.url)('unix-dgram') as { createSocket(type: 'unix_dgram'): Receiver };
+import type { UnixDatagramSource } from '../../../src/native/unix-dgram.js';
+import { notifyUnavailable, reloadingMessage, sdNotify } from '../../../src/supervisor/sd-notify.js';
+import { unixReceiver } from '../../helpers/unix-receiver.js';
 
 function tempDir(t: ExecutionContext): string {
   const dir = mkdtempSync(join(tmpdir(), 'pp-notify-'));
@@ -21,24 +13,19 @@ function tempDir(t: ExecutionContext): string {
   return dir;
 }
 
-/** A stand-in for systemd's notify socket: collects what arrives. */
-async function notifySocket(t: ExecutionContext): Promise<{ path: string; next(): Promise<string> }> {
-  const path = join(tempDir(t), 'notify');
-  const socket = unixDgram.createSocket('unix_dgram');
+/**
+ * A stand-in for systemd's notify socket at a path in a temp folder, or at `path` ('@name': an
+ * abstract socket): collects what arrives.
+ */
+function notifySocket(t: ExecutionContext, path = join(tempDir(t), 'notify')): { path: string; next(): Promise<string> } {
   const queue: string[] = [];
   const waiting: Array<(message: string) => void> = [];
-  socket.on('message', (message) => {
+  unixReceiver(t, path, (message) => {
     const text = message.toString('utf8');
     const waiter = waiting.shift();
     if (waiter) waiter(text);
     else queue.push(text);
   });
-  await new Promise<void>((resolve, reject) => {
-    socket.on('listening', resolve);
-    socket.on('error', reject);
-    socket.bind(path);
-  });
-  t.teardown(() => socket.close());
   return {
     path,
     next: () => {
@@ -50,7 +37,7 @@ async function notifySocket(t: ExecutionContext): Promise<{ path: string; next()
 }
 
 test('sends each state as one datagram to the socket', async (t) => {
-  const systemd = await notifySocket(t);
+  const systemd = notifySocket(t);
   t.true(sdNotify('READY=1', systemd.path));
   t.is(await systemd.next(), 'READY=1');
   t.true(sdNotify('STATUS=2 listeners up\nREADY=1', systemd.path));
@@ -71,7 +58,7 @@ function withNotifySocket(t: ExecutionContext, value: string | undefined): void 
 }
 
 test.serial('reads NOTIFY_SOCKET when no path is given', async (t) => {
-  const systemd = await notifySocket(t);
+  const systemd = notifySocket(t);
   withNotifySocket(t, systemd.path);
   t.true(sdNotify('READY=1'));
   t.is(await systemd.next(), 'READY=1');
@@ -90,8 +77,25 @@ test('never throws when the socket cannot be used', (t) => {
   t.false(sdNotify('READY=1', join(dir, 'missing')), 'no such socket');
   t.false(sdNotify('READY=1', notASocket), 'a regular file');
   t.false(sdNotify('READY=1', 'relative/notify'), 'relative path');
-  t.false(sdNotify('READY=1', '@/org/freedesktop/systemd1/notify'), 'abstract socket: not supported by unix-dgram');
+  t.false(sdNotify('READY=1', `@pp-test-nobody-${randomBytes(8).toString('hex')}`), 'no such abstract socket');
   t.false(sdNotify('READY=1', `/${'x'.repeat(120)}`), 'longer than sun_path');
+  t.false(sdNotify('READY=1', `@${'x'.repeat(120)}`), 'a name longer than sun_path');
+});
+
+test('an abstract socket name (NOTIFY_SOCKET=@…) is reached, with no path on disk', async (t) => {
+  // Abstract names are per network namespace, not per folder: a random one cannot collide.
+  const systemd = notifySocket(t, `@pp-test-notify-${process.pid}-${randomBytes(8).toString('hex')}`);
+  t.true(sdNotify('READY=1', systemd.path));
+  t.is(await systemd.next(), 'READY=1');
+});
+
+test('without the native addon: nothing is sent, never a throw, and the warning says why', (t) => {
+  const missing: UnixDatagramSource = { calls: () => null, missing: () => 'stand-in: not built' };
+  const systemd = notifySocket(t);
+  t.false(sdNotify('READY=1', systemd.path, missing));
+  t.is(notifyUnavailable(systemd.path, missing), `NOTIFY_SOCKET is set (${systemd.path}) but the service manager cannot be notified: the native addon is not built (stand-in: not built); build it with npm run build (it needs a C compiler)`);
+  t.is(notifyUnavailable(undefined, missing), '', 'no NOTIFY_SOCKET: nothing to warn about');
+  t.is(notifyUnavailable(systemd.path), '', 'the addon is built here');
 });
 
 test('a reload announces itself with the monotonic clock in microseconds', (t) => {

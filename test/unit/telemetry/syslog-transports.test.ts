@@ -2,26 +2,20 @@
 import test from 'ava';
 import dgram from 'node:dgram';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import net from 'node:net';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
-import { PacketPonyError } from '../../../src/errors.js';
+import { LogSinkError, PacketPonyError } from '../../../src/errors.js';
+import { UnixDatagramSocket, nativeUnixDatagrams, type UnixDatagramSource } from '../../../src/native/unix-dgram.js';
 import { RetryDelay } from '../../../src/telemetry/sinks/retry-delay.js';
 import { networkSyslog } from '../../../src/telemetry/sinks/syslog-network.js';
 import { SyslogSink, type SyslogConnect } from '../../../src/telemetry/sinks/syslog-sink.js';
 import { unixSyslog } from '../../../src/telemetry/sinks/syslog-unix.js';
+import { unixReceiver } from '../../helpers/unix-receiver.js';
 import { waitFor } from '../../helpers/wait-for.js';
 import { message, recordingContext, tcpClose } from './fixtures.js';
 
-interface UnixReceiver {
-  bind(path: string): void;
-  close(): void;
-  on(event: 'message', listener: (buffer: Buffer) => void): void;
-  on(event: 'error', listener: (error: Error) => void): void;
-}
-const unixDgram = createRequire(import.meta.url)('unix-dgram') as { createSocket(type: 'unix_dgram'): UnixReceiver };
 
 function newSink(t: ExecutionContext, connect: SyslogConnect) {
   const context = recordingContext();
@@ -101,15 +95,8 @@ test('unix: glibc-style datagrams; a receiver that goes away and comes back gets
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const path = join(dir, 'log');
   const received: string[] = [];
-  const listen = (): UnixReceiver => {
-    const receiver = unixDgram.createSocket('unix_dgram');
-    receiver.on('message', (buffer) => received.push(buffer.toString()));
-    receiver.on('error', () => {});
-    receiver.bind(path);
-    return receiver;
-  };
+  const listen = () => unixReceiver(t, path, (buffer) => received.push(buffer.toString()));
   let receiver = listen();
-  t.teardown(() => receiver.close());
   const { sink, context } = newSink(t, unixSyslog({ path, tag: 'ppunix' }));
   sink.write(tcpClose({ event_type: 'open' }), 'info');
   await waitFor(() => received.length === 1, 'one datagram');
@@ -130,4 +117,46 @@ test('unix: a missing socket path is retried, not fatal', async (t) => {
   sink.write(message('x'), 'info');
   await waitFor(() => context.reports.length === 1, 'the failure report');
   t.regex(context.reports[0]!.message, /cannot connect to .*ENOENT/);
+});
+
+test('unix: a receiver whose queue is full holds the messages (EAGAIN) and gets all of them, in order, once it reads', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'pp-devlog-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'log');
+  const calls = nativeUnixDatagrams.calls()!;
+  // Bound but not read from yet: its queue (net.unix.max_dgram_qlen, 10 by default) fills up.
+  const receiver = new UnixDatagramSocket(calls);
+  t.teardown(() => receiver.close());
+  t.is(receiver.bind(path), null);
+  const { sink, context } = newSink(t, unixSyslog({ path, tag: 'ppfull' }));
+  const count = 50;
+  for (let i = 0; i < count; i++) sink.write(message(`m${i}`), 'info');
+  // The queue is full once a datagram of our own is refused; those that got in are left out below.
+  const probe = new UnixDatagramSocket(calls);
+  t.teardown(() => probe.close());
+  await waitFor(() => probe.send(Buffer.from('probe'), path) === 'EAGAIN', 'the receiver\'s queue to be full');
+
+  const received: string[] = [];
+  const buffer = Buffer.alloc(4096);
+  receiver.onReadable(() => {
+    for (let n = receiver.receive(buffer); typeof n === 'number'; n = receiver.receive(buffer)) {
+      const text = buffer.toString('utf8', 0, n);
+      if (text !== 'probe') received.push(text);
+    }
+  });
+  await waitFor(() => received.length === count || undefined, `all ${count} messages`);
+  t.deepEqual(received.map((line) => /: (m\d+)$/.exec(line)?.[1]), Array.from({ length: count }, (_, i) => `m${i}`));
+  t.deepEqual(context.reports, [], 'a full queue is no failure');
+  t.is(context.drops.size, 0);
+});
+
+test('unix: without the native addon the sink cannot be set up, and the error names the sink and why', (t) => {
+  const missing: UnixDatagramSource = { calls: () => null, missing: () => 'stand-in: dist/src/native/abi-0/packetpony_native.node is not there' };
+  const error = t.throws(() => unixSyslog({ path: '/dev/log', tag: 'pp', source: missing }), { instanceOf: LogSinkError });
+  t.is(error!.code, 'PP_ERR_LOG_SINK');
+  t.is(
+    error!.message,
+    'logging.syslog: cannot use the unix socket /dev/log: the native addon is not built (stand-in: dist/src/native/abi-0/packetpony_native.node is not there); ' +
+      'build it with npm run build (it needs a C compiler), or log to syslog over udp or tcp',
+  );
 });

@@ -10,7 +10,7 @@ import http from 'node:http';
 import net from 'node:net';
 import type { ExecutionContext } from 'ava';
 import ipaddr from 'ipaddr.js';
-import { waitFor } from '../helpers/wait-for.js';
+import { waitFor } from './wait-for.js';
 
 export interface SeenHeader {
   readonly version: 1 | 2;

@@ -14,7 +14,7 @@ export const KiB = 1024;
 export const MiB = 1024 * 1024;
 export const GiB = 1024 * MiB;
 
-/** Human figures for t.log() and the README. */
+/** Human figures for t.log() and docs/reliability.md. */
 export function mib(bytes: number): string {
   return `${(bytes / MiB).toFixed(1)} MiB`;
 }

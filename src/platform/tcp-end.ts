@@ -1,9 +1,11 @@
 /**
  * What the TCP relay needs from each end of a connection, and from the way this process makes
- * ends. Two implementations, one per process (tcp-path.ts picks it at start):
- * - src/platform/native-tcp-end.ts: Node's native TCP handles with no net.Socket around them, and
- *   our addon's batched reads and direct sends (the fast path; it says why);
- * - socket-end.ts: net.Socket, public APIs only (where the internals are missing or denied, or with
+ * ends: the contract between the relay (src/proxy) and the two implementations, kept here so that
+ * this folder imports nothing of the relay's. One implementation per process
+ * (src/proxy/tcp-path.ts picks it at start):
+ * - native-tcp-end.ts: Node's native TCP handles with no net.Socket around them, and our addon's
+ *   batched reads and direct sends (the fast path; it says why);
+ * - src/proxy/socket-end.ts: net.Socket, public APIs only (where the internals are missing or denied, or with
  *   PACKETPONY_PUBLIC_PATH=1): the same behaviour, slower.
  *
  * The contract, as the relay (tcp-relay.ts, relay-flow.ts) and the PROXY header reader rely on it:

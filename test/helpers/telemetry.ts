@@ -5,12 +5,12 @@
  */
 import dgram from 'node:dgram';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
-import type { Daemon } from '../helpers/daemon.js';
+import type { Daemon } from './daemon.js';
+import { unixReceiver as bindUnixReceiver } from './unix-receiver.js';
 
 export function tempDir(t: ExecutionContext, prefix = 'pp-tel-'): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
@@ -117,23 +117,11 @@ export async function syslogTcpReceiver(t: ExecutionContext): Promise<Receiver> 
   return { port: (server.address() as net.AddressInfo).port, messages, stop };
 }
 
-interface UnixDgramSocket {
-  bind(path: string): void;
-  close(): void;
-  on(event: 'message', listener: (buffer: Buffer) => void): void;
-  on(event: 'error', listener: (error: Error) => void): void;
-}
-
 /** A datagram socket at `<temp folder>/log`, standing in for /dev/log. */
 export function unixReceiver(t: ExecutionContext): { path: string; messages: string[] } {
-  const unixDgram = createRequire(import.meta.url)('unix-dgram') as { createSocket(type: 'unix_dgram'): UnixDgramSocket };
   const path = join(tempDir(t, 'pp-devlog-'), 'log');
   const messages: string[] = [];
-  const socket = unixDgram.createSocket('unix_dgram');
-  socket.on('message', (buffer) => messages.push(buffer.toString()));
-  socket.on('error', () => {});
-  socket.bind(path);
-  t.teardown(() => socket.close());
+  bindUnixReceiver(t, path, (buffer) => messages.push(buffer.toString()));
   return { path, messages };
 }
 
