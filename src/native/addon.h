@@ -26,6 +26,18 @@ static inline napi_value int_value(napi_env env, int32_t n) {
   return v;
 }
 
+/* The one argument of a call that takes a descriptor, or -1 when it is missing or not one. */
+static inline int32_t fd_arg(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int32_t fd = -1;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
+      napi_get_value_int32(env, argv[0], &fd) != napi_ok) {
+    return -1;
+  }
+  return fd < 0 ? -1 : fd;
+}
+
 /* udp_batch.c: the UDP relay's batched datagram path. */
 napi_status udp_batch_init(napi_env env, napi_value exports);
 /* socket_calls.c: the TCP relay's direct system calls. */

@@ -71,21 +71,9 @@ static napi_value BindSocket(napi_env env, napi_callback_info info) {
   return int_value(env, fd);
 }
 
-/* The one argument of a call that takes a descriptor, or -1. */
-static int32_t descriptor_arg(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  int32_t fd = -1;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
-      napi_get_value_int32(env, argv[0], &fd) != napi_ok) {
-    return -1;
-  }
-  return fd;
-}
-
 /* boundPort(fd) -> the port the socket is bound to (port 0 resolved), or -errno. */
 static napi_value BoundPort(napi_env env, napi_callback_info info) {
-  int32_t fd = descriptor_arg(env, info);
+  int32_t fd = fd_arg(env, info);
   if (fd < 0) return int_value(env, -EBADF);
   struct sockaddr_storage local;
   socklen_t length = sizeof(local);
@@ -97,7 +85,7 @@ static napi_value BoundPort(napi_env env, napi_callback_info info) {
 
 /* closeSocket(fd) -> 0 or -errno. The supervisor's copy only: children keep theirs. */
 static napi_value CloseSocket(napi_env env, napi_callback_info info) {
-  int32_t fd = descriptor_arg(env, info);
+  int32_t fd = fd_arg(env, info);
   if (fd < 0) return int_value(env, -EBADF);
   return int_value(env, close(fd) == 0 ? 0 : -errno);
 }

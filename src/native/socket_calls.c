@@ -41,18 +41,6 @@ static napi_value SendNow(napi_env env, napi_callback_info info) {
   return int_value(env, errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno);
 }
 
-/* The one argument of a call that takes a descriptor, or -1 when it is missing or not one. */
-static int32_t fd_arg(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  int32_t fd = -1;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
-      napi_get_value_int32(env, argv[0], &fd) != napi_ok) {
-    return -1;
-  }
-  return fd < 0 ? -1 : fd;
-}
-
 /*
  * shutdownNow(fd) -> 0 or -errno: shutdown(fd, SHUT_WR), our FIN, at once. For a socket libuv holds
  * no writes for (the relay checks that first): libuv's own shutdown would wait a loop turn for the
