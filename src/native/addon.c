@@ -11,7 +11,9 @@
  *   JavaScript;
  * - unix_dgram.c: AF_UNIX datagram sockets, for the local syslog socket and systemd's notify
  *   socket (Node has none);
- * - socket_bind.c: the supervisor's listening sockets, bound without Node's internals.
+ * - socket_bind.c: the supervisor's listening sockets, bound without Node's internals;
+ * - reuseport.c: a listener's workers: one reuseport group steered by source address, and the
+ *   listener's connection total in shared memory.
  */
 #include "addon.h"
 
@@ -19,7 +21,7 @@ static napi_value Init(napi_env env, napi_value exports) {
   if (udp_batch_init(env, exports) != napi_ok || socket_calls_init(env, exports) != napi_ok ||
       tcp_reads_init(env, exports) != napi_ok || process_calls_init(env, exports) != napi_ok ||
       unix_dgram_init(env, exports) != napi_ok ||
-      socket_bind_init(env, exports) != napi_ok) {
+      socket_bind_init(env, exports) != napi_ok || reuseport_init(env, exports) != napi_ok) {
     napi_throw_error(env, "ERR_PACKETPONY_NATIVE", "packetpony native: cannot define the exports");
     return NULL;
   }

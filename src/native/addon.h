@@ -50,5 +50,7 @@ napi_status process_calls_init(napi_env env, napi_value exports);
 napi_status unix_dgram_init(napi_env env, napi_value exports);
 /* socket_bind.c: the supervisor's listening sockets, bound without Node's internals. */
 napi_status socket_bind_init(napi_env env, napi_value exports);
+/* reuseport.c: a listener's workers: reuseport steering and the shared connection total. */
+napi_status reuseport_init(napi_env env, napi_value exports);
 
 #endif

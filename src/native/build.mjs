@@ -17,7 +17,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 const target = join(here, '..', '..', 'dist', 'src', 'native', `abi-${process.versions.modules}`, 'packetpony_native.node');
 // Every file node-gyp reads (binding.gyp's sources and addon.h): package.json's `files` must ship
 // each of them, which test/integration/package.test.ts checks from a packed tarball.
-const sourceNames = ['addon.h', 'addon.c', 'udp_batch.c', 'socket_calls.c', 'tcp_reads.c', 'process_calls.c', 'unix_dgram.c', 'socket_bind.c', 'binding.gyp'];
+const sourceNames = ['addon.h', 'addon.c', 'udp_batch.c', 'socket_calls.c', 'tcp_reads.c', 'process_calls.c', 'unix_dgram.c', 'socket_bind.c', 'reuseport.c', 'binding.gyp'];
 const sources = sourceNames.map((name) => join(here, name));
 
 function skip(why, details = '') {

@@ -9,6 +9,8 @@
  * SO_REUSEADDR on TCP (a restarted daemon can bind over connections in TIME_WAIT), never on UDP;
  * IPV6_V6ONLY exactly as asked (Linux's default follows a sysctl); non-blocking and close-on-exec
  * (a child inherits it only where it is named in the spawn's stdio, which clears the flag there).
+ * SO_REUSEPORT only for a listener with several workers, whose sockets share the address
+ * (reuseport.c).
  */
 #include "addon.h"
 
@@ -23,14 +25,15 @@
 #define ADDRESS_MAX 64
 
 /*
- * bindSocket(udp, address, port, v6only) -> a descriptor, or -errno. `udp`: 1 for a datagram
- * socket, 0 for a stream one. `address`: an IPv4 or IPv6 literal (a scope such as fe80::1%eth0
- * allowed). `v6only`: for an IPv6 address, 1 to take IPv6 only, 0 for dual stack.
+ * bindSocket(udp, address, port, v6only[, reuseport]) -> a descriptor, or -errno. `udp`: 1 for a
+ * datagram socket, 0 for a stream one. `address`: an IPv4 or IPv6 literal (a scope such as
+ * fe80::1%eth0 allowed). `v6only`: for an IPv6 address, 1 to take IPv6 only, 0 for dual stack.
+ * `reuseport`: 1 to join the address's SO_REUSEPORT group.
  */
 static napi_value BindSocket(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
-  int32_t udp = 0, port = -1, v6only = 0;
+  size_t argc = 5;
+  napi_value argv[5];
+  int32_t udp = 0, port = -1, v6only = 0, reuseport = 0;
   char address[ADDRESS_MAX];
   size_t length = 0;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 4 ||
@@ -38,7 +41,8 @@ static napi_value BindSocket(napi_env env, napi_callback_info info) {
       napi_get_value_string_utf8(env, argv[1], address, sizeof(address), &length) != napi_ok ||
       napi_get_value_int32(env, argv[2], &port) != napi_ok ||
       napi_get_value_int32(env, argv[3], &v6only) != napi_ok || port < 0 || port > 65535 ||
-      length == 0 || length >= sizeof(address) - 1) {
+      length == 0 || length >= sizeof(address) - 1 ||
+      (argc >= 5 && napi_get_value_int32(env, argv[4], &reuseport) != napi_ok)) {
     return int_value(env, -EINVAL);
   }
   struct addrinfo hints;
@@ -62,6 +66,7 @@ static napi_value BindSocket(napi_env env, napi_callback_info info) {
   int on = 1;
   int v6 = v6only ? 1 : 0;
   if ((!udp && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0) ||
+      (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0) ||
       (family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6, sizeof(v6)) != 0) ||
       bind(fd, (struct sockaddr *)&where, where_length) != 0) {
     int err = errno;

@@ -9,7 +9,7 @@ import { nativeAddon, nativeAddonMissing } from '../native/addon.js';
 import { unusable, usable, type Probe } from './probe.js';
 
 interface SocketBindCalls {
-  bindSocket(udp: number, address: string, port: number, v6only: number): number;
+  bindSocket(udp: number, address: string, port: number, v6only: number, reuseport?: number): number;
   boundPort(fd: number): number;
   closeSocket(fd: number): number;
 }
@@ -39,14 +39,15 @@ export interface BoundDescriptor {
 
 /**
  * Binds a TCP or UDP socket to host:port (host '': dual-stack [::], else 0.0.0.0). Returns it, or a
- * negative errno. Only after a usable probe.
+ * negative errno. Only after a usable probe. `reuseport`: one of a listener's workers' sockets
+ * (reuseport.ts).
  */
-export function bindDescriptor(udp: boolean, host: string, port: number, v6only: boolean): BoundDescriptor | number {
+export function bindDescriptor(udp: boolean, host: string, port: number, v6only: boolean, reuseport = false): BoundDescriptor | number {
   const addon = calls()!;
   const tries = host === '' ? [{ address: '::', v6only: false }, { address: '0.0.0.0', v6only: false }] : [{ address: host, v6only }];
   let result = 0;
   for (const { address, v6only: only } of tries) {
-    result = addon.bindSocket(udp ? 1 : 0, address, port, only ? 1 : 0);
+    result = addon.bindSocket(udp ? 1 : 0, address, port, only ? 1 : 0, reuseport ? 1 : 0);
     if (result < 0) continue;
     const bound = addon.boundPort(result);
     if (bound < 0) {
