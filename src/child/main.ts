@@ -19,9 +19,10 @@ import {
   type TargetStates,
 } from '../ipc/protocol.js';
 import { startSharedLimits, type LimitSync } from '../fleet/index.js';
-import { ListenerPolicy, RateLimiter, type LimiterSnapshot } from '../policy/index.js';
+import { ListenerPolicy, RateLimiter, type ConnectionTotal as TotalCounter, type LimiterSnapshot } from '../policy/index.js';
 import { TcpListener } from '../proxy/tcp-listener.js';
 import { trimNativeHeap } from '../native/addon.js';
+import { ConnectionTotal } from '../native/connection-total.js';
 import { UdpListener } from '../proxy/udp-listener.js';
 import { DenyAggregator } from '../telemetry/deny-aggregator.js';
 import type { LogEvent } from '../telemetry/events.js';
@@ -88,13 +89,30 @@ function prepare(start: StartMessage, sent: object | undefined): void {
   else void begin(null, start.target_states);
 }
 
+/**
+ * With several workers, max_total_connections counts on the listener's shared page, in this
+ * child's slot (src/native/connection-total.ts); undefined: the limiter counts alone.
+ */
+function sharedTotal(start: StartMessage): TotalCounter | undefined {
+  if (start.connection_total === null) return undefined;
+  const { fd, slot } = start.connection_total;
+  let page: ConnectionTotal;
+  try {
+    page = ConnectionTotal.open(fd);
+  } catch (error) {
+    void fatal('PP_ERR_CHILD_TOTAL', `cannot count max_total_connections with the other workers: ${(error as Error).message}`);
+    throw error;
+  }
+  return { acquire: (max) => page.acquire(slot, max), release: () => page.release(slot) };
+}
+
 /** `targetStates`: what the listener's previous child last reported of its targets. */
 async function begin(snapshot: LimiterSnapshot | null, targetStates: TargetStates | null): Promise<void> {
   if (!prepared || running) return;
   const { start, handle, stats, denies, emit } = prepared;
   const config: ListenerConfig = start.config;
   const clock = loopClock();
-  const limiterOptions = { shared: config.shared_limits !== null };
+  const limiterOptions = { shared: config.shared_limits !== null, total: sharedTotal(start) };
   // The previous child's windows and open connections carry over: a reload is no free pass.
   policy = snapshot
     ? ListenerPolicy.withLimiter(config, RateLimiter.restore(config.rate_limits, clock, snapshot, limiterOptions))

@@ -195,6 +195,7 @@ export function buildListener(
     target: targets[0]!.endpoint,
     targets,
     balance,
+    workers: merged.workers === 'auto' ? 'auto' : Number(merged.workers ?? 1),
     health_check,
     ipv6_only: false,
     allowlist,

@@ -119,6 +119,11 @@ export interface ListenerConfig {
    */
   readonly targets: readonly TargetConfig[];
   readonly balance: BalanceMode;
+  /**
+   * Processes serving the listener, as written: a count, or 'auto' for the cores the process may
+   * use (resolved by the supervisor: src/supervisor/worker-count.ts).
+   */
+  readonly workers: number | 'auto';
   /** null: no active health checks. */
   readonly health_check: HealthCheckSettings | null;
   /**

@@ -19,8 +19,11 @@ import type { WireEvent, WireOrigin } from './wire-events.js';
  */
 export type TargetStates = Readonly<Record<string, number>>;
 
-/** 2: connection events travel as tuples (wire-events.ts). 3: pp:start's socket_fd. */
-export const PROTOCOL_VERSION = 3;
+/**
+ * 2: connection events travel as tuples (wire-events.ts). 3: pp:start's socket_fd. 4: pp:start's
+ * worker and connection_total.
+ */
+export const PROTOCOL_VERSION = 4;
 
 /** How often a child reports counters and events. */
 export const REPORT_INTERVAL_MS = 200;
@@ -48,6 +51,18 @@ export interface StartMessage {
   readonly hold: boolean;
   /** Not held: the target states the listener's children last reported (null: none known). */
   readonly target_states: TargetStates | null;
+  /** Which of the listener's workers this child is (index from 0), of how many. */
+  readonly worker: WorkerPlace;
+  /**
+   * With several workers: the listener's shared connection total (src/native/connection-total.ts),
+   * an inherited descriptor, and this child's slot on it. null: the child counts alone.
+   */
+  readonly connection_total: { readonly fd: number; readonly slot: number } | null;
+}
+
+export interface WorkerPlace {
+  readonly index: number;
+  readonly count: number;
 }
 
 /** Start serving (after a held start), continuing from the previous child's limiter state. */
@@ -122,9 +137,34 @@ function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null;
 }
 
+export type { LimiterSnapshot } from '../policy/snapshot.js';
+
+/**
+ * The limiter states of several workers as one, for a reload that changes which worker serves an
+ * address (the workers' number or the address changed): every new worker starts from all of
+ * them. Each address is served by one worker, so their lists do not overlap.
+ */
+export function mergeSnapshots(snapshots: ReadonlyArray<LimiterSnapshot | null>): LimiterSnapshot | null {
+  const present = snapshots.filter((s): s is LimiterSnapshot => s !== null);
+  if (present.length <= 1) return present[0] ?? null;
+  return {
+    version: 1,
+    addresses: present.flatMap((s) => s.addresses),
+    untracked_open: present.reduce((sum, s) => sum + s.untracked_open, 0),
+  };
+}
+
 /** null, or an object of 0s and 1s. */
 export function isTargetStates(value: unknown): value is TargetStates | null {
   return value === null || (isObject(value) && Object.values(value).every((v) => v === 0 || v === 1));
+}
+
+function isWorkerPlace(value: unknown): value is WorkerPlace {
+  return isObject(value) && Number.isInteger(value.index) && Number.isInteger(value.count) && (value.index as number) >= 0 && (value.index as number) < (value.count as number);
+}
+
+function isConnectionTotal(value: unknown): boolean {
+  return isObject(value) && Number.isInteger(value.fd) && (value.fd as number) > 2 && Number.isInteger(value.slot) && (value.slot as number) >= 0;
 }
 
 /** Type guards: anything arriving over IPC is checked before use; unknown types are ignored. */
@@ -134,7 +174,8 @@ export function isSupervisorMessage(value: unknown): value is SupervisorMessage 
     case 'pp:start':
       return (
         value.v === PROTOCOL_VERSION && isObject(value.config) && typeof value.hold === 'boolean' && isTargetStates(value.target_states) &&
-        (value.socket_fd === null || (Number.isInteger(value.socket_fd) && (value.socket_fd as number) > 2))
+        (value.socket_fd === null || (Number.isInteger(value.socket_fd) && (value.socket_fd as number) > 2)) &&
+        isWorkerPlace(value.worker) && (value.connection_total === null || isConnectionTotal(value.connection_total))
       );
     case 'pp:drain':
     case 'pp:handover':

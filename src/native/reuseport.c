@@ -29,6 +29,9 @@
 #include <linux/filter.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -48,6 +51,41 @@ static napi_value ListenSocket(napi_env env, napi_callback_info info) {
     return int_value(env, -EINVAL);
   }
   return int_value(env, listen(fd, backlog) == 0 ? 0 : -errno);
+}
+
+/*
+ * allowReuseport(fd) -> 0 or -errno. A listener that grows from one worker by a reload: its socket
+ * was bound without SO_REUSEPORT (so that a second daemon by mistake fails with EADDRINUSE instead
+ * of sharing the port); set now, it lets the new sockets bind beside it and form a group with it at
+ * index 0 (Linux checks the flag of the bound socket when the next one binds or listens).
+ */
+static napi_value AllowReuseport(napi_env env, napi_callback_info info) {
+  int32_t fd = fd_arg(env, info);
+  if (fd < 0) return int_value(env, -EBADF);
+  int on = 1;
+  return int_value(env, setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) == 0 ? 0 : -errno);
+}
+
+/*
+ * pendingInput(fd) -> what waits on a socket no worker may read any more: for a listening TCP
+ * socket the connections in its accept queue (TCP_INFO's tcpi_unacked there), for UDP the bytes of
+ * the next datagram; or -errno. A group that shrinks closes a socket only once it is 0.
+ */
+static napi_value PendingInput(napi_env env, napi_callback_info info) {
+  int32_t fd = fd_arg(env, info);
+  if (fd < 0) return int_value(env, -EBADF);
+  int type = 0;
+  socklen_t length = sizeof(type);
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) != 0) return int_value(env, -errno);
+  if (type == SOCK_STREAM) {
+    struct tcp_info tcp;
+    length = sizeof(tcp);
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &tcp, &length) != 0) return int_value(env, -errno);
+    return int_value(env, (int32_t)tcp.tcpi_unacked);
+  }
+  int bytes = 0;
+  if (ioctl(fd, FIONREAD, &bytes) != 0) return int_value(env, -errno);
+  return int_value(env, bytes);
 }
 
 #define NET SKF_NET_OFF
@@ -211,6 +249,8 @@ napi_status reuseport_init(napi_env env, napi_value exports) {
   if (status != napi_ok) return status;
   napi_property_descriptor props[] = {
     {"listenSocket", NULL, ListenSocket, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"allowReuseport", NULL, AllowReuseport, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"pendingInput", NULL, PendingInput, NULL, NULL, NULL, napi_enumerable, NULL},
     {"steerBySource", NULL, SteerBySource, NULL, NULL, NULL, napi_enumerable, NULL},
     {"counterCreate", NULL, CounterCreate, NULL, NULL, NULL, napi_enumerable, NULL},
     {"counterOpen", NULL, CounterOpen, NULL, NULL, NULL, napi_enumerable, NULL},

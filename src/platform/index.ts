@@ -15,7 +15,7 @@
 export { FORCED_REASON, publicPathForced, type Probe } from './probe.js';
 export { bindTcpHandle, bindUdpHandle, probeServerHandleHelper, probeSocketHandleHelper, type NativeHandle } from './socket-helpers.js';
 export { bindDescriptor, closeDescriptor, probeAddonSockets, type BoundDescriptor } from './addon-sockets.js';
-export { LISTEN_BACKLOG, listenDescriptor, probeReuseportSteering, steerBySource, workerForAddress } from './reuseport.js';
+export { allowReuseport, LISTEN_BACKLOG, listenDescriptor, pendingInput, probeReuseportSteering, steerBySource, workerForAddress } from './reuseport.js';
 export { probeTcpWrap } from './tcp-wrap.js';
 export { nativeTcpEnds } from './native-tcp-end.js';
 export {

@@ -11,6 +11,8 @@ import { unusable, usable, type Probe } from './probe.js';
 interface ReuseportCalls {
   listenSocket(fd: number, backlog: number): number;
   steerBySource(fd: number, workers: number): number;
+  allowReuseport(fd: number): number;
+  pendingInput(fd: number): number;
 }
 
 const NAME = 'addon steerBySource (reuseport.c)';
@@ -38,6 +40,16 @@ export function listenDescriptor(fd: number, backlog = LISTEN_BACKLOG): number {
 /** Steers the group that `fd` belongs to over `workers` sockets by source address: 0 or a negative errno. */
 export function steerBySource(fd: number, workers: number): number {
   return calls()!.steerBySource(fd, workers);
+}
+
+/** Sets SO_REUSEPORT on a socket bound without it, so that others can join it: 0 or a negative errno. */
+export function allowReuseport(fd: number): number {
+  return calls()!.allowReuseport(fd);
+}
+
+/** A TCP listener's accept queue, or the bytes of a UDP socket's next datagram; or a negative errno. */
+export function pendingInput(fd: number): number {
+  return calls()!.pendingInput(fd);
 }
 
 /** The 32 bits the program hashes: an IPv4 address, or the XOR of an IPv6 address's four words. */

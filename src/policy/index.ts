@@ -18,6 +18,7 @@ export {
   RateLimiter,
   type AdmitVerdict,
   type Clock,
+  type ConnectionTotal,
   type RateLimiterOptions,
   type SharedCounts,
   type SharedMode,

@@ -60,6 +60,20 @@ export interface RateLimiterOptions {
    * addresses are collected for the store (collectShared); see "Shared limits" in the header.
    */
   readonly shared?: boolean;
+  /**
+   * A listener with several workers: max_total_connections counted across all of them (the
+   * child passes src/native/connection-total.ts in). Without it the limiter counts alone.
+   */
+  readonly total?: ConnectionTotal;
+}
+
+/**
+ * The listener's open connections counted beyond this process. acquire(max) counts one more if the
+ * total is under max (0: always) and says whether it did; release() counts one less.
+ */
+export interface ConnectionTotal {
+  acquire(max: number): boolean;
+  release(): void;
 }
 
 /**
@@ -115,6 +129,7 @@ export class RateLimiter {
   #forgotten: string[] = [];
   #refreshCursor: Iterator<AddressState> | undefined;
   #mode: SharedMode = 'shared';
+  readonly #total: ConnectionTotal | null;
 
   constructor(limits: RateLimits, clock: Clock, options: RateLimiterOptions = {}) {
     const maxAddresses = options.maxAddresses ?? DEFAULT_MAX_ADDRESSES;
@@ -123,6 +138,7 @@ export class RateLimiter {
     this.#clock = clock;
     this.#maxAddresses = maxAddresses;
     this.#changed = options.shared === true ? [] : null;
+    this.#total = options.total ?? null;
   }
 
   /**
@@ -169,10 +185,20 @@ export class RateLimiter {
       }
     }
 
-    const broken = this.#brokenLimits(state, now);
+    let broken = this.#brokenLimits(state, now);
     let violation: LimitReason | undefined;
     const mode = this.#mode;
     if (mode === 'closed' && this.#changed !== null) return REFUSED.store_down;
+    const refuses = mode !== 'open' && settings.limits.action !== 'log_only';
+    if (this.#total !== null) {
+      // The total is the last limit checked: counted only for a connection that is admitted.
+      if (broken !== 0 && refuses) return REFUSED[LIMIT_REASONS[firstBit(broken)]];
+      if (!this.#total.acquire(settings.limits.max_total_connections)) {
+        if (refuses) return REFUSED.total_limit;
+        broken |= 1 << TOTAL;
+        this.#total.acquire(0);
+      }
+    }
     if (broken !== 0 && mode !== 'open') {
       if (settings.limits.action !== 'log_only') return REFUSED[LIMIT_REASONS[firstBit(broken)]];
       violation = this.#reportable(state, broken, settings.perAddress ? now : this.#clock());
@@ -190,6 +216,7 @@ export class RateLimiter {
     const state = ticket[kState];
     state.open--;
     this.#open--;
+    this.#total?.release();
     state.touch();
     if (state.open === 0 && state.inherited === 0 && this.#states.get(state.address) === state
       && state.isIdle(this.#clock(), this.#settings)) {
@@ -386,7 +413,8 @@ export class RateLimiter {
     if (limits.max_connections_per_ip > 0 && state.open + state.inherited + state.peerOpen >= limits.max_connections_per_ip) broken |= 1 << CONNECTION;
     // Throttling paces an address's bytes; it never refuses it a connection for them.
     if (state.metered && limits.action !== 'throttle' && state.bandwidthUsed(now) >= limits.max_bandwidth_per_ip) broken |= 1 << BANDWIDTH;
-    if (limits.max_total_connections > 0 && this.#open + this.#inherited >= limits.max_total_connections) broken |= 1 << TOTAL;
+    // With workers, the shared total decides in admit() instead.
+    if (limits.max_total_connections > 0 && this.#total === null && this.#open + this.#inherited >= limits.max_total_connections) broken |= 1 << TOTAL;
     return broken;
   }
 
@@ -413,6 +441,7 @@ export class RateLimiter {
     if (this.#settings.limits.action !== 'log_only') return REFUSED.attempt_limit;
     const state = this.#untracked;
     const violation = state.mayReport(ATTEMPT, now, this.#settings) ? 'attempt_limit' : undefined;
+    this.#total?.acquire(0);
     state.open++;
     this.#open++;
     return new Ticket(address, state, violation);

@@ -39,9 +39,17 @@ export const CHILD_NODE_FLAGS: readonly string[] = ['--expose-gc', '--max-semi-s
 
 /**
  * Where a listening socket the child inherits lands in it: the first descriptor after stdin,
- * stdout, stderr and the IPC channel (fork's stdio array, in order).
+ * stdout, stderr and the IPC channel (fork's stdio array, in order); the listener's shared
+ * connection total (several workers) comes next.
  */
 export const INHERITED_SOCKET_FD = 4;
+export const INHERITED_TOTAL_FD = 5;
+
+/** What a child inherits: its socket's descriptor (when not sent as a handle), the total's page. */
+export interface Inherited {
+  readonly socketFd?: number;
+  readonly totalFd?: number;
+}
 
 export class ChildProcessHandle {
   readonly listener: string;
@@ -52,13 +60,17 @@ export class ChildProcessHandle {
   #exit: ChildExit | undefined;
 
   /**
-   * `inheritFd`: a descriptor of the supervisor's that the child gets as INHERITED_SOCKET_FD (its
-   * listening socket, when it is not sent as a handle).
+   * `inherited`: descriptors of the supervisor's that the child gets as INHERITED_SOCKET_FD and
+   * INHERITED_TOTAL_FD. `title`: what `ps` shows after "packetpony: " (the listener's name, with
+   * the worker's number when it has several: "web/2").
    */
-  constructor(listener: string, onMessage: (child: ChildProcessHandle, message: ChildMessage) => void, entry = CHILD_ENTRY, inheritFd?: number) {
+  constructor(listener: string, onMessage: (child: ChildProcessHandle, message: ChildMessage) => void, entry = CHILD_ENTRY, inherited: Inherited = {}, title = listener) {
     this.listener = listener;
-    this.process = fork(entry, ['--listener', listener], {
-      stdio: inheritFd === undefined ? ['ignore', 'ignore', 'pipe', 'ipc'] : ['ignore', 'ignore', 'pipe', 'ipc', inheritFd],
+    const stdio: Array<'ignore' | 'pipe' | 'ipc' | number> = ['ignore', 'ignore', 'pipe', 'ipc'];
+    if (inherited.socketFd !== undefined || inherited.totalFd !== undefined) stdio.push(inherited.socketFd ?? 'ignore');
+    if (inherited.totalFd !== undefined) stdio.push(inherited.totalFd);
+    this.process = fork(entry, ['--listener', title], {
+      stdio,
       serialization: 'json',
       execArgv: [...process.execArgv, ...CHILD_NODE_FLAGS],
     });

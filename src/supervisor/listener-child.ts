@@ -15,10 +15,19 @@
  */
 import { formatEndpoint } from '../config/address.js';
 import { usesTargetPool, type ListenerConfig } from '../config/types.js';
-import { isTargetStates, PROTOCOL_VERSION, type ChildMessage, type ReportMessage, type TargetStates } from '../ipc/protocol.js';
+import {
+  isTargetStates,
+  PROTOCOL_VERSION,
+  type ChildMessage,
+  type ReleaseMessage,
+  type ReportMessage,
+  type TargetStates,
+  type LimiterSnapshot,
+  type WorkerPlace,
+} from '../ipc/protocol.js';
 import { decodeEvent } from '../ipc/wire-events.js';
 import type { Logger } from '../telemetry/logger.js';
-import { ChildProcessHandle, CHILD_ENTRY, INHERITED_SOCKET_FD } from './child-process.js';
+import { ChildProcessHandle, CHILD_ENTRY, INHERITED_SOCKET_FD, INHERITED_TOTAL_FD } from './child-process.js';
 import { Backoff } from './restart-policy.js';
 import { protocolPath } from './platform-report.js';
 import { bindListener, type BoundSocket } from './socket-owner.js';
@@ -46,8 +55,48 @@ export interface ReplaceResult {
   readonly message?: string;
 }
 
+/**
+ * One worker of a listener with several (src/supervisor/listener-group.ts): its place in the group,
+ * the group's socket for it (bound, kept and closed by the group, never here), and the listener's
+ * shared connection total.
+ */
+export interface WorkerSeat {
+  readonly place: WorkerPlace;
+  readonly socket: BoundSocket;
+  readonly total: TotalSlots | null;
+}
+
+/** The group's connection total: a slot for each child process that counts on it. */
+export interface TotalSlots {
+  readonly fd: number;
+  /** A free slot, or -1 when every one is taken. */
+  take(): number;
+  /** The process of `slot` is gone: its connections come off the total and the slot is free. */
+  give(slot: number): void;
+}
+
+/** A reload's next child, held until commit (null child: nothing served, so commit restarts). */
+export interface Replacement {
+  readonly child: ChildProcessHandle | null;
+  readonly config: ListenerConfig;
+  readonly seat: WorkerSeat | undefined;
+  readonly socket: BoundSocket | undefined;
+  readonly moved: boolean;
+}
+
+export interface ListenerChildOptions {
+  readonly childEntry?: string;
+  /** A worker of a group; without it the listener binds and owns its socket itself. */
+  readonly seat?: WorkerSeat;
+  /**
+   * Where the slots that a predecessor's closed connections free go; default: this listener's
+   * serving child. A group whose workers changed in number sends them to every worker.
+   */
+  readonly release?: (message: ReleaseMessage, from: ListenerChild) => void;
+}
+
 /** Whether two configurations listen on the same socket. */
-function sameSocket(a: ListenerConfig, b: ListenerConfig): boolean {
+export function sameSocket(a: ListenerConfig, b: ListenerConfig): boolean {
   return a.protocol === b.protocol && a.listen.host === b.listen.host && a.listen.port === b.listen.port && a.ipv6_only === b.ipv6_only;
 }
 
@@ -80,11 +129,59 @@ export class ListenerChild {
    */
   #targetStates: TargetStates | null = null;
 
-  constructor(config: ListenerConfig, logger: Logger, hooks: ListenerChildHooks, options: { childEntry?: string } = {}) {
+  #seat: WorkerSeat | undefined;
+  readonly #release: ((message: ReleaseMessage, from: ListenerChild) => void) | undefined;
+  /** The slot on the group's connection total of each child that has one. */
+  readonly #slots = new Map<ChildProcessHandle, number>();
+
+  constructor(config: ListenerConfig, logger: Logger, hooks: ListenerChildHooks, options: ListenerChildOptions = {}) {
     this.#config = config;
     this.#logger = logger;
     this.#hooks = hooks;
     this.#entry = options.childEntry ?? CHILD_ENTRY;
+    this.#seat = options.seat;
+    this.#socket = options.seat?.socket;
+    this.#release = options.release;
+  }
+
+  /** This worker's place among the listener's workers ({0, 1} alone). */
+  get place(): WorkerPlace {
+    return this.#seat?.place ?? { index: 0, count: 1 };
+  }
+
+  /** Whether children replaced by a reload still finish connections whose slots they hold. */
+  get inheriting(): boolean {
+    return this.#handedOver.size > 0;
+  }
+
+  /** Sends a release to the serving child. */
+  releaseInCurrent(message: ReleaseMessage): void {
+    this.#current?.send(message).catch(() => {});
+  }
+
+  /** What the log and `ps` call this worker: the listener's name, "/N" after it with several. */
+  get #label(): string {
+    const place = this.place;
+    return place.count > 1 ? `${this.name}/${place.index + 1}` : this.name;
+  }
+
+  #ownsSocket(): boolean {
+    return this.#seat === undefined;
+  }
+
+  /** Whether a group gave this listener its seat (and so its socket). */
+  get seated(): boolean {
+    return this.#seat !== undefined;
+  }
+
+  /** The socket this listener bound itself (no seat), once bound. */
+  ownSocket(): BoundSocket | undefined {
+    return this.#ownsSocket() ? this.#socket : undefined;
+  }
+
+  /** Resolves once stop() or stopAfterHandover() was called and every child has exited. */
+  get stopped(): Promise<void> {
+    return this.#stopped ?? new Promise(() => {});
   }
 
   get config(): ListenerConfig {
@@ -152,6 +249,7 @@ export class ListenerChild {
   #bindAndSpawn(): void {
     this.#clearTimer();
     if (!this.#wantUp) return;
+    if (!this.#socket && this.#seat) this.#socket = this.#seat.socket;
     if (!this.#socket) {
       this.#socket = this.#bind(this.#config);
       if (!this.#socket) {
@@ -161,18 +259,29 @@ export class ListenerChild {
       }
       this.#bindBackoff.up();
     }
-    this.#current = this.#spawn(this.#config, this.#socket, false);
+    this.#current = this.#spawn(this.#config, this.#socket, false, this.#seat);
     this.#setState('starting');
     this.#armStartTimer(this.#current);
   }
 
-  #spawn(config: ListenerConfig, socket: BoundSocket, hold: boolean): ChildProcessHandle {
+  #spawn(config: ListenerConfig, socket: BoundSocket, hold: boolean, seat: WorkerSeat | undefined): ChildProcessHandle {
     // Without a pool nothing is reported: states kept from before would be stale by the time a
     // later reload brings targets back.
     if (!usesTargetPool(config)) this.#targetStates = null;
     const transfer = socket.transfer;
     const inherited = transfer.kind === 'fd';
-    const child = new ChildProcessHandle(config.name, (c, message) => this.#onMessage(c, message), this.#entry, inherited ? transfer.fd : undefined);
+    const total = seat?.total ?? null;
+    const slot = total?.take() ?? -1;
+    const place = seat?.place ?? { index: 0, count: 1 };
+    const title = place.count > 1 ? `${config.name}/${place.index + 1}` : config.name;
+    const child = new ChildProcessHandle(
+      config.name,
+      (c, message) => this.#onMessage(c, message),
+      this.#entry,
+      { socketFd: inherited ? transfer.fd : undefined, totalFd: total !== null && slot >= 0 ? total.fd : undefined },
+      title,
+    );
+    if (total !== null && slot >= 0) this.#slots.set(child, slot);
     void child.exited.then(() => this.#onExit(child));
     child
       .send(
@@ -184,11 +293,14 @@ export class ListenerChild {
           socket_fd: inherited ? INHERITED_SOCKET_FD : null,
           hold,
           target_states: hold ? null : this.#targetStates,
+          worker: place,
+          // No free slot (more than a page's worth of processes alive): the child counts alone.
+          connection_total: total !== null && slot >= 0 ? { fd: INHERITED_TOTAL_FD, slot } : null,
         },
         inherited ? undefined : transfer.handle,
       )
       .catch((error: Error) => {
-        if (child.alive) this.#logger.error(`listener ${config.name}: cannot hand the socket to the child: ${error.message}`);
+        if (child.alive) this.#logger.error(`listener ${title}: cannot hand the socket to the child: ${error.message}`);
       });
     return child;
   }
@@ -209,8 +321,9 @@ export class ListenerChild {
         this.#restartBackoff.up();
         this.#setState('ready');
         const path = protocolPath(this.#config.protocol);
-        this.#logger.info(`listener ${this.name} up`, {
+        this.#logger.info(`listener ${this.#label} up`, {
           listener: this.name,
+          ...(this.place.count > 1 ? { worker: this.place.index + 1, workers: this.place.count } : {}),
           protocol: this.#config.protocol,
           address: this.boundAddress ?? '',
           target: this.#config.target_address,
@@ -240,16 +353,27 @@ export class ListenerChild {
       const event = decodeEvent(entry, report);
       if (event.kind === 'connection' && (event.event_type === 'close' || event.event_type === 'error')) addresses.push(event.source_ip);
     }
-    if (addresses.length > 0) this.#current?.send({ type: 'pp:release', addresses, all: false }).catch(() => {});
+    if (addresses.length > 0) this.#sendRelease({ type: 'pp:release', addresses, all: false });
+  }
+
+  #sendRelease(message: ReleaseMessage): void {
+    if (this.#release) this.#release(message, this);
+    else this.releaseInCurrent(message);
   }
 
   #onExit(child: ChildProcessHandle): void {
+    const slot = this.#slots.get(child);
+    if (slot !== undefined) {
+      // Its connections are gone with it: off the listener's total (a crash leaves none behind).
+      this.#slots.delete(child);
+      this.#seat?.total?.give(slot);
+    }
     this.#hooks.childGone(this.name, child.pid ?? 0);
     if (this.#retiring.delete(child)) {
       // Once no earlier child is left, nothing inherited can still be open (a safety net for
       // close events that never arrived).
       if (this.#handedOver.delete(child) && this.#handedOver.size === 0) {
-        this.#current?.send({ type: 'pp:release', addresses: [], all: true }).catch(() => {});
+        this.#sendRelease({ type: 'pp:release', addresses: [], all: true });
       }
       return;
     }
@@ -263,7 +387,7 @@ export class ListenerChild {
     const delay = this.#restartBackoff.failed();
     this.#restarts++;
     const tail = child.stderrTail.length > 0 ? `; last stderr lines: ${child.stderrTail.join(' | ')}` : '';
-    this.#logger.error(`listener ${this.name}: child ${child.describeExit()}; restarting in ${delay} ms${tail}`, {
+    this.#logger.error(`listener ${this.#label}: child ${child.describeExit()}; restarting in ${delay} ms${tail}`, {
       listener: this.name,
       pid: child.pid ?? 0,
     });
@@ -290,42 +414,85 @@ export class ListenerChild {
   }
 
   async #replace(config: ListenerConfig, deadlineMs: number): Promise<ReplaceResult> {
-    const old = this.#current;
-    const moved = !sameSocket(this.#config, config);
-    if (!this.#wantUp) {
-      this.#config = config;
-      return { ok: true };
-    }
-    if (!old || this.#state !== 'ready') {
-      // Nothing serving to hand over from: start over with the new configuration.
-      this.#clearTimer();
-      this.#config = config;
-      if (old) {
-        this.#current = undefined;
-        this.#retire(old, 0, false);
-      }
-      if (moved) {
-        this.#socket?.close();
-        this.#socket = undefined;
-      }
-      this.#bindAndSpawn();
-      return { ok: true };
-    }
+    const prepared = await this.prepareReplacement(config, this.#seat);
+    if (!('child' in prepared)) return prepared;
+    const snapshot = await this.handOver(prepared, deadlineMs);
+    return this.commit(prepared, snapshot);
+  }
 
-    const socket = moved ? this.#bind(config) : this.#socket!;
+  /**
+   * A reload's first step: the next child on `config` (and, in a group, its new seat), spawned and
+   * prepared but not serving; the running child is untouched. Then handOver(), then commit(); or
+   * abandon() to keep the running child.
+   */
+  async prepareReplacement(config: ListenerConfig, seat: WorkerSeat | undefined): Promise<Replacement | ReplaceResult> {
+    const moved = !sameSocket(this.#config, config);
+    if (!this.#wantUp || !this.#current || this.#state !== 'ready') return { child: null, config, seat, socket: undefined, moved };
+    // A group binds its sockets itself; a listener alone binds a moved address here.
+    const socket = seat ? seat.socket : moved ? this.#bind(config) : this.#socket!;
     if (!socket) return { ok: false, message: `cannot listen on ${config.listen_address}; the previous address keeps serving` };
-    const next = this.#spawn(config, socket, true);
+    const next = this.#spawn(config, socket, true, seat);
     try {
       await next.waitFor('pp:prepared', START_TIMEOUT_MS);
     } catch (error) {
       next.kill('SIGKILL');
-      if (moved) socket.close();
+      if (moved && !seat) socket.close();
       const tail = next.stderrTail.length > 0 ? ` (${next.stderrTail.join(' | ')})` : '';
       return { ok: false, message: `the new child could not start: ${(error as Error).message}${tail}; the running one keeps serving` };
     }
+    return { child: next, config, seat, socket, moved };
+  }
 
-    // From here the old child stops accepting; until the new one begins, attempts wait in the backlog.
-    let snapshot = null;
+  /**
+   * A group's new worker, for a reload that grows the group: its first child, held like a
+   * replacement, begins on commit() with the state the group hands it.
+   */
+  async prepareFirst(config: ListenerConfig, seat: WorkerSeat): Promise<Replacement | ReplaceResult> {
+    this.#wantUp = true;
+    this.#config = config;
+    this.#seat = seat;
+    this.#socket = seat.socket;
+    const next = this.#spawn(config, seat.socket, true, seat);
+    try {
+      await next.waitFor('pp:prepared', START_TIMEOUT_MS);
+    } catch (error) {
+      next.kill('SIGKILL');
+      this.#wantUp = false;
+      return { ok: false, message: `a new worker could not start: ${(error as Error).message}` };
+    }
+    return { child: next, config, seat, socket: seat.socket, moved: false };
+  }
+
+  /**
+   * A worker a shrinking group drops: its child hands its limiter state over (for the workers
+   * that take its addresses) and finishes its connections; nothing replaces it.
+   */
+  async stopAfterHandover(deadlineMs: number): Promise<LimiterSnapshot | null> {
+    const old = this.#current;
+    if (!old || this.#state !== 'ready') {
+      void this.stop(deadlineMs);
+      return null;
+    }
+    const snapshot = await this.handOver({ child: old, config: this.#config, seat: this.#seat, socket: this.#socket, moved: false }, deadlineMs);
+    void this.stop(deadlineMs);
+    return snapshot;
+  }
+
+  /** Drops a prepared replacement: the running child serves on. */
+  abandon(replacement: Replacement): void {
+    replacement.child?.kill('SIGKILL');
+    if (replacement.moved && !replacement.seat) replacement.socket?.close();
+  }
+
+  /**
+   * The serving child stops accepting and hands its limiter state over (null when it has none or
+   * does not answer); it finishes its connections in the background. Until commit(), connection
+   * attempts wait in the kernel's backlog.
+   */
+  async handOver(replacement: Replacement, deadlineMs: number): Promise<LimiterSnapshot | null> {
+    const old = this.#current;
+    if (replacement.child === null || !old) return null;
+    let snapshot: LimiterSnapshot | null = null;
     try {
       const state = old.waitFor('pp:handover-state', HANDOVER_TIMEOUT_MS);
       await old.send({ type: 'pp:handover', deadline_ms: deadlineMs });
@@ -335,11 +502,46 @@ export class ListenerChild {
     }
     this.#retire(old, deadlineMs, true);
     if (old.alive) this.#handedOver.add(old);
-    if (moved) {
-      this.#socket?.close();
-      this.#socket = socket;
+    this.#current = undefined;
+    return snapshot;
+  }
+
+  /** The replacement serves, from `snapshot`. Resolves once it does. */
+  async commit(replacement: Replacement, snapshot: LimiterSnapshot | null): Promise<ReplaceResult> {
+    const { config, seat, moved } = replacement;
+    const next = replacement.child;
+    // A socket this listener bound itself goes once the new one is another (moved, or now a group's).
+    const ownedBefore = this.#ownsSocket() ? this.#socket : undefined;
+    if (next === null) {
+      // Nothing was serving to hand over from: start over with the new configuration.
+      this.#clearTimer();
+      this.#config = config;
+      this.#seat = seat;
+      if (!this.#wantUp) return { ok: true };
+      const old = this.#current;
+      if (old) {
+        this.#current = undefined;
+        this.#retire(old, 0, false);
+      }
+      if (seat) {
+        if (ownedBefore !== undefined && ownedBefore !== seat.socket) ownedBefore.close();
+        this.#socket = seat.socket;
+      } else if (moved) {
+        this.#socket?.close();
+        this.#socket = undefined;
+      }
+      this.#bindAndSpawn();
+      return { ok: true };
     }
+    if (ownedBefore !== undefined && ownedBefore !== replacement.socket) ownedBefore.close();
+    this.#socket = replacement.socket;
     this.#config = config;
+    this.#seat = seat;
+    if (!next.alive) {
+      // It died while held, so its exit was not taken for the serving child's: start one anew.
+      this.#bindAndSpawn();
+      return { ok: false, message: 'the new child exited before taking over; a new one is starting' };
+    }
     this.#current = next;
     this.#setState('starting');
     this.#armStartTimer(next);
@@ -362,7 +564,7 @@ export class ListenerChild {
     if (this.#stopped) return this.#stopped;
     this.#wantUp = false;
     this.#clearTimer();
-    this.#socket?.close();
+    if (this.#ownsSocket()) this.#socket?.close();
     this.#socket = undefined;
     const current = this.#current;
     if (current) {
@@ -378,7 +580,7 @@ export class ListenerChild {
   kill(): void {
     this.#wantUp = false;
     this.#clearTimer();
-    this.#socket?.close();
+    if (this.#ownsSocket()) this.#socket?.close();
     this.#socket = undefined;
     for (const child of [this.#current, ...this.#retiring]) child?.kill('SIGKILL');
   }

@@ -46,7 +46,7 @@ export interface NotReady {
   readonly reason: string;
 }
 
-/** What readiness needs of a running listener (the supervisor's ListenerChild fits). */
+/** What readiness needs of a running listener (the supervisor's ListenerGroup fits). */
 export interface ListenerStatus {
   readonly name: string;
   readonly state: string;

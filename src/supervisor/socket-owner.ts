@@ -33,8 +33,13 @@ import {
   bindTcpHandle,
   bindUdpHandle,
   closeDescriptor,
+  allowReuseport,
+  listenDescriptor,
+  pendingInput,
   probeAddonSockets,
+  probeReuseportSteering,
   probeServerHandleHelper,
+  steerBySource,
   probeSocketHandleHelper,
   type NativeHandle,
   type Probe,
@@ -172,4 +177,71 @@ function bindOn(path: OwnershipPath | null, config: ListenerConfig, probes: read
     code: 'PP_ERR_SOCKET_OWNERSHIP',
     message: `cannot own a ${config.protocol.toUpperCase()} socket for ${where(config)} on Node.js ${process.version} (${why}): build the native addon (a C compiler, then npm run build) or run a Node.js that has the helper; PacketPony retries`,
   };
+}
+
+/**
+ * The sockets of a listener with several workers: `count` descriptors bound by the addon with
+ * SO_REUSEPORT, in worker order, TCP ones listening in that order too (a group's index of a socket
+ * is its join order: src/native/reuseport.c), and steered by source address. `first`: a socket
+ * of this address already serving (a reload that grows the group), which becomes index 0 and
+ * keeps serving; the sockets bound here follow it. Nothing is left open on failure.
+ */
+export function bindWorkerSockets(config: ListenerConfig, count: number, existing: readonly BoundSocket[] = []): { ok: true; sockets: BoundSocket[] } | { ok: false; code: string; message: string } {
+  const steering = probeReuseportSteering();
+  if (!steering.usable || !probeAddonSockets().usable) {
+    return { ok: false, code: 'PP_ERR_WORKERS', message: `cannot run ${count} workers on ${where(config)}: ${steering.reason}; build the native addon (a C compiler, then npm run build)` };
+  }
+  const fresh: BoundSocket[] = [];
+  const fail = (errno: number): { ok: false; code: string; message: string } => {
+    for (const socket of fresh) socket.close();
+    return failure(errno, config) as { ok: false; code: string; message: string };
+  };
+  // A socket bound alone (one worker until now) lets the others join it (reuseport.c).
+  for (const socket of existing) {
+    const fd = descriptorOf(socket);
+    if (fd < 0 || allowReuseport(fd) !== 0) {
+      return { ok: false, code: 'PP_ERR_WORKERS', message: `cannot add workers to ${where(config)} while it serves (its socket cannot be shared); restart the daemon to apply the new workers count` };
+    }
+  }
+  let port = existing[0]?.port ?? config.listen.port;
+  for (let i = existing.length; i < count; i++) {
+    // After the first, each binds exactly what the first bound ('' may have become '::' or 0.0.0.0).
+    const first = existing[0] ?? fresh[0];
+    const bound = bindDescriptor(config.protocol === 'udp', first?.address ?? config.listen.host, port, config.ipv6_only, true);
+    if (typeof bound === 'number') return fail(bound);
+    if (config.protocol === 'tcp') {
+      const listened = listenDescriptor(bound.fd);
+      if (listened !== 0) {
+        closeDescriptor(bound.fd);
+        return fail(listened);
+      }
+    }
+    port = bound.port;
+    let open = true;
+    const close = (): void => {
+      if (open) closeDescriptor(bound.fd);
+      open = false;
+    };
+    fresh.push({ transfer: { kind: 'fd', fd: bound.fd }, address: bound.address, port: bound.port, family: bound.family, close });
+  }
+  return { ok: true, sockets: [...existing, ...fresh] };
+}
+
+/** Makes a group's sockets steer over its first `count` (reuseport.c): 0 or a negative errno. */
+export function steerWorkers(sockets: readonly BoundSocket[], count: number): number {
+  const fd = descriptorOf(sockets[sockets.length - 1]!);
+  return fd < 0 ? -9 : steerBySource(fd, count);
+}
+
+/** Connections or datagrams waiting on a socket that no worker will read any more (reuseport.c). */
+export function waitingOn(socket: BoundSocket): number {
+  const fd = descriptorOf(socket);
+  return fd < 0 ? 0 : Math.max(0, pendingInput(fd));
+}
+
+/** The supervisor's descriptor of a socket: its own, or the one inside Node's handle (-1 if none). */
+function descriptorOf(socket: BoundSocket): number {
+  if (socket.transfer.kind === 'fd') return socket.transfer.fd;
+  const fd = (socket.transfer.handle as { fd?: unknown }).fd;
+  return typeof fd === 'number' ? fd : -1;
 }

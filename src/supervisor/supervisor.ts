@@ -1,5 +1,5 @@
 /**
- * The supervisor: one ListenerChild per configured listener, the events they report routed to the
+ * The supervisor: one ListenerGroup (its worker processes) per configured listener, the events they report routed to the
  * logger, live reconfiguration, and the orderly stop of everything.
  */
 import { readConfig, type LoadOptions } from '../config/load.js';
@@ -9,7 +9,8 @@ import type { ReportMessage } from '../ipc/protocol.js';
 import { decodeEvent } from '../ipc/wire-events.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { ReloadResult } from '../telemetry/metrics/metrics.js';
-import { ListenerChild, type ListenerState } from './listener-child.js';
+import type { ListenerState } from './listener-child.js';
+import { ListenerGroup } from './listener-group.js';
 import { planReload } from './reload-plan.js';
 
 export interface SupervisorHooks {
@@ -31,9 +32,9 @@ export class Supervisor {
   readonly #logger: Logger;
   readonly #hooks: SupervisorHooks;
   readonly #load: LoadOptions;
-  readonly #children = new Map<string, ListenerChild>();
+  readonly #children = new Map<string, ListenerGroup>();
   /** Removed listeners still finishing their connections. */
-  readonly #leaving = new Set<ListenerChild>();
+  readonly #leaving = new Set<ListenerGroup>();
   #config: DaemonConfig;
   #stopping: Promise<void> | undefined;
   #reloading: Promise<ReloadResult> = Promise.resolve('ok');
@@ -49,7 +50,7 @@ export class Supervisor {
     return this.#config;
   }
 
-  get listeners(): ListenerChild[] {
+  get listeners(): ListenerGroup[] {
     return [...this.#children.values()];
   }
 
@@ -58,7 +59,7 @@ export class Supervisor {
   }
 
   #add(config: DaemonConfig['listeners'][number]): void {
-    const child = new ListenerChild(config, this.#logger, {
+    const child = new ListenerGroup(config, this.#logger, {
       report: (name, report, pid) => this.#onReport(name, report, pid),
       childGone: (name, pid) => this.#hooks.childGone?.(name, pid),
       stateChanged: (name, state) => this.#hooks.stateChanged?.(name, state),

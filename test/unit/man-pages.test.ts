@@ -99,6 +99,8 @@ interface SchemaNode {
   readonly description?: string;
   readonly properties?: Readonly<Record<string, SchemaNode>>;
   readonly items?: SchemaNode;
+  readonly anyOf?: readonly SchemaNode[];
+  readonly const?: unknown;
 }
 
 interface Property {
@@ -129,6 +131,8 @@ function typeWords(node: SchemaNode): string[] {
   if (node.$ref?.endsWith('/duration')) return ['duration'];
   if (node.$ref?.endsWith('/size')) return ['size'];
   if (node.$ref?.endsWith('/fields')) return ['section'];
+  // A choice of a number or a word (workers: 3 or auto): the entry names both.
+  if (node.anyOf) return node.anyOf.flatMap((choice) => (choice.const !== undefined ? [String(choice.const)] : typeWords(choice)));
   const types = typeof node.type === 'string' ? [node.type] : node.type ?? [];
   if (types.includes('integer') && types.includes('string')) return ['integer', 'size'];
   if (node.enum) return ['one of'];

@@ -29,7 +29,7 @@ function setLevel(byPid: Map<string, Map<number, number>>, listener: string, pid
   levels.set(pid, level);
 }
 
-/** What the metrics need to know about a listener (the supervisor's ListenerChild fits). */
+/** What the metrics need to know about a listener (the supervisor's ListenerGroup fits). */
 export interface ListenerView {
   readonly name: string;
   /** The target list and health_check matter only to packetpony_target_up. */

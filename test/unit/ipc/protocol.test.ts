@@ -6,11 +6,14 @@
 import test from 'ava';
 import { isChildMessage, isSupervisorMessage, isTargetStates, PROTOCOL_VERSION } from '../../../src/ipc/protocol.js';
 
-const START = { type: 'pp:start', v: PROTOCOL_VERSION, config: {}, socket_family: 'IPv4', socket_fd: null, hold: false };
+const START = { type: 'pp:start', v: PROTOCOL_VERSION, config: {}, socket_family: 'IPv4', socket_fd: null, hold: false, worker: { index: 0, count: 1 }, connection_total: null };
 
 test('pp:start and pp:begin carry the target states a previous child reported, or null', (t) => {
   t.true(isSupervisorMessage({ ...START, target_states: null }));
   t.true(isSupervisorMessage({ ...START, target_states: { '127.0.0.1:80': 0, 'db.example:5432': 1 } }));
+  t.true(isSupervisorMessage({ ...START, target_states: null, worker: { index: 1, count: 3 }, connection_total: { fd: 5, slot: 7 } }), 'a second worker of three');
+  t.false(isSupervisorMessage({ ...START, target_states: null, worker: { index: 3, count: 3 } }), 'a worker past its group');
+  t.false(isSupervisorMessage({ ...START, target_states: null, connection_total: { fd: 1, slot: 0 } }), 'the total on stdout');
   t.true(isSupervisorMessage({ type: 'pp:begin', snapshot: null, target_states: null }));
   t.true(isSupervisorMessage({ type: 'pp:begin', snapshot: {}, target_states: { 'a:1': 1 } }));
 });
