@@ -329,7 +329,8 @@ export class ListenerChild {
           target: this.#config.target_address,
           pid: child.pid ?? 0,
           relay: path.relay,
-          socket: path.socket,
+          // Several workers always bind with the addon, in one reuseport group.
+          socket: this.place.count > 1 ? 'addon-reuseport' : path.socket,
         });
         break;
       case 'pp:report':

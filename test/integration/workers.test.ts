@@ -1,0 +1,177 @@
+/**
+ * `workers:` (issue 23): one listener served by several child processes, real daemons over
+ * loopback. Clients are different loopback source addresses (127.0.x.y); which worker serves an
+ * address is read off the workers' own descriptors (/proc/PID/fd), not assumed.
+ */
+import test, { type ExecutionContext } from 'ava';
+import { readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type net from 'node:net';
+import { startDaemon, type Daemon } from '../helpers/daemon.js';
+import { startCountingEchoServer } from '../helpers/servers.js';
+import { slots } from '../helpers/slots.js';
+import { attempt, hangUp } from '../helpers/tcp-clients.js';
+import { alive, waitFor } from '../helpers/wait-for.js';
+import { workersSupported } from '../../src/supervisor/listener-group.js';
+
+const slot = slots(2);
+const maybe = workersSupported() ? test.serial : test.skip;
+
+function listener(target: string, workers: number | string, limits = ''): string {
+  const rate = limits ? `rate_limits:\n${limits.replace(/^/gm, '  ')}\n` : '';
+  return `protocol: tcp\nlisten_address: "127.0.0.1:0"\ntarget_address: "${target}"\nallowlist: ["127.0.0.0/8"]\nworkers: ${workers}\n${rate}`;
+}
+
+/** The PIDs of the listener's workers from their latest "up" lines, by worker number. */
+async function workerPids(daemon: Daemon, name: string, count: number, from = 0): Promise<number[]> {
+  return waitFor(() => {
+    const pids: number[] = [];
+    for (let i = 1; i <= count; i++) {
+      const ups = daemon.lines.slice(from).filter((l) => l.includes(`listener ${name}/${i} up `));
+      if (ups.length === 0) return undefined;
+      pids.push(Number(/pid=(\d+)/.exec(ups[ups.length - 1]!)![1]));
+    }
+    return pids;
+  }, `${count} workers of ${name} up`, 30_000);
+}
+
+function sockets(pid: number): number {
+  try {
+    return readdirSync(`/proc/${pid}/fd`).length;
+  } catch {
+    return 0;
+  }
+}
+
+async function openMany(t: ExecutionContext, port: number, sources: readonly string[]): Promise<Array<net.Socket | null>> {
+  const out: Array<net.Socket | null> = [];
+  for (let i = 0; i < sources.length; i += 50) out.push(...(await Promise.all(sources.slice(i, i + 50).map((localAddress) => attempt(t, port, { localAddress })))));
+  return out;
+}
+
+const address = (i: number): string => `127.0.${1 + (i >> 8)}.${i & 255 || 1}`;
+
+maybe('spread: 1,000 connections from 250 addresses over 2 workers; neither takes more than 65 %', async (t) => {
+  await slot(t);
+  const echo = await startCountingEchoServer(t);
+  const daemon = await startDaemon(t, { 'conf.d/web.yaml': listener(`127.0.0.1:${echo.port}`, 2) });
+  const port = await daemon.port('web/1');
+  const pids = await workerPids(daemon, 'web', 2);
+  const before = pids.map(sockets);
+  const sources = Array.from({ length: 1000 }, (_, i) => address(i % 250 + 1));
+  const open = await openMany(t, port, sources);
+  t.is(open.filter((s) => s !== null).length, 1000, 'every connection served');
+  // Each relayed connection holds two descriptors in its worker: the client's and the target's.
+  const held = await waitFor(() => {
+    const now = pids.map((pid, i) => (sockets(pid) - before[i]!) / 2);
+    return now[0]! + now[1]! >= 1000 ? now : undefined;
+  }, 'the workers to hold every connection');
+  const share = held.map((n) => n / 1000);
+  t.log(`spread over 2 workers: ${held.join(' / ')} connections (${share.map((s) => `${(s * 100).toFixed(1)} %`).join(' / ')})`);
+  t.true(Math.max(...share) <= 0.65, `spread ${held.join('/')}`);
+  await Promise.all(open.map((s) => (s ? hangUp(s) : undefined)));
+});
+
+for (const workers of [2, 3]) {
+  maybe(`max_connections_per_ip 3 and max_total_connections 12 are exact across ${workers} workers`, async (t) => {
+    await slot(t);
+    const echo = await startCountingEchoServer(t);
+    const daemon = await startDaemon(t, { 'conf.d/capped.yaml': listener(`127.0.0.1:${echo.port}`, workers, 'max_connections_per_ip: 3\nmax_total_connections: 12\naction: drop') });
+    const port = await daemon.port('capped/1');
+    await workerPids(daemon, 'capped', workers);
+    // Three addresses, five tries each: exactly three each.
+    const perIp = [address(11), address(12), address(13)];
+    const tries = perIp.flatMap((a) => [a, a, a, a, a]);
+    const first = await openMany(t, port, tries);
+    for (const a of perIp) t.is(first.filter((s, i) => s !== null && tries[i] === a).length, 3, `${a}: 3 admitted of 5`);
+    // Nine open; twenty more addresses, one try each: exactly three more fit under the total.
+    const others = Array.from({ length: 20 }, (_, i) => address(40 + i));
+    const second = await openMany(t, port, others);
+    t.is(second.filter((s) => s !== null).length, 3, 'the listener-wide total: 12 open in all');
+    // One closes: one more fits.
+    await hangUp(first.find((s) => s !== null)!);
+    await waitFor(async () => (await attempt(t, port, { localAddress: address(99) })) !== null || undefined, 'a freed place to be taken');
+    t.is((await attempt(t, port, { localAddress: address(98) })), null, 'and then the total is full again');
+  });
+}
+
+maybe('a worker SIGKILLed: the other keeps its connections and serves; the killed one is restarted alone', async (t) => {
+  await slot(t);
+  const echo = await startCountingEchoServer(t);
+  const daemon = await startDaemon(t, { 'conf.d/web.yaml': listener(`127.0.0.1:${echo.port}`, 2) });
+  const port = await daemon.port('web/1');
+  const [first, second] = await workerPids(daemon, 'web', 2);
+  const sources = Array.from({ length: 40 }, (_, i) => address(i + 1));
+  const open = await openMany(t, port, sources);
+  const base = sockets(second!);
+  process.kill(first!, 'SIGKILL');
+  await waitFor(() => !alive(first!), 'the killed worker to be gone');
+  const restarted = await waitFor(() => daemon.lines.find((l) => /listener web\/1 up /.test(l) && !l.includes(`pid=${first}`)), 'worker 1 back');
+  t.regex(restarted, /pid=\d+/);
+  t.is(sockets(second!), base, 'the other worker still holds every connection it had');
+  // Its connections still echo.
+  let echoed = 0;
+  for (const socket of open) {
+    if (socket === null || socket.destroyed || socket.readableEnded) continue;
+    const reply = new Promise<boolean>((resolve) => {
+      socket.once('data', () => resolve(true));
+      // A half-open client sees the dead worker's FIN as 'end' (its 'close' waits for our end).
+      socket.once('end', () => resolve(false));
+      socket.once('close', () => resolve(false));
+    });
+    socket.write('again');
+    const late = new Promise<boolean>((resolve) => setTimeout(resolve, 5_000, false).unref());
+    if (await Promise.race([reply, late])) echoed++;
+  }
+  t.log(`${echoed} of 40 connections still echo after worker 1 died`);
+  t.true(echoed > 0 && echoed < 40);
+  // And every address is served again.
+  const after = await openMany(t, port, sources);
+  t.is(after.filter((s) => s !== null).length, 40);
+});
+
+async function reloadUnderLoad(t: ExecutionContext, sizes: readonly number[]): Promise<void> {
+  await slot(t);
+  const echo = await startCountingEchoServer(t);
+  const daemon = await startDaemon(t, { 'conf.d/web.yaml': listener(`127.0.0.1:${echo.port}`, sizes[0]!) });
+  const port = await daemon.port(sizes[0] === 1 ? 'web' : 'web/1');
+  let refused = 0;
+  let served = 0;
+  let running = true;
+  const load = (async () => {
+    for (let i = 0; running && i < 20_000; i++) {
+      const socket = await attempt(t, port, { localAddress: address(i % 200 + 1) });
+      if (socket === null) refused++;
+      else {
+        served++;
+        await hangUp(socket);
+      }
+    }
+  })();
+  let previous = sizes[0] === 1 ? [await daemon.childPid('web')] : await workerPids(daemon, 'web', sizes[0]!);
+  for (const [step, workers] of sizes.slice(1).entries()) {
+    const from = daemon.lines.length;
+    const mark = served;
+    await waitFor(() => served > mark + 50 || undefined, 'load before the reload');
+    // A changed limit as well, so that even a same-size reload replaces every worker.
+    writeFileSync(join(daemon.dir, 'conf.d', 'web.yaml'), listener(`127.0.0.1:${echo.port}`, workers, `max_connections_per_ip: ${100 + step}`));
+    process.kill(daemon.pid, 'SIGHUP');
+    await daemon.waitForLine(/configuration reloaded/, 30_000, from);
+    const now = workers === 1 ? [Number(/pid=(\d+)/.exec(await daemon.waitForLine(/listener web up /, 30_000, from))![1])] : await workerPids(daemon, 'web', workers, from);
+    t.is(new Set(now).size, workers, `${workers} workers after the reload`);
+    t.false(now.some((pid) => previous.includes(pid)), 'every worker replaced');
+    await waitFor(() => (previous.every((pid) => !alive(pid)) ? true : undefined), 'the old workers to finish', 30_000);
+    previous = now;
+  }
+  const mark = served;
+  await waitFor(() => served > mark + 100 || undefined, 'load after the last reload');
+  running = false;
+  await load;
+  t.log(`workers ${sizes.join(' → ')}: ${served} connections served across the reloads, ${refused} refused`);
+  t.is(refused, 0);
+  t.false(daemon.lines.some((l) => /new configuration not applied/.test(l)), daemon.lines.filter((l) => /error|warn/i.test(l)).join('\n'));
+}
+
+maybe('a reload under load with workers 2 (all replaced, same size): nothing refused', (t) => reloadUnderLoad(t, [2, 2]));
+maybe('workers 1 → 3 → 1 by reload, under load: nothing refused, and the group has the new size each time', (t) => reloadUnderLoad(t, [1, 3, 1]));
+maybe('workers 3 → 2 by reload: the last socket is drained and closed, nothing refused', (t) => reloadUnderLoad(t, [3, 2]));
