@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import type net from 'node:net';
 import { startDaemon, type Daemon } from '../helpers/daemon.js';
 import { startCountingEchoServer } from '../helpers/servers.js';
+import { startUdpBackend, udpClient } from '../helpers/udp.js';
 import { slots } from '../helpers/slots.js';
 import { attempt, hangUp } from '../helpers/tcp-clients.js';
 import { alive, waitFor } from '../helpers/wait-for.js';
@@ -175,3 +176,31 @@ async function reloadUnderLoad(t: ExecutionContext, sizes: readonly number[]): P
 maybe('a reload under load with workers 2 (all replaced, same size): nothing refused', (t) => reloadUnderLoad(t, [2, 2]));
 maybe('workers 1 → 3 → 1 by reload, under load: nothing refused, and the group has the new size each time', (t) => reloadUnderLoad(t, [1, 3, 1]));
 maybe('workers 3 → 2 by reload: the last socket is drained and closed, nothing refused', (t) => reloadUnderLoad(t, [3, 2]));
+
+maybe('UDP over 2 workers: sessions per address and the listener total are exact, and replies come from the listener address', async (t) => {
+  await slot(t);
+  const backend = await startUdpBackend(t);
+  const daemon = await startDaemon(t, {
+    'conf.d/dns.yaml': `protocol: udp\nlisten_address: "127.0.0.1:0"\ntarget_address: "127.0.0.1:${backend.port}"\nallowlist: ["127.0.0.0/8"]\nworkers: 2\nrate_limits:\n  max_connections_per_ip: 3\n  max_total_connections: 10\n  action: drop\n`,
+  });
+  const port = await daemon.port('dns/1');
+  await workerPids(daemon, 'dns', 2);
+  const sessions = (): number => new Set(backend.received.map((d) => d.port)).size;
+  // Three addresses, five client ports each: three sessions each.
+  const crowd = [address(21), address(22), address(23)];
+  const clients = await Promise.all(crowd.flatMap((a) => [0, 1, 2, 3, 4].map(() => udpClient(t, port, { localAddress: a }))));
+  for (const client of clients) client.send('one');
+  await waitFor(() => sessions() === 9 || undefined, 'nine sessions at the target');
+  // Five more addresses, one port each: one more session fits under the total of ten.
+  const late = await Promise.all([31, 32, 33, 34, 35].map((i) => udpClient(t, port, { localAddress: address(i) })));
+  for (const client of late) client.send('one');
+  await waitFor(() => sessions() === 10 || undefined, 'the tenth session');
+  // A second round from everyone: the admitted ones are answered again, through the same session.
+  const admitted = [...clients, ...late].filter((c) => c.replies.length > 0);
+  t.is(admitted.length, 10, 'ten clients answered, over both workers');
+  for (const client of [...clients, ...late]) client.send('two');
+  await Promise.all(admitted.map((c) => c.reply(1)));
+  t.is(sessions(), 10, 'no new session for anyone, and none for the refused');
+  for (const a of crowd) t.true(clients.filter((c, i) => crowd[Math.floor(i / 5)] === a && c.replies.length > 0).length <= 3, `${a}: at most 3`);
+  t.is(clients.filter((c) => c.replies.length > 0).length, 9, 'three per crowded address');
+});
