@@ -16,7 +16,7 @@ export { FORCED_REASON, publicPathForced, type Probe } from './probe.js';
 export { bindTcpHandle, bindUdpHandle, probeServerHandleHelper, probeSocketHandleHelper, type NativeHandle } from './socket-helpers.js';
 export { bindDescriptor, closeDescriptor, probeAddonSockets, type BoundDescriptor } from './addon-sockets.js';
 export { probeTcpWrap } from './tcp-wrap.js';
-export { nativeTcpEnds } from './native-tcp-end.js';
+export { nativeTcpEnds } from './native-tcp-path.js';
 export {
   datagramSender, interceptDatagrams, pauseReading, probeDgramHandle, probeUdpSendWrap, resumeReading, takeOverReading, type DatagramSender,
 } from './dgram-internals.js';

@@ -108,7 +108,7 @@ export class BatchedReads {
 }
 
 /**
- * The addon for the TCP relay (its direct socket calls in native-tcp-end.ts, its batched reads here),
+ * The addon for the TCP relay (its direct socket calls in socket-calls.ts, its batched reads here),
  * or null: not built, or PACKETPONY_TCP_SEND_NOW=0 in the environment, which puts every TCP read
  * and write back on Node's own calls.
  */

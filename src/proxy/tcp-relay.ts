@@ -167,7 +167,7 @@ export interface TcpRelayOptions<C = undefined> {
   readonly keepAliveMs?: number;
   /**
    * The client connection already has TCP_NODELAY and keepalive, inherited from the listening
-   * socket (presetAcceptedOptions in src/platform/native-tcp-end.ts).
+   * socket (presetAcceptedOptions in src/platform/native-tcp-path.ts).
    */
   readonly clientPreset?: boolean;
 }
