@@ -8,8 +8,7 @@
  * Why not net.Socket: a relayed connection is two sockets, and each net.Socket is a full Duplex
  * stream (two state objects, an EventEmitter, its own connect and teardown machinery, events
  * emitted through process.nextTick). For a short connection that machinery was most of the child's
- * CPU: measured with wrk opening a connection per request (one core, loopback), a relay on the raw
- * handles took 120 µs of CPU per connection where net + pipe() took 235. The relay needs far
+ * CPU (the figures: docs/performance.md, "Measurements behind the code"). The relay needs far
  * less: reads into a buffer it owns, writes that report whether the kernel took them, a shutdown,
  * a close or a reset, and four events (connected, end of stream, error, closed). TcpEnd is that.
  *

@@ -38,8 +38,9 @@ export function acceptEnds(
 /**
  * Sets TCP_NODELAY and keepalive (first probe after `keepAliveMs`) on a listening server's socket,
  * so that the connections it accepts start with them: Linux copies a listening socket's options
- * to each connection it accepts, which saves five system calls per connection (measured: the
- * per-connection setsockopt calls were a tenth of a child's CPU under a connection per request).
+ * to each connection it accepts, which saves five system calls per connection (a noticeable share
+ * of a child's CPU under a connection per request: docs/performance.md, "Measurements behind the
+ * code").
  * Returns whether that applies (Linux, and both calls succeeded); otherwise set them per
  * connection. The listening socket is shared by every child of the listener, which all want the same.
  */

@@ -25,10 +25,11 @@ let direct: DirectCalls | null = null;
 /**
  * The addon's direct socket calls, or null without the addon (not Linux, no compiler at install)
  * or where it is not allowed (PACKETPONY_TCP_SEND_NOW=0: allowTcpAddon in tcp-reads.ts): then
- * every chunk goes through Node's writeBuffer (the same system call for ~750 more instructions),
- * every FIN through libuv's shutdown (the same system call a loop turn later, for a request object
- * and a callback into JavaScript), and the reset check through Node's getpeername (which builds
- * the address too).
+ * every chunk goes through Node's writeBuffer (the same system call, with Node's stream checks
+ * around it: docs/performance.md, "Measurements behind the code", has the count), every FIN
+ * through libuv's shutdown (the same system call a loop turn later, for a request object and a
+ * callback into JavaScript), and the reset check through Node's getpeername (which builds the
+ * address too).
  */
 export function directCalls(): DirectCalls | null {
   if (!directLoaded) {

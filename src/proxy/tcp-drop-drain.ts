@@ -1,10 +1,10 @@
 /**
  * The wait between the meter's drop and the TCP relay's reset. A reset throws away the socket's
  * send queue, and what was relayed before the cut was counted against the address's allowance:
- * resetting at once lost up to a megabyte of it (a 1 MB cap delivered 0.37–0.87 MB). So the relay
- * stops reading both sides, waits until both sockets' queues (libuv's and the kernel's, SIOCOUTQ
- * through the addon) are empty, and then resets: the peer has every byte in its own kernel and
- * reads them before it meets the reset. The wait is bounded (DRAIN_DEADLINE_MS): a peer that does
+ * resetting at once lost a large part of it (docs/performance.md, "Measurements behind the
+ * code"). So the relay stops reading both sides, waits until both sockets' queues (libuv's and
+ * the kernel's, SIOCOUTQ through the addon) are empty, and then resets: the peer has every byte
+ * in its own kernel and reads them before it meets the reset. The wait is bounded (DRAIN_DEADLINE_MS): a peer that does
  * not read is reset then, and the relay takes the bytes it never got off the counts (close event
  * and metrics say what was delivered). Without the addon the kernel's queue cannot be seen: the
  * wait is for libuv's, then UNSEEN_QUEUE_GRACE_MS, and the close event says delivery is

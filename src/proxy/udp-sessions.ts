@@ -1,11 +1,11 @@
 /**
  * UDP sessions of one listener: the per-client record and the table that finds it per datagram.
  *
- * The table is keyed by (address, port) without building a key string per datagram. Measured with
- * the address strings a socket hands out (fresh, unhashed, per datagram) and 64–10,000 sessions, a
- * `${address}:${port}` key cost ~200–900 ns per lookup (concatenate, flatten, hash), a Map of
- * address → Map of port ~50–175 ns, and a Map keyed by the port number followed by one string
- * comparison ~10–60 ns. So the port comes first: `#byPort` maps a port to the first session seen
+ * The table is keyed by (address, port) without building a key string per datagram: the address
+ * strings a socket hands out are fresh and unhashed every time, so a `${address}:${port}` key
+ * (concatenate, flatten, hash) costs far more per lookup than a Map keyed by the port number
+ * followed by one string comparison (the figures: docs/performance.md, "Measurements behind the
+ * code"). So the port comes first: `#byPort` maps a port to the first session seen
  * with it, and the rare other sessions that share that port (clients behind different addresses
  * that picked the same source port, or NTP-style fixed source ports) live in a per-port Map keyed by
  * address, so even thousands of clients on one port stay O(1).
