@@ -29,10 +29,13 @@ import type { LogEvent } from '../telemetry/events.js';
 import { ListenerStats } from '../telemetry/stats.js';
 import { loopClock } from './loop-clock.js';
 import { MemoryReclaimer } from './memory-reclaimer.js';
+import { pathSwitchesFrom } from './path-switches.js';
 import { Reporter } from './reporter.js';
 
 /** How often idle per-address limiter state is swept (a bounded slice each time). */
 const SWEEP_INTERVAL_MS = 1000;
+/** PACKETPONY_UDP_BATCH and PACKETPONY_TCP_SEND_NOW, read once, here; the data path gets them as options. */
+const PATHS = pathSwitchesFrom(process.env);
 
 /** What main needs of a running listener, TCP or UDP. */
 interface RunningListener {
@@ -126,7 +129,7 @@ async function begin(snapshot: LimiterSnapshot | null, targetStates: TargetState
     stats.tracked = limiter.trackedAddresses;
     reclaimer.observe(stats.tracked);
   }, SWEEP_INTERVAL_MS).unref();
-  const deps = { config, policy, stats, denies, emit, targetStates };
+  const deps = { config, policy, stats, denies, emit, targetStates, paths: PATHS };
   const listener: RunningListener = config.protocol === 'tcp' ? new TcpListener(deps) : new UdpListener(deps, start.socket_family);
   let address: AddressInfo;
   try {

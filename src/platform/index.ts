@@ -17,7 +17,7 @@ export { bindTcpHandle, bindUdpHandle, probeServerHandleHelper, probeSocketHandl
 export { bindDescriptor, closeDescriptor, probeAddonSockets, type BoundDescriptor } from './addon-sockets.js';
 export { allowReuseport, LISTEN_BACKLOG, listenDescriptor, pendingInput, probeReuseportSteering, steerBySource, workerForAddress } from './reuseport.js';
 export { probeTcpWrap } from './tcp-wrap.js';
-export { nativeTcpEnds } from './native-tcp-end.js';
+export { nativeTcpEnds } from './native-tcp-path.js';
 export {
   datagramSender, interceptDatagrams, pauseReading, probeDgramHandle, probeUdpSendWrap, resumeReading, takeOverReading, type DatagramSender,
 } from './dgram-internals.js';

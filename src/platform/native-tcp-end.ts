@@ -2,13 +2,13 @@
  * One end of a relayed TCP connection, on Node's native TCP handle (tcp_wrap) with no net.Socket
  * around it: the fast implementation of the relay's TcpEnd (tcp-end.ts), taken where the
  * tcp_wrap probe says yes (tcp-wrap.ts); elsewhere src/proxy/socket-end.ts does the same over
- * net.Socket. test/unit/proxy/tcp-handle.test.ts fails first if the internals move.
+ * net.Socket. test/unit/proxy/tcp-handle.test.ts fails first if the internals move. Its writer is
+ * handle-writer.ts, the addon's direct calls socket-calls.ts, its accepts native-tcp-path.ts.
  *
  * Why not net.Socket: a relayed connection is two sockets, and each net.Socket is a full Duplex
  * stream (two state objects, an EventEmitter, its own connect and teardown machinery, events
  * emitted through process.nextTick). For a short connection that machinery was most of the child's
- * CPU: measured with wrk opening a connection per request (one core, loopback), a relay on the raw
- * handles took 120 µs of CPU per connection where net + pipe() took 235. The relay needs far
+ * CPU (the figures: docs/performance.md, "Measurements behind the code"). The relay needs far
  * less: reads into a buffer it owns, writes that report whether the kernel took them, a shutdown,
  * a close or a reset, and four events (connected, end of stream, error, closed). TcpEnd is that.
  *
@@ -33,23 +33,21 @@
  * - Errors from reads, writes and connects come as errors with `code`, `errno` and `syscall`, and
  *   the messages net.Socket would give ("read ECONNRESET", "connect ECONNREFUSED 127.0.0.1:80").
  */
-import net from 'node:net';
-import { socketError, WRITE_DONE, WRITE_PENDING, type EndWriter, type ReadSink, type TcpEnd, type TcpEnds } from './tcp-end.js';
-import { batchedReads, tcpAddon } from './tcp-reads.js';
-import {
-  nativeBindings, serverHandle, type AddressOut, type Bindings, type ConnectRequest, type NativeTcp, type ShutdownRequest, type WriteRequest,
-} from './tcp-wrap.js';
+import { socketError, type ReadSink, type TcpEnd } from './tcp-end.js';
+import { directCalls } from './socket-calls.js';
+import { batchedReads } from './tcp-reads.js';
+import { nativeBindings, type AddressOut, type Bindings, type ConnectRequest, type NativeTcp, type ShutdownRequest } from './tcp-wrap.js';
 
 let cached: Bindings | null = null;
 
-function bindings(): Bindings {
+/** The bindings, looked up once; before the first read of a handle (onRead counts on them). */
+export function tcpBindings(): Bindings {
   cached ??= nativeBindings();
   return cached;
 }
 
 const UV_EOF = -4095;
 const UV_ENOTCONN = -107;
-const UV_EBADF = -9;
 
 // ---- reading ------------------------------------------------------------------------------------
 
@@ -100,7 +98,7 @@ export class NativeTcpEnd implements TcpEnd {
   closed = false;
   #resetAfterShutdown = false;
 
-  /** An end on a handle net.Server accepted (acceptEnds). */
+  /** An end on a handle net.Server accepted (acceptEnds in native-tcp-path.ts). */
   constructor(handle: NativeTcp) {
     this.handle = handle;
     handle.owner = this;
@@ -112,7 +110,7 @@ export class NativeTcpEnd implements TcpEnd {
    * 'connect' (asynchronously, also when the dial fails at once: EMFILE, say).
    */
   static dial(address: string, port: number, family: 4 | 6): NativeTcpEnd {
-    const b = bindings();
+    const b = tcpBindings();
     const end = new NativeTcpEnd(new b.TCP(b.SOCKET));
     const req = new b.TCPConnectWrap();
     req.end = end;
@@ -299,7 +297,7 @@ export class NativeTcpEnd implements TcpEnd {
       this.shutdownDone();
       return;
     }
-    const req = new (bindings().ShutdownWrap)();
+    const req = new (tcpBindings().ShutdownWrap)();
     req.handle = handle;
     req.end = this;
     req.oncomplete = afterShutdown;
@@ -408,183 +406,3 @@ function addressOf(handle: NativeTcp | null, which: 'getpeername' | 'getsockname
   if (handle[which](out) !== 0 || out.address === undefined) return null;
   return { address: out.address, port: out.port ?? 0, family: out.family ?? '' };
 }
-
-// ---- accepting ----------------------------------------------------------------------------------
-
-/**
- * Takes over a listening net.Server's accepts: each connection arrives as a TcpEnd (not reading
- * yet), never as a net.Socket, and a failed accept (EMFILE…) as an error with syscall 'accept'.
- * Call once the server is listening. The server's own 'connection' event, maxConnections and
- * connection count no longer apply; close() still stops the listening.
- */
-export function acceptEnds(
-  server: net.Server,
-  onConnection: (end: TcpEnd) => void,
-  onError: (err: NodeJS.ErrnoException) => void,
-): void {
-  bindings();
-  const handle = serverHandle(server);
-  if (handle === null) throw new Error('acceptEnds: the server is not listening');
-  handle.onconnection = (err, client) => {
-    if (err !== 0 || client === undefined) {
-      onError(socketError(err === 0 ? UV_EBADF : err, 'accept'));
-      return;
-    }
-    onConnection(new NativeTcpEnd(client));
-  };
-}
-
-/**
- * Sets TCP_NODELAY and keepalive (first probe after `keepAliveMs`) on a listening server's socket,
- * so that the connections it accepts start with them: Linux copies a listening socket's options
- * to each connection it accepts, which saves five system calls per connection (measured: the
- * per-connection setsockopt calls were a tenth of a child's CPU under a connection per request).
- * Returns whether that applies (Linux, and both calls succeeded); otherwise set them per
- * connection. The listening socket is shared by every child of the listener, which all want the same.
- */
-export function presetAcceptedOptions(server: net.Server, keepAliveMs: number): boolean {
-  if (process.platform !== 'linux') return false;
-  const handle = serverHandle(server);
-  if (handle === null || typeof handle.setNoDelay !== 'function' || typeof handle.setKeepAlive !== 'function') return false;
-  if (handle.setNoDelay(true) !== 0) return false;
-  return keepAliveMs <= 0 || handle.setKeepAlive(true, Math.floor(keepAliveMs / 1000)) === 0;
-}
-
-// ---- writing ------------------------------------------------------------------------------------
-
-export { WRITE_DONE, WRITE_PENDING } from './tcp-end.js';
-
-type SendNow = (fd: number, buffer: Uint8Array, length: number) => number;
-
-/** The addon's calls straight to a socket's descriptor (src/native/socket_calls.c). */
-interface DirectCalls {
-  /** One send(2) of a chunk, with no write request, no view and no stream checks around it. */
-  readonly sendNow: SendNow;
-  /** shutdown(2) of the write half, with no request object and no callback. */
-  readonly shutdownNow: (fd: number) => number;
-  /** 1 while getpeername(2) succeeds, 0 once the peer is gone (ENOTCONN), or -errno. */
-  readonly peerConnected: (fd: number) => number;
-  /** The send queue's unacknowledged bytes (SIOCOUTQ), or -errno. */
-  readonly unsentBytes: (fd: number) => number;
-}
-
-let directLoaded = false;
-let direct: DirectCalls | null = null;
-
-/**
- * The addon's direct socket calls, or null without the addon (not Linux, no compiler at install)
- * or with PACKETPONY_TCP_SEND_NOW=0 in the environment: then every chunk goes through Node's
- * writeBuffer (the same system call for ~750 more instructions), every FIN through libuv's
- * shutdown (the same system call a loop turn later, for a request object and a callback into
- * JavaScript), and the reset check through Node's getpeername (which builds the address too).
- */
-function directCalls(): DirectCalls | null {
-  if (!directLoaded) {
-    directLoaded = true;
-    const addon = tcpAddon();
-    // Unbound on purpose: the native functions use no `this`, and a bound one costs a trampoline
-    // per call.
-    direct = addon === null ? null : { sendNow: addon.sendNow, shutdownNow: addon.shutdownNow, peerConnected: addon.peerConnected, unsentBytes: addon.unsentBytes };
-  }
-  return direct;
-}
-
-/** Whether chunks and FINs go straight to the socket (false: through Node's writeBuffer and libuv's shutdown). */
-export function sendsNow(): boolean {
-  return directCalls() !== null;
-}
-
-/**
- * Writes one relay direction's chunks to an end's handle. A write request is made for the first
- * write through writeBuffer and reused until a write stays pending (then it belongs to that
- * write); order with a PROXY header written before is kept by libuv's queue, and end() asks for a
- * shutdown that libuv runs after the queue drains.
- *
- * With the addon, a chunk is first sent straight to the socket's descriptor, but only while
- * libuv's queue for it is empty (so nothing can overtake data already queued); whatever the
- * kernel did not take then goes through writeBuffer as usual, and the write is pending from there.
- * The descriptor is only used while the end's handle is open: close() and reset() drop the handle
- * before libuv closes the descriptor, whose number the kernel may then give to another socket.
- */
-export class HandleWriter implements EndWriter {
-  readonly #onComplete: (status: number) => void;
-  readonly #sendNow = directCalls()?.sendNow ?? null;
-  /**
-   * The request for the next write through writeBuffer; made when first needed: with the addon,
-   * most connections never write through libuv at all, and each request is a native object
-   * (a WriteWrap: an async id, a weak handle, a destructor run by the garbage collector).
-   */
-  #req: WriteRequest | null = null;
-  /**
-   * This writer's writes libuv still holds. The relay writes to an end through its one writer
-   * only, so when this is 0 libuv's queue for the end is empty (cheaper to know here than to ask
-   * the handle's writeQueueSize, a call into C++).
-   */
-  #pending = 0;
-
-  constructor(onComplete: (status: number) => void) {
-    this.#onComplete = onComplete;
-  }
-
-  /** No write of this writer's is waiting in libuv's queue. */
-  get idle(): boolean {
-    return this.#pending === 0;
-  }
-
-  #request(): WriteRequest {
-    const req = new (bindings().WriteWrap)();
-    req.oncomplete = this.#completed;
-    req.buffer = null;
-    return req;
-  }
-
-  readonly #completed = (status: number): void => {
-    this.#pending--;
-    this.#onComplete(status);
-  };
-
-  /**
-   * Writes buffer[0, length). WRITE_DONE, WRITE_PENDING (onComplete(status) follows), or a negative
-   * errno (socketError(status, 'write') makes the error).
-   */
-  write(end: TcpEnd, buffer: Uint8Array, length = buffer.length): number {
-    const handle = (end as NativeTcpEnd).handle;
-    if (handle === null) return UV_EBADF;
-    let chunk = buffer;
-    let from = 0;
-    const direct = this.#sendNow;
-    if (direct !== null && this.#pending === 0) {
-      const fd = end.descriptor;
-      if (fd >= 0) {
-        from = direct(fd, buffer, length);
-        if (from === length) return WRITE_DONE;
-        if (from < 0) return from;
-      }
-    }
-    if (from > 0 || length !== buffer.length) chunk = buffer.subarray(from, length);
-    const req = (this.#req ??= this.#request());
-    req.handle = handle;
-    const err = handle.writeBuffer(req, chunk);
-    if (err !== 0) return err < 0 ? err : UV_EBADF;
-    const b = cached!;
-    if (b.state[b.kLastWriteWasAsync] === 0) return WRITE_DONE;
-    req.buffer = chunk;
-    this.#req = null;
-    this.#pending++;
-    return WRITE_PENDING;
-  }
-}
-
-/** The relay's ends on native handles (see src/proxy/tcp-end.ts). */
-export const nativeTcpEnds: TcpEnds = {
-  description: "node's native TCP handles",
-  dial: (address, port, family) => NativeTcpEnd.dial(address, port, family),
-  writer: (onComplete) => new HandleWriter(onComplete),
-  // The options matter only to net.Server's own accepts, which acceptEnds replaces.
-  createServer: () => net.createServer({ allowHalfOpen: true, pauseOnConnect: true }),
-  accept: acceptEnds,
-  presetAcceptedOptions,
-  prepare: () => {
-    batchedReads();
-  },
-};

@@ -3,8 +3,9 @@
  * ends: the contract between the relay (src/proxy) and the two implementations, kept here so that
  * this folder imports nothing of the relay's. One implementation per process
  * (src/proxy/tcp-path.ts picks it at start):
- * - native-tcp-end.ts: Node's native TCP handles with no net.Socket around them, and our addon's
- *   batched reads and direct sends (the fast path; it says why);
+ * - native-tcp-path.ts (the ends in native-tcp-end.ts): Node's native TCP handles with no
+ *   net.Socket around them, and our addon's batched reads and direct sends (the fast path;
+ *   native-tcp-end.ts says why);
  * - src/proxy/socket-end.ts: net.Socket, public APIs only (where the internals are missing or denied, or with
  *   PACKETPONY_PUBLIC_PATH=1): the same behaviour, slower.
  *

@@ -5,8 +5,9 @@
  * calls onBatch once with the results; each goes to its end as a libuv read would have (readLanded,
  * readFailed), so TcpEnd and the relay behave the same on either path.
  *
- * Used wherever the addon is built, unless PACKETPONY_TCP_SEND_NOW=0 (then every TCP read and
- * write goes through Node's own stream calls: the path where the addon is missing).
+ * Used wherever the addon is built, unless PACKETPONY_TCP_SEND_NOW=0 (allowTcpAddon(false), below:
+ * then every TCP read and write goes through Node's own stream calls, the path where the addon is
+ * missing).
  */
 import { nativeAddon, type NativeAddon } from '../native/addon.js';
 
@@ -107,13 +108,28 @@ export class BatchedReads {
   };
 }
 
+let addonAllowed = true;
+
 /**
- * The addon for the TCP relay (its direct socket calls in native-tcp-end.ts, its batched reads here),
- * or null: not built, or PACKETPONY_TCP_SEND_NOW=0 in the environment, which puts every TCP read
- * and write back on Node's own calls.
+ * Whether the TCP relay may use the addon: false is PACKETPONY_TCP_SEND_NOW=0, which the child
+ * reads at start and its TCP listener passes here (src/proxy/path-switches.ts), putting every TCP
+ * read and write back on Node's own calls. Call before the first connection: the batched reads and
+ * the direct calls are each chosen once per process, when first used.
+ */
+export function allowTcpAddon(allowed: boolean): void {
+  addonAllowed = allowed;
+}
+
+export function tcpAddonAllowed(): boolean {
+  return addonAllowed;
+}
+
+/**
+ * The addon for the TCP relay (its direct socket calls in socket-calls.ts, its batched reads here),
+ * or null: not built, or not allowed (allowTcpAddon(false)).
  */
 export function tcpAddon(): NativeAddon | null {
-  return process.env['PACKETPONY_TCP_SEND_NOW'] === '0' ? null : nativeAddon();
+  return addonAllowed ? nativeAddon() : null;
 }
 
 let opened = false;

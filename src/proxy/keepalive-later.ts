@@ -7,7 +7,7 @@
  * (libuv sets SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL and TCP_KEEPCNT). Under a connection per
  * request those were four of the five setsockopt calls per connection (strace -c), for a timer
  * that never fired. Accepted sockets need none of this: they inherit keepalive from the listening
- * socket (presetAcceptedOptions in src/platform/native-tcp-end.ts).
+ * socket (presetAcceptedOptions in src/platform/native-tcp-path.ts).
  *
  * What it changes: a peer that vanishes without a FIN is found at most one second later than with
  * keepalive set at once (the kernel counts the idle time from the last data either way).

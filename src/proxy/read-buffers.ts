@@ -7,23 +7,23 @@
  * life, a connection that had once moved bulk data kept it resident while it idled. Now it holds a
  * large one only while reads fill its small buffer, and gives it back after a run of short reads.
  * Small buffers are slices of shared 64 KiB slabs, so the first reads of idle connections touch a
- * page between them rather than one each (measured: 20.0 → 19.4 KB per idle connection, within the
- * noise; most of the rest was V8's young generation, see child-process.ts).
+ * page between them rather than one each (a small saving per idle connection; most of the rest
+ * was V8's young generation, see child-process.ts).
  *
  * Why a large buffer is 1 MiB (BULK_SIZE): a bulk transfer costs a read and a send per buffer, and
- * on loopback each system call moves up to a whole buffer. Measured with the benchmark's one-stream
- * TCP rows (2026-11-26, features on, µs of CPU per MB relayed, each direction): 64 KiB reads
- * 582 / 620 against 256 KiB 479 / 408 in one run; 256 KiB 455 / 496 against 1 MiB 360 / 387 in
- * the next, where ×0.66 / 0.62 of direct became ×0.78 / 0.73. Its pages are touched only as far
- * as reads reach, so a chatty connection that grew one holds little of it; and bulk buffers are
+ * on loopback each system call moves up to a whole buffer, so the benchmark's one-stream TCP rows
+ * cost less CPU per MB with each step from 64 KiB to 256 KiB to 1 MiB. Its pages are touched only
+ * as far as reads reach, so a chatty connection that grew one holds little of it; and bulk buffers are
  * lent from a budget per process (MAX_BULK_LENT): past it, directions that grow get LARGE_SIZE
  * (64 KiB) buffers, so many bulk connections at once cannot hold more than that budget plus 64 KiB
  * each. A read is metered as one chunk, so a relay under a small bandwidth cap with action drop
  * asks for LARGE_SIZE only (bulkReadsUnder).
  *
- * Why pooled: profiled at a few thousand new connections per second, allocating fresh buffers per
- * connection cost ~4 % of the child's CPU on its own, plus the garbage collections that much
- * external memory churn triggers, and the page faults of touching fresh memory.
+ * Why pooled: at a few thousand new connections per second, allocating fresh buffers per
+ * connection was a measurable share of the child's CPU on its own, plus the garbage collections
+ * that much external memory churn triggers, and the page faults of touching fresh memory.
+ *
+ * The figures behind these three choices: docs/performance.md, "Measurements behind the code".
  */
 
 import type { RateLimits } from '../config/types.js';

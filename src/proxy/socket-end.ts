@@ -56,10 +56,10 @@ const FIRST_READ = Buffer.alloc(64 * 1024);
 
 /**
  * An accepted socket's reads are buffers Node allocates (net.Server gives no `onread`), garbage
- * that V8 collects only once its external memory has grown by tens of MiB: a bulk upload grew a
- * child by 25-30 MiB. So after every COLLECT_AFTER bytes read that way, a minor collection is asked
- * for (children run with --expose-gc, for the memory reclaimer); it frees those buffers, young as
- * they are, at a fraction of a millisecond per 8 MiB relayed.
+ * that V8 collects only once its external memory has grown by tens of MiB. So after every
+ * COLLECT_AFTER bytes read that way, a minor collection is asked for (children run with
+ * --expose-gc, for the memory reclaimer); it frees those buffers, young as they are, for little
+ * CPU (the figures: docs/performance.md, "Measurements behind the code").
  */
 const COLLECT_AFTER = 8 * 1024 * 1024;
 const minorGc: (() => void) | null = (() => {

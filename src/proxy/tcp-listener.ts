@@ -24,6 +24,8 @@ import type { TargetStates } from '../ipc/protocol.js';
 import { TargetRouter, type TargetDial } from './target-router.js';
 import type { TcpEnd } from '../platform/tcp-end.js';
 import { tcpEnds } from './tcp-path.js';
+import { allowTcpAddon } from '../platform/tcp-reads.js';
+import type { PathSwitches } from './path-switches.js';
 import { DEFAULT_KEEPALIVE_MS, startTcpRelay, type Meter, type RelayCloseInfo, type RelayOpenInfo, type TcpRelay } from './tcp-relay.js';
 
 interface ConnectionContext {
@@ -51,6 +53,8 @@ export interface ListenerDeps {
   readonly emit: (event: LogEvent) => void;
   /** With several targets or health checks: the states a previous child last reported. */
   readonly targetStates?: TargetStates | null;
+  /** The environment's path switches, read once at the child's start; absent (tests): the defaults, every path on. */
+  readonly paths?: PathSwitches;
 }
 
 export class TcpListener {
@@ -82,6 +86,8 @@ export class TcpListener {
     const accept = deps.config.accept_proxy_protocol;
     this.#headers = accept === null ? null : new ProxyHeaderReader(deps.config.name, accept, deps.stats, deps.emit);
     if (this.#headers !== null) this.#headers.onSettled = () => this.#checkIdle();
+    // Before the first end is made: the addon's part is chosen once per process, at first use.
+    if (deps.paths !== undefined) allowTcpAddon(deps.paths.tcpAddon);
     // Only listens: accepted connections come as TcpEnds (tcpEnds().accept, once listening).
     this.#server = tcpEnds().createServer();
   }

@@ -5,8 +5,9 @@
  * in one flush (one sendmmsg for the replies to clients on the listening socket).
  *
  * Optional. The addon is built by `npm run build` (src/native/build.mjs) on Linux when a C compiler
- * is there; without it, or with PACKETPONY_UDP_BATCH=0 in the environment, loadUdpBatch() answers
- * null and the relay uses Node's dgram path (src/platform/dgram-internals.ts): the same behaviour, slower.
+ * is there; without it loadUdpBatch() answers null and the relay uses Node's dgram path
+ * (udp-node-path.ts): the same behaviour, slower. PACKETPONY_UDP_BATCH=0 chooses that path on
+ * purpose (the listener then asks the relay for Node's path: path-switches.ts).
  *
  * The tables are shared Int32Arrays, read and written by index with the R_ and S_ offsets below:
  * nothing is allocated per datagram on either side. Addresses are four 32-bit words of the 16-byte
@@ -38,22 +39,16 @@ const S_SCOPE = 8;
 /** The third word of an IPv4-mapped address (bytes 00 00 ff ff), as an Int32Array reads it here. */
 const MAPPED_WORD = new Int32Array(new Uint8Array([0, 0, 0xff, 0xff]).buffer)[0]!;
 
-/** The administrator turned the batched UDP path off (PACKETPONY_UDP_BATCH=0). */
-export function udpBatchTurnedOff(): boolean {
-  return process.env['PACKETPONY_UDP_BATCH'] === '0';
-}
-
-/** The addon for the batched UDP path, or null (then `udpBatchUnavailableReason()` says why). */
 /** The addon's part the batched UDP path uses. */
 export type UdpBatchAddon = NativeAddon;
 
+/** The addon for the batched UDP path, or null (then `udpBatchUnavailableReason()` says why). */
 export function loadUdpBatch(): UdpBatchAddon | null {
   // The batch reads dgram's sockets by their descriptors, taken from their native handles.
-  return udpBatchTurnedOff() || !probeDgramHandle().usable ? null : nativeAddon();
+  return !probeDgramHandle().usable ? null : nativeAddon();
 }
 
 export function udpBatchUnavailableReason(): string {
-  if (udpBatchTurnedOff()) return 'turned off by PACKETPONY_UDP_BATCH=0';
   const handle = probeDgramHandle();
   if (!handle.usable) return `the batch takes the sockets from their native handles, and ${handle.name} is ${handle.reason}`;
   return nativeAddonMissing();

@@ -17,7 +17,8 @@ import { MessageAggregator } from '../telemetry/message-aggregator.js';
 import { encodeV2, type HostPort } from './proxy-protocol.js';
 import type { PoolTarget } from './target-pool.js';
 import { TargetRouter } from './target-router.js';
-import { udpBatchTurnedOff, udpBatchUnavailableReason } from './udp-batch.js';
+import { udpBatchUnavailableReason } from './udp-batch.js';
+import { ALL_PATHS_ON, UDP_BATCH_OFF_REASON } from './path-switches.js';
 import type { ListenerDeps } from './tcp-listener.js';
 import { DEFAULT_MAX_SESSIONS, UdpRelay, type UdpDirection, type UdpSessionPlan } from './udp-relay.js';
 
@@ -43,6 +44,11 @@ export class UdpListener {
     this.#family = family === 'IPv6' ? 'udp6' : 'udp4';
     this.#problems = new MessageAggregator(deps.emit);
     setInterval(() => this.#problems.flush(), 10_000).unref();
+  }
+
+  /** PACKETPONY_UDP_BATCH is not 0 (the child read it at start). */
+  get #batchAllowed(): boolean {
+    return (this.#deps.paths ?? ALL_PATHS_ON).udpBatch;
   }
 
   get active(): number {
@@ -74,6 +80,8 @@ export class UdpListener {
       target: router === null ? config.target : null,
       udp: config.udp,
       stats,
+      // Off: Node's path; on: batched where the addon is built.
+      ...(this.#batchAllowed ? {} : { batched: false }),
       // log_only lets a session over max_total_connections through, so there the relay's own
       // ceiling (the descriptor guard) is the only bound; otherwise the policy has already refused
       // at max_total_connections and the relay's cap is the same figure.
@@ -118,12 +126,13 @@ export class UdpListener {
   #sayNodePath(): void {
     const name = this.#deps.config.name;
     // Chosen (PACKETPONY_UDP_BATCH=0, PACKETPONY_PUBLIC_PATH=1) or impossible (not Linux): said plainly.
-    const expected = process.platform === 'linux' && !udpBatchTurnedOff() && !publicPathForced();
+    const allowed = this.#batchAllowed;
+    const expected = process.platform === 'linux' && allowed && !publicPathForced();
     this.#deps.emit({
       kind: 'message',
       timestamp: Date.now(),
       level: expected ? 'warning' : 'info',
-      message: `listener ${name}: UDP goes through Node's dgram sockets, at a quarter to a third of the batched path's speed: ${udpBatchUnavailableReason()}`,
+      message: `listener ${name}: UDP goes through Node's dgram sockets, at a quarter to a third of the batched path's speed: ${allowed ? udpBatchUnavailableReason() : UDP_BATCH_OFF_REASON}`,
       fields: { listener: name },
     });
   }

@@ -1,5 +1,5 @@
 /**
- * NativeTcpEnd and HandleWriter (src/platform/native-tcp-end.ts), the TCP relay's ends on Node's native handles: the
+ * NativeTcpEnd and HandleWriter (src/platform/native-tcp-end.ts, handle-writer.ts), the TCP relay's ends on Node's native handles: the
  * internals are there on the Node this project runs on, reads land in the reader's buffer, writes
  * keep their order with end(), a pending write is reported and completes, a dial's failure is an
  * error like net.Socket's, a half-open end closes itself once both halves are done, and a reset
@@ -7,8 +7,13 @@
  */
 import avaTest from 'ava';
 import net from 'node:net';
-import { HandleWriter, NativeTcpEnd as TcpEnd, WRITE_DONE, WRITE_PENDING, nativeTcpEnds, sendsNow } from '../../../src/platform/native-tcp-end.js';
+import { HandleWriter } from '../../../src/platform/handle-writer.js';
+import { NativeTcpEnd as TcpEnd } from '../../../src/platform/native-tcp-end.js';
+import { nativeTcpEnds } from '../../../src/platform/native-tcp-path.js';
+import { sendsNow } from '../../../src/platform/socket-calls.js';
+import { WRITE_DONE, WRITE_PENDING } from '../../../src/platform/tcp-end.js';
 import { publicPathForced } from '../../../src/platform/index.js';
+import { tcpAddonAllowed } from '../../../src/platform/tcp-reads.js';
 import { nativeBindings } from '../../../src/platform/tcp-wrap.js';
 import type { ReadSink } from '../../../src/platform/tcp-end.js';
 import { acceptedEnd, listen, refusingPort } from '../../helpers/servers.js';
@@ -153,7 +158,8 @@ test('order holds across a pending write: nothing is sent past what libuv still 
 });
 
 test('sendNow: used wherever the addon is built, unless PACKETPONY_TCP_SEND_NOW=0', (t) => {
-  const wanted = process.env['PACKETPONY_TCP_SEND_NOW'] !== '0' && process.platform === 'linux';
+  // The switch as this process was given it (test/helpers/libuv-tcp-writes.ts turns it off).
+  const wanted = tcpAddonAllowed() && process.platform === 'linux';
   t.is(sendsNow(), wanted);
 });
 
