@@ -12,6 +12,10 @@
  * in the kernel's backlog (the supervisor keeps the socket open throughout): none is refused. The
  * old child finishes its connections in the background; as they close, their per-address slots are
  * released in the new child.
+ *
+ * Longer than the house's ~450 lines on purpose for now: the lifecycle, the restart path and the
+ * reload's phases (prepareReplacement, handOver, commit) share one set of fields and invariants
+ * (#current, #retiring, #handedOver, the socket's owner); the phases are the seam to cut along next.
  */
 import { formatEndpoint } from '../config/address.js';
 import { usesTargetPool, type ListenerConfig } from '../config/types.js';
