@@ -40,16 +40,19 @@
 #define SO_ATTACH_REUSEPORT_CBPF 51
 #endif
 
-/* listenSocket(fd, backlog) -> 0 or -errno. */
-static napi_value ListenSocket(napi_env env, napi_callback_info info) {
+/* The arguments (fd, count) of listenSocket and steerBySource: 1 when fd >= 0 and count >= 1. */
+static int fd_and_count(napi_env env, napi_callback_info info, int32_t *fd, int32_t *count) {
   size_t argc = 2;
   napi_value argv[2];
-  int32_t fd = -1, backlog = 511;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 ||
-      napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_value_int32(env, argv[1], &backlog) != napi_ok ||
-      fd < 0 || backlog < 1) {
-    return int_value(env, -EINVAL);
-  }
+  return napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc >= 2 &&
+         napi_get_value_int32(env, argv[0], fd) == napi_ok && napi_get_value_int32(env, argv[1], count) == napi_ok &&
+         *fd >= 0 && *count >= 1;
+}
+
+/* listenSocket(fd, backlog) -> 0 or -errno. */
+static napi_value ListenSocket(napi_env env, napi_callback_info info) {
+  int32_t fd = -1, backlog = 0;
+  if (!fd_and_count(env, info, &fd, &backlog)) return int_value(env, -EINVAL);
   return int_value(env, listen(fd, backlog) == 0 ? 0 : -errno);
 }
 
@@ -92,14 +95,8 @@ static napi_value PendingInput(napi_env env, napi_callback_info info) {
 
 /* steerBySource(fd, workers) -> 0 or -errno. */
 static napi_value SteerBySource(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
   int32_t fd = -1, workers = 0;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 ||
-      napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_value_int32(env, argv[1], &workers) != napi_ok ||
-      fd < 0 || workers < 1) {
-    return int_value(env, -EINVAL);
-  }
+  if (!fd_and_count(env, info, &fd, &workers)) return int_value(env, -EINVAL);
   /* The program sees the packet from its network header on (SKF_NET_OFF), IPv4 or IPv6 alike. */
   struct sock_filter code[] = {
     /* 0 */ BPF_STMT(BPF_LD | BPF_B | BPF_ABS, NET + 0),  /* version and header length */
@@ -172,10 +169,15 @@ static napi_value CounterOpen(napi_env env, napi_callback_info info) {
   return external;
 }
 
-/* The page and a slot index from (external, slot, ...); NULL when they are not valid. */
-static counter_page *page_and_slot(napi_env env, napi_value *argv, size_t argc, uint32_t *slot) {
+/*
+ * The arguments (page, slot, ...) of a counter call, `wanted` of them into argv: the page, or NULL
+ * when they are missing or not valid.
+ */
+static counter_page *counter_args(napi_env env, napi_callback_info info, napi_value *argv, size_t wanted, uint32_t *slot) {
+  size_t argc = wanted;
   void *data = NULL;
-  if (argc < 2 || napi_get_value_external(env, argv[0], &data) != napi_ok || data == NULL ||
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < wanted ||
+      napi_get_value_external(env, argv[0], &data) != napi_ok || data == NULL ||
       napi_get_value_uint32(env, argv[1], slot) != napi_ok || *slot >= COUNTER_SLOTS) {
     return NULL;
   }
@@ -187,12 +189,10 @@ static counter_page *page_and_slot(napi_env env, napi_value *argv, size_t argc, 
  * this slot, 0 when it is at max. max 0: no cap (log_only and store-down admissions still count).
  */
 static napi_value CounterAcquire(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
   napi_value argv[3];
   uint32_t slot = 0, max = 0;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return int_value(env, -EINVAL);
-  counter_page *page = page_and_slot(env, argv, argc, &slot);
-  if (page == NULL || argc < 3 || napi_get_value_uint32(env, argv[2], &max) != napi_ok) return int_value(env, -EINVAL);
+  counter_page *page = counter_args(env, info, argv, 3, &slot);
+  if (page == NULL || napi_get_value_uint32(env, argv[2], &max) != napi_ok) return int_value(env, -EINVAL);
   unsigned current = atomic_load_explicit(&page->total, memory_order_relaxed);
   do {
     if (max != 0 && current >= max) return int_value(env, 0);
@@ -203,11 +203,9 @@ static napi_value CounterAcquire(napi_env env, napi_callback_info info) {
 
 /* counterRelease(page, slot) -> 0. One connection of this slot closed. */
 static napi_value CounterRelease(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value argv[2];
   uint32_t slot = 0;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return int_value(env, -EINVAL);
-  counter_page *page = page_and_slot(env, argv, argc, &slot);
+  counter_page *page = counter_args(env, info, argv, 2, &slot);
   if (page == NULL) return int_value(env, -EINVAL);
   /* A release never runs past what the slot holds (a reclaim may have taken it already). */
   unsigned held = atomic_load_explicit(&page->slots[slot], memory_order_relaxed);
@@ -220,11 +218,9 @@ static napi_value CounterRelease(napi_env env, napi_callback_info info) {
 
 /* counterReclaim(page, slot) -> what the slot held, now taken off the total (its process is gone). */
 static napi_value CounterReclaim(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value argv[2];
   uint32_t slot = 0;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return int_value(env, -EINVAL);
-  counter_page *page = page_and_slot(env, argv, argc, &slot);
+  counter_page *page = counter_args(env, info, argv, 2, &slot);
   if (page == NULL) return int_value(env, -EINVAL);
   unsigned held = atomic_exchange_explicit(&page->slots[slot], 0, memory_order_acq_rel);
   if (held != 0) atomic_fetch_sub_explicit(&page->total, held, memory_order_acq_rel);

@@ -78,7 +78,9 @@ const STATE_ORDER: readonly ListenerState[] = ['binding', 'backoff', 'starting',
 export class ListenerGroup {
   #config: ListenerConfig;
   readonly #logger: Logger;
+  /** The workers' hooks: reports and exits go straight up, state changes through #updateState. */
   readonly #hooks: ListenerChildHooks;
+  readonly #outerStateChanged: ListenerChildHooks['stateChanged'];
   readonly #entry: string | undefined;
   #workers: ListenerChild[] = [];
   /** Workers dropped by a shrinking reload, finishing their connections. */
@@ -108,8 +110,6 @@ export class ListenerGroup {
     this.#outerStateChanged = hooks.stateChanged;
   }
 
-  readonly #outerStateChanged: ListenerChildHooks['stateChanged'];
-
   get config(): ListenerConfig {
     return this.#config;
   }
@@ -123,10 +123,6 @@ export class ListenerGroup {
     return this.#state;
   }
 
-  get workers(): number {
-    return this.#workers.length;
-  }
-
   /** PID of the first worker serving now. */
   get pid(): number | undefined {
     return this.#workers[0]?.pid;
@@ -135,11 +131,6 @@ export class ListenerGroup {
   /** PIDs of every child of this listener, serving or finishing connections. */
   get pids(): number[] {
     return [...this.#workers, ...this.#leaving].flatMap((w) => w.pids);
-  }
-
-  /** PIDs per worker (1-based), for the child-process metrics' `worker` label. */
-  get pidsByWorker(): Array<{ readonly worker: number; readonly pids: number[] }> {
-    return this.#workers.map((w, i) => ({ worker: i + 1, pids: w.pids }));
   }
 
   get boundAddress(): string | undefined {

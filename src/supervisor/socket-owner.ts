@@ -25,6 +25,7 @@
  * Without both (Node 26, no C compiler at install), a listener of that protocol cannot be owned:
  * its bind fails with a message saying what is missing, and the supervisor retries like any bind.
  */
+import os from 'node:os';
 import { getSystemErrorName } from 'node:util';
 import { formatEndpoint } from '../config/address.js';
 import type { ListenerConfig } from '../config/types.js';
@@ -230,7 +231,7 @@ export function bindWorkerSockets(config: ListenerConfig, count: number, existin
 /** Makes a group's sockets steer over its first `count` (reuseport.c): 0 or a negative errno. */
 export function steerWorkers(sockets: readonly BoundSocket[], count: number): number {
   const fd = descriptorOf(sockets[sockets.length - 1]!);
-  return fd < 0 ? -9 : steerBySource(fd, count);
+  return fd < 0 ? -os.constants.errno.EBADF : steerBySource(fd, count);
 }
 
 /** Connections or datagrams waiting on a socket that no worker will read any more (reuseport.c). */

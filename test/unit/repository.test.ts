@@ -85,3 +85,30 @@ test('README.md names every supported Node line and the release each is tested w
   t.true(requirements.includes(`Node.js ${OLDEST_LINE}.19`));
   for (const version of Object.values(PINNED)) t.true(requirements.includes(version), version);
 });
+
+/** Every source file under src/, relative to the repository. */
+function sourceFiles(folder = 'src'): string[] {
+  return readdirSync(join(REPO_ROOT, folder), { withFileTypes: true }).flatMap((entry) => {
+    const path = `${folder}/${entry.name}`;
+    if (entry.isDirectory()) return entry.name === 'build' ? [] : sourceFiles(path);
+    return /\.(ts|c|h|mjs)$/.test(entry.name) ? [path] : [];
+  });
+}
+
+test('a file in src/ over 450 lines says at its top why it is one file', (t) => {
+  const long = sourceFiles().filter((path) => readFileSync(join(REPO_ROOT, path), 'utf8').split('\n').length > 450);
+  for (const path of long) {
+    const text = readFileSync(join(REPO_ROOT, path), 'utf8');
+    const header = text.slice(0, text.indexOf('*/') + 2);
+    t.regex(header, /~?\d{3} lines/, `${path}: longer than 450 lines with no reason in its header comment`);
+  }
+  t.log(`${long.length} files over 450 lines: ${long.join(', ')}`);
+});
+
+test('the data path reads no environment variable: switches are read once at start and passed in', (t) => {
+  const allowed = new Set(['src/platform/probe.ts']);
+  for (const path of sourceFiles().filter((p) => /^src\/(proxy|platform|policy)\//.test(p) && !allowed.has(p))) {
+    const code = readFileSync(join(REPO_ROOT, path), 'utf8').split('\n').filter((line) => !/^\s*(\*|\/\/|\/\*)/.test(line));
+    t.false(code.some((line) => line.includes('process.env')), `${path} reads process.env`);
+  }
+});
