@@ -5,7 +5,7 @@
 import { BANDWIDTH, LIMIT_REASONS, type LimitSettings } from './limit-settings.js';
 import { SlidingWindow } from './sliding-window.js';
 import type { AddressSnapshot } from './snapshot.js';
-import { CONSUME_DROP, CONSUME_OK, CONSUME_VIOLATION, type LimitReason } from './verdict.js';
+import { CONSUME_DROP, CONSUME_OK, CONSUME_VIOLATION, type LimitReason, type ReadLimit } from './verdict.js';
 
 type Quiet = { -readonly [R in LimitReason]?: number };
 
@@ -63,6 +63,8 @@ export class AddressState {
   /** Pacing balance in bytes; negative is a debt the address must wait off. */
   #tokens = 0;
   #tokensAt = 0;
+  /** Bytes granted to reads of this address's TCP connections that have not been metered yet. */
+  #granted = 0;
   /** Per reason, the time before which it is not reported again; allocated on first report. */
   #quietUntil: number[] | null = null;
 
@@ -181,20 +183,34 @@ export class AddressState {
   }
 
   /**
-   * Under action throttle, the most the next read of one of this address's TCP connections should
-   * take. Paced, that is what the pace allows in PACE_TICK_MS, so that the pause after it is about
-   * as long and bytes flow steadily (nginx's limit_rate and HAProxy's bwlim size their reads the
-   * same way); a large read would buy a pause of seconds. Not yet paced, it is what is left of the
-   * cap (at least one paced read), so the read that crosses the cap crosses it by little.
+   * Under action throttle, how much the next read of one of this address's TCP connections may
+   * take: called with the room in the read's buffer and what that reader still holds of an earlier
+   * grant, which it gives back (a reader gives its grant back when the read completes, before the
+   * bytes are metered; room 0 only gives back). Paced, a grant is what the pace allows in
+   * PACE_TICK_MS, so that the pause after it is about as long and bytes flow steadily (nginx's
+   * limit_rate and HAProxy's bwlim size their reads the same way); a large read would buy a pause
+   * of seconds. Not yet paced, it is what is left of the cap (at least one paced read), so the read
+   * that crosses the cap crosses it by little.
+   *
+   * Grants still out count as spent, here and in #pace: a reader sizes its read after the previous
+   * one and reads later, so without that, two connections of one address could each be granted all
+   * that was left and together cross the cap by that much (seen: 600 KB past a 1 MB cap). With it,
+   * pacing starts while the others' grants still fit, and the cap is crossed by one paced read.
    */
-  streamReadLimit(clock: () => number, settings: LimitSettings): () => number {
+  streamReadLimit(clock: () => number, settings: LimitSettings): ReadLimit {
     const window = this.#bandwidth!;
     const cap = settings.limits.max_bandwidth_per_ip;
     const paced = settings.paceRead;
-    return () => {
-      if (this.#throttled) return paced;
-      const left = Math.floor(cap - this.peerBytes - window.count(clock()));
-      return left > paced ? left : paced;
+    return (room, previous) => {
+      this.#granted -= previous;
+      let grant = paced;
+      if (!this.#throttled) {
+        const left = Math.floor(cap - this.peerBytes - window.count(clock()) - this.#granted);
+        if (left > paced) grant = left;
+      }
+      if (grant > room) grant = room;
+      this.#granted += grant;
+      return grant;
     };
   }
 
@@ -231,7 +247,7 @@ export class AddressState {
       if (this.#tokens >= settings.paceBurst && window.count(now) <= settings.paceExitLevel) this.#throttled = false;
     }
     if (!this.#throttled) {
-      if (window.addWithin(now, bytes, cap)) return CONSUME_OK;
+      if (window.addWithin(now, bytes, cap - this.#granted)) return CONSUME_OK;
       this.#throttled = true;
       this.#tokens = 0;
       this.#tokensAt = now;

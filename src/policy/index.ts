@@ -33,6 +33,7 @@ export {
   REFUSED,
   type LimitReason,
   type PolicyReason,
+  type ReadLimit,
   type Refusal,
   type Verdict,
 } from './verdict.js';

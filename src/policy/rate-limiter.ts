@@ -42,7 +42,7 @@ import { ATTEMPT, BANDWIDTH, CONNECTION, LIMIT_REASONS, TOTAL, limitSettings, ty
 import { DEFAULT_SUB_BUCKETS } from './sliding-window.js';
 import type { AddressSnapshot, LimiterSnapshot } from './snapshot.js';
 import { kLive, kState, Ticket } from './ticket.js';
-import { CONSUME_OK, REFUSED, type LimitReason, type Refusal } from './verdict.js';
+import { CONSUME_OK, REFUSED, type LimitReason, type ReadLimit, type Refusal } from './verdict.js';
 
 /**
  * Milliseconds, never going back: `() => performance.now()` in production, a variable in tests.
@@ -342,11 +342,11 @@ export class RateLimiter {
   }
 
   /**
-   * The most the next read of a TCP connection should take, as a function made once per connection;
-   * undefined unless the listener throttles (then reads are never limited). See streamReadLimit in
-   * address-state.ts.
+   * How much the next read of a TCP connection may take, as a function made once per connection and
+   * called by each direction with its buffer's room and its previous grant; undefined unless the
+   * listener throttles (then reads are never limited). See streamReadLimit in address-state.ts.
    */
-  streamReadLimit(ticket: Ticket): (() => number) | undefined {
+  streamReadLimit(ticket: Ticket): ReadLimit | undefined {
     const state = ticket[kState];
     return state.metered && this.#settings.paceRate > 0 ? state.streamReadLimit(this.#clock, this.#settings) : undefined;
   }

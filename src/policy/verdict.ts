@@ -57,3 +57,10 @@ export const CONSUME_DROP = -1;
  * then folded into the next call's answer.
  */
 export const CONSUME_VIOLATION = -2;
+
+/**
+ * A throttled connection's read sizer: given the room in the buffer the next read lands in and what
+ * it granted that reader last time (given back: that read has been metered), the bytes this read
+ * may take. Room 0 gives the last grant back for good.
+ */
+export type ReadLimit = (room: number, previous: number) => number;

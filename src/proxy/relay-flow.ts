@@ -32,6 +32,13 @@ export type RelayDirection = 'sent' | 'received';
  */
 export type Meter = (bytes: number, direction: RelayDirection) => number;
 
+/**
+ * Sizes a connection's reads (a throttled one's): called by each direction with the room in the
+ * buffer its next read lands in and what it was granted last time, it answers what this read may
+ * take; room 0 gives the last grant back (policy's ReadLimit).
+ */
+export type ReadLimit = (room: number, previous: number) => number;
+
 export const METER_OK = 0;
 export const METER_DROP = -1;
 
@@ -47,8 +54,8 @@ export interface FlowOwner {
   /** The relay is ending: read and forward nothing more. */
   readonly closing: boolean;
   readonly meter: Meter | undefined;
-  /** The most the next read may take (a throttled connection's paced reads); undefined: no limit. */
-  readonly readLimit: (() => number) | undefined;
+  /** Sizes the reads (a throttled connection's paced reads); undefined: no limit. */
+  readonly readLimit: ReadLimit | undefined;
   readonly stats: ListenerStats;
   /** The meter said drop. */
   drop(direction: RelayDirection): void;
@@ -93,7 +100,9 @@ export class Flow implements ReadSink {
   #shortReads = 0;
   /** The large buffer may be a bulk one (read-buffers.ts). */
   readonly #bulk: boolean;
-  readonly #readLimit: (() => number) | undefined;
+  readonly #readLimit: ReadLimit | undefined;
+  /** What #readLimit granted the read now pending: given back when it completes (or never comes). */
+  #granted = 0;
 
   constructor(relay: FlowOwner, up: boolean, bulk: boolean) {
     this.relay = relay;
@@ -112,6 +121,7 @@ export class Flow implements ReadSink {
    */
   release(): void {
     if (this.buf === EMPTY) return;
+    if (this.#granted !== 0) this.#granted = this.#readLimit!(0, this.#granted);
     this.buf = EMPTY;
     this.early = null;
     this.#view = null;
@@ -138,7 +148,7 @@ export class Flow implements ReadSink {
 
   #nextLimitedBuffer(): Buffer | null {
     let buf = this.buf;
-    const limit = this.#readLimit!();
+    const limit = (this.#granted = this.#readLimit!(buf.length, this.#granted));
     if (limit < buf.length) buf = this.#limitedView(buf, limit);
     if (buf === this.#handleBuf) return null;
     this.#handleBuf = buf;
@@ -163,6 +173,9 @@ export class Flow implements ReadSink {
 
   /** ReadSink: `nread` bytes are in `buf`; returns whether to keep reading. */
   readonly onStaticRead = (nread: number): boolean => {
+    // A throttled read's grant goes back before its bytes are metered: what the address's other
+    // readers hold is then exactly what the meter keeps clear of the cap.
+    if (this.#granted !== 0) this.#granted = this.#readLimit!(0, this.#granted);
     const buf = this.buf;
     const more = this.forward(buf, nread, false);
     if (this.relay.closing) return more;

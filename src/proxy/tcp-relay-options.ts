@@ -5,7 +5,7 @@
 import type { Endpoint, TcpSettings } from '../config/types.js';
 import type { TcpEnd } from '../platform/tcp-end.js';
 import type { ErrorType, ListenerStats } from '../telemetry/stats.js';
-import type { Meter } from './relay-flow.js';
+import type { Meter, ReadLimit } from './relay-flow.js';
 import type { TargetResolver } from './target-resolver.js';
 
 /** How a relay ended. */
@@ -61,11 +61,11 @@ export interface TcpRelayOptions<C = undefined> {
   readonly context?: C;
   readonly meter?: Meter;
   /**
-   * The most the next read of either direction may take, asked after each read (a throttled
+   * How much the next read of either direction may take, asked after each read (a throttled
    * connection's reads follow its pace: see streamReadLimit in policy/address-state.ts). Absent:
    * reads take what the buffer holds.
    */
-  readonly readLimit?: () => number;
+  readonly readLimit?: ReadLimit;
   readonly onOpen?: (relay: TcpRelay<C>, info: RelayOpenInfo) => void;
   readonly onClose: (relay: TcpRelay<C>, info: RelayCloseInfo) => void;
   /** Defaults to the process-wide cache. */

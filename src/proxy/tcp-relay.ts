@@ -52,7 +52,7 @@
  */
 import type { Endpoint, TcpSettings } from '../config/types.js';
 import type { ErrorType, ListenerStats } from '../telemetry/stats.js';
-import { Flow, type FlowOwner, type Meter, type RelayDirection } from './relay-flow.js';
+import { Flow, type FlowOwner, type Meter, type ReadLimit, type RelayDirection } from './relay-flow.js';
 import { setKeepAliveLater } from './keepalive-later.js';
 import type { TcpEnd } from '../platform/tcp-end.js';
 import { tcpEnds } from './tcp-path.js';
@@ -82,7 +82,7 @@ class Relay<C> implements TcpRelay<C>, FlowOwner, DialOwner, DrainOwner, Inactiv
   readonly startedAt = Date.now();
   readonly stats: ListenerStats;
   readonly meter: Meter | undefined;
-  readonly readLimit: (() => number) | undefined;
+  readonly readLimit: ReadLimit | undefined;
   target: TcpEnd | null = null;
   connected = false;
   closing = false;

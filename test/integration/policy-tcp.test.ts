@@ -374,9 +374,13 @@ function bytesBetween(arrivals: readonly [number, number][], from: number, to: n
   return sum;
 }
 
-// Serial: the gaps are measured by this process, and the file's other tests (downloads of
-// megabytes, hashed) would otherwise run in the same event loop and stall it at random.
-test.serial('bandwidth × throttle: bytes flow steadily at the pace, no gap over 250 ms, the cap crossed by one small read; connections of one address share the pace', async (t) => {
+// Serial: the figures logged are measured by this process, and the file's other tests (downloads
+// of megabytes, hashed) would otherwise run in the same event loop and stall it at random. What is
+// asserted holds on a loaded machine too: a stall only delays bytes, it cannot add any, so the
+// bytes before pacing and over the paced phase have upper bounds; steadiness (gaps, the pace over
+// short spans) is a matter of timing, checked exactly with an injected clock in
+// test/unit/policy/rate-limiter-pacing.test.ts and only logged here.
+test.serial('bandwidth × throttle: the cap crossed by one small read, then no more than the pace; connections of one address share it', async (t) => {
   await slot(t);
   const server = await startPayloadServer(t);
   const daemon = await startDaemon(t, { 'conf.d/pace.yaml': tcpListener(`127.0.0.1:${server.port}`, { limits: PACE_LIMITS }) });
@@ -390,23 +394,25 @@ test.serial('bandwidth × throttle: bytes flow steadily at the pace, no gap over
     const before = bytesBetween(run.arrivals, 0, run.phaseStart);
     const crossing = run.arrivals.find(([at]) => at === run.phaseStart)![1];
     t.true(before + crossing <= MB + 64 * 1024, `${who}: ${before + crossing} bytes by the time the cap was crossed`);
-    // Over the throttled phase: the pace over every 2 s, and (one connection) the gaps.
     const phase = run.arrivals.filter(([at]) => at > run.phaseStart);
+    const phaseMs = run.phaseEnd - run.phaseStart;
+    const paced = bytesBetween(phase, run.phaseStart, Infinity);
+    // The figures: the pace over every 2 s and the longest gap (the time from the last delivery to
+    // the end of the watch is a gap too: the sender always has data).
     const windows: number[] = [];
     for (const [from] of phase) {
       if (from + 2000 > run.phaseEnd) break;
       windows.push(bytesBetween(phase, from, from + 2000) / 2000);
     }
-    const slowest = Math.min(...windows);
-    const fastest = Math.max(...windows);
-    // The sender always has data: the time from the last delivery to the end of the watch is a gap too.
     const gaps = [...phase.map(([at], i) => at - (i === 0 ? run.phaseStart : phase[i - 1]![0])), run.phaseEnd - (phase.at(-1)?.[0] ?? run.phaseStart)];
-    const longest = Math.max(...gaps);
-    t.log(`${who}: ${before + crossing} bytes before pacing; then ${phase.length} deliveries in ${((run.phaseEnd - run.phaseStart) / 1000).toFixed(1)} s, `
-      + `pace over 2 s ${(slowest * 1000 / 1024).toFixed(1)}–${(fastest * 1000 / 1024).toFixed(1)} KB/s (throttle_minimum/window: ${(PACE * 1000 / 1024).toFixed(1)}), longest gap ${longest.toFixed(0)} ms`);
-    t.true(windows.length > 0);
-    t.true(slowest >= 0.75 * PACE && fastest <= 1.25 * PACE, `${who}: the pace over 2 s ranged ${slowest.toFixed(2)}–${fastest.toFixed(2)} bytes/ms, set ${PACE.toFixed(2)}`);
-    if (who === 'one connection') t.true(longest <= 250, `a gap of ${longest.toFixed(0)} ms between deliveries`);
+    t.log(`${who}: ${before + crossing} bytes before pacing; then ${paced} bytes in ${phase.length} deliveries over ${(phaseMs / 1000).toFixed(1)} s `
+      + `(${(paced / phaseMs * 1000 / 1024).toFixed(1)} KB/s; throttle_minimum/window: ${(PACE * 1000 / 1024).toFixed(1)}), `
+      + `pace over 2 s ${(Math.min(...windows) * 1000 / 1024).toFixed(1)}–${(Math.max(...windows) * 1000 / 1024).toFixed(1)} KB/s, longest gap ${Math.max(...gaps).toFixed(0)} ms`);
+    // At most the pace over the phase, plus what the pace's bucket and the read that crossed the
+    // cap may hold (both far below a second of pace), measured from when this process saw the
+    // crossing, which can only be later than when the child did.
+    t.true(paced <= PACE * (phaseMs + 1000) + 64 * 1024, `${who}: ${paced} bytes over ${phaseMs.toFixed(0)} ms of pacing, set ${PACE.toFixed(2)} bytes/ms`);
+    t.true(paced > 0, `${who}: bytes still flow once paced`);
   }
 });
 

@@ -26,14 +26,18 @@ interface Read {
 }
 
 /**
- * Runs `connections` transfers of one address that always have data, as the relay would: each
- * read takes min(readLimit(), BUFFER); a violation's pause comes from consume(0), as the listener
- * asks for it; a pause defers that connection's next read. Every read until `until` is returned.
+ * Runs `connections` transfers of one address that always have data, as the relay would: a read's
+ * size is granted when the previous read has been metered (all the first ones at once, before any
+ * read: the case where grants overlap), the read takes all of it when it comes, and its grant goes
+ * back before its bytes are metered; a violation's
+ * pause comes from consume(0), as the listener asks for it; a pause defers that connection's next
+ * read. Every read until `until` is returned.
  */
 function transfer(limiter: RateLimiter, clock: { now: number }, connections: number, until: number): Read[] {
   const tickets: Ticket[] = [];
   for (let i = 0; i < connections; i++) tickets.push(ticket(limiter.admit(A)));
   const readLimits = tickets.map((one) => limiter.streamReadLimit(one)!);
+  const granted = readLimits.map((readLimit) => readLimit(BUFFER, 0));
   const readyAt = tickets.map(() => clock.now);
   const reads: Read[] = [];
   for (;;) {
@@ -41,11 +45,13 @@ function transfer(limiter: RateLimiter, clock: { now: number }, connections: num
     for (let i = 1; i < connections; i++) if (readyAt[i]! < readyAt[next]!) next = i;
     clock.now = readyAt[next]!;
     if (clock.now >= until) return reads;
-    const bytes = Math.min(readLimits[next]!(), BUFFER);
+    const bytes = granted[next]!;
+    readLimits[next]!(0, bytes);
     let answer = limiter.consume(tickets[next]!, bytes);
     if (answer === CONSUME_DROP) throw new Error('a throttled transfer is never dropped');
     if (answer === CONSUME_VIOLATION) answer = limiter.consume(tickets[next]!, 0);
     reads.push({ at: clock.now, connection: next, bytes });
+    granted[next] = readLimits[next]!(BUFFER, 0);
     if (answer > 0) readyAt[next] = clock.now + answer;
   }
 }
@@ -58,14 +64,50 @@ test('a paced read is what the pace allows in a tick; never less than MIN_PACED_
   const limiter = new RateLimiter(PACED, fakeClock().read);
   const a = ticket(limiter.admit(A));
   const readLimit = limiter.streamReadLimit(a)!;
-  t.is(readLimit(), MB, 'not paced: what is left of the cap');
+  t.is(readLimit(2 * MB, 0), MB, 'not paced: what is left of the cap');
+  t.is(readLimit(BUFFER, MB), BUFFER, 'no more than the buffer holds');
+  t.is(readLimit(0, BUFFER), 0, 'the read is done: its grant goes back before it is metered');
   t.is(limiter.consume(a, MB - 1000), CONSUME_OK);
-  t.is(readLimit(), Math.floor(PACE * PACE_TICK_MS), 'less left than a paced read: a paced read');
+  t.is(readLimit(BUFFER, 0), Math.floor(PACE * PACE_TICK_MS), 'less left than a paced read: a paced read');
   const slow = new RateLimiter(limits({ ...PACED, throttle_minimum: 1 * KB, bandwidth_window: 60_000 }), fakeClock().read);
-  t.is(slow.streamReadLimit(ticket(slow.admit(A)))!(), MB);
+  t.is(slow.streamReadLimit(ticket(slow.admit(A)))!(2 * MB, 0), MB);
   const slowTicket = ticket(slow.admit(A));
   slow.consume(slowTicket, MB);
-  t.is(slow.streamReadLimit(slowTicket)!(), MIN_PACED_READ, '1 KB a minute: reads of MIN_PACED_READ');
+  t.is(slow.streamReadLimit(slowTicket)!(BUFFER, 0), MIN_PACED_READ, '1 KB a minute: reads of MIN_PACED_READ');
+});
+
+test('grants still out count against the cap: two connections sized before either reads share what is left', (t) => {
+  const limiter = new RateLimiter(PACED, fakeClock().read);
+  const [a, b] = [ticket(limiter.admit(A)), ticket(limiter.admit(A))];
+  const [readA, readB] = [limiter.streamReadLimit(a)!, limiter.streamReadLimit(b)!];
+  const paced = Math.floor(PACE * PACE_TICK_MS);
+  t.is(limiter.consume(a, MB - 300 * KB), CONSUME_OK);
+  const grantA = readA(MB, 0);
+  const grantB = readB(MB, 0);
+  t.is(grantA, 300 * KB, 'the first reader: all that is left');
+  t.is(grantB, paced, 'the second, while that grant is out: a paced read');
+  t.is(readB(MB, grantB), paced, 'asking again gives its own grant back first');
+  // A's read takes its grant: with B's grant still out, that starts the pacing (reported once)…
+  t.is(readA(0, grantA), 0);
+  t.is(limiter.consume(a, grantA), CONSUME_VIOLATION, 'the read that reached the cap less what B holds');
+  // …and B's read, granted before, is paced: the cap is crossed by that one paced read.
+  t.is(readB(0, paced), 0);
+  t.is(limiter.consume(b, paced), Math.ceil((grantA + paced) / PACE), 'B owes its pause');
+  t.is(readA(MB, 0), paced, 'paced from then on');
+  // A closed connection's grant given back is what is left to the others again.
+  const c = ticket(limiter.admit('192.0.2.9'));
+  const readC = limiter.streamReadLimit(c)!;
+  const grantC = readC(MB, 0);
+  t.is(grantC, MB);
+  t.is(readC(0, grantC), 0);
+  t.is(readC(MB, 0), MB, 'nothing held once given back');
+});
+
+test('three connections whose first reads are all sized at once cross the cap by at most a paced read each', (t) => {
+  const clock = fakeClock();
+  const reads = transfer(new RateLimiter(PACED, clock.read), clock, 3, 1);
+  const atOnce = bytesIn(reads, 0, 1);
+  t.true(atOnce >= MB && atOnce <= MB + 3 * PACE * PACE_TICK_MS, `${atOnce} bytes before pacing began`);
 });
 
 test('only a throttling listener limits reads', (t) => {
