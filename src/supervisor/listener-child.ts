@@ -52,6 +52,8 @@ export interface ListenerChildHooks {
   childGone(listener: string, pid: number): void;
   /** The state changed (for /ready and metrics). */
   stateChanged?(listener: string, state: ListenerState): void;
+  /** The child of worker `worker` (1-based) died and will be restarted. */
+  childRestarting?(listener: string, worker: number): void;
 }
 
 export interface ReplaceResult {
@@ -396,6 +398,7 @@ export class ListenerChild {
       listener: this.name,
       pid: child.pid ?? 0,
     });
+    this.#hooks.childRestarting?.(this.name, this.place.index + 1);
     this.#setState('backoff');
     this.#timer = setTimeout(() => this.#bindAndSpawn(), delay);
   }

@@ -106,6 +106,7 @@ export class ListenerGroup {
       report: (name, report, pid) => hooks.report(name, report, pid),
       childGone: (name, pid) => hooks.childGone(name, pid),
       stateChanged: () => this.#updateState(),
+      childRestarting: (name, worker) => hooks.childRestarting?.(name, worker),
     };
     this.#outerStateChanged = hooks.stateChanged;
   }
@@ -131,6 +132,19 @@ export class ListenerGroup {
   /** PIDs of every child of this listener, serving or finishing connections. */
   get pids(): number[] {
     return [...this.#workers, ...this.#leaving].flatMap((w) => w.pids);
+  }
+
+  /**
+   * The same by worker number (1-based), every worker of the group present even while it has no
+   * child (restarting); a worker a shrinking reload dropped stays until its children are gone.
+   */
+  get workerPids(): Map<number, number[]> {
+    const byWorker = new Map<number, number[]>();
+    for (const worker of [...this.#workers, ...this.#leaving]) {
+      const number = worker.place.index + 1;
+      byWorker.set(number, [...(byWorker.get(number) ?? []), ...worker.pids]);
+    }
+    return byWorker;
   }
 
   get boundAddress(): string | undefined {

@@ -18,6 +18,8 @@ export interface SupervisorHooks {
   report?(listener: string, report: ReportMessage, pid: number): void;
   childGone?(listener: string, pid: number): void;
   stateChanged?(listener: string, state: ListenerState): void;
+  /** A worker's child died and will be restarted (worker 1 of a one-worker listener). */
+  childRestarting?(listener: string, worker: number): void;
   /** A reload is starting (systemd: RELOADING=1). */
   reloading?(): void;
   /**
@@ -63,6 +65,7 @@ export class Supervisor {
       report: (name, report, pid) => this.#onReport(name, report, pid),
       childGone: (name, pid) => this.#hooks.childGone?.(name, pid),
       stateChanged: (name, state) => this.#hooks.stateChanged?.(name, state),
+      childRestarting: (name, worker) => this.#hooks.childRestarting?.(name, worker),
     });
     this.#children.set(config.name, child);
     child.start();

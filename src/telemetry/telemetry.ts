@@ -13,7 +13,7 @@ import { buildSinks } from './sinks/build-sinks.js';
 export interface TelemetryHooks {
   report(listener: string, report: ReportCounts, pid: number): void;
   childGone(listener: string, pid: number): void;
-  stateChanged(listener: string, state: string): void;
+  childRestarting(listener: string, worker: number): void;
 }
 
 export class Telemetry {
@@ -36,7 +36,7 @@ export class Telemetry {
     this.hooks = {
       report: (listener, report, pid) => this.metrics.report(listener, report, pid),
       childGone: (listener, pid) => this.metrics.childGone(listener, pid),
-      stateChanged: (listener, state) => this.metrics.stateChanged(listener, state),
+      childRestarting: (listener, worker) => this.metrics.childRestarting(listener, worker),
     };
   }
 

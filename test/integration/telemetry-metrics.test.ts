@@ -98,7 +98,7 @@ test.serial('every family and label after real TCP and UDP traffic, with exact b
     'packetpony_errors_total{listener="dead",type="target_connect"}': 1,
     'packetpony_listener_up{listener="web",protocol="tcp"}': 1,
     'packetpony_listener_up{listener="dns",protocol="udp"}': 1,
-    'packetpony_child_restarts_total{listener="web"}': 0,
+    'packetpony_child_restarts_total{listener="web",worker="1"}': 0,
     'packetpony_config_reloads_total{result="ok"}': 0,
     'packetpony_config_reloads_total{result="partial"}': 0,
     'packetpony_config_reloads_total{result="rejected"}': 0,
@@ -106,9 +106,9 @@ test.serial('every family and label after real TCP and UDP traffic, with exact b
   }, 15_000);
   t.false(m.has('packetpony_packets_transferred_total{listener="web",direction="sent"}'), 'no packet counts for TCP');
   for (const listener of ['web', 'locked', 'dead', 'dns']) {
-    t.true(m.get(`packetpony_child_resident_memory_bytes{listener="${listener}"}`)! > 1024 * 1024, listener);
-    t.true(m.get(`packetpony_child_open_fds{listener="${listener}"}`)! > 2, listener);
-    t.true(m.get(`packetpony_child_cpu_seconds_total{listener="${listener}"}`)! > 0, listener);
+    t.true(m.get(`packetpony_child_resident_memory_bytes{listener="${listener}",worker="1"}`)! > 1024 * 1024, listener);
+    t.true(m.get(`packetpony_child_open_fds{listener="${listener}",worker="1"}`)! > 2, listener);
+    t.true(m.get(`packetpony_child_cpu_seconds_total{listener="${listener}",worker="1"}`)! > 0, listener);
   }
   t.true(m.get('process_resident_memory_bytes')! > 1024 * 1024, 'the supervisor\'s own process metrics');
   t.true(m.has('process_cpu_seconds_total'));
@@ -141,7 +141,7 @@ test.serial('counters survive a child killed with SIGKILL and never go down; its
   const metrics = await metricsPort(daemon);
   const port = await daemon.port('k');
   const seen = new Map<string, number>();
-  const watched = ['packetpony_connections_total{listener="k",protocol="tcp",status="accepted"}', 'packetpony_bytes_transferred_total{listener="k",direction="sent"}', 'packetpony_bytes_transferred_total{listener="k",direction="received"}', 'packetpony_connection_duration_seconds_count{listener="k",protocol="tcp"}', 'packetpony_child_restarts_total{listener="k"}'];
+  const watched = ['packetpony_connections_total{listener="k",protocol="tcp",status="accepted"}', 'packetpony_bytes_transferred_total{listener="k",direction="sent"}', 'packetpony_bytes_transferred_total{listener="k",direction="received"}', 'packetpony_connection_duration_seconds_count{listener="k",protocol="tcp"}', 'packetpony_child_restarts_total{listener="k",worker="1"}'];
   /** Scrapes and checks that no watched counter went down since the last scrape. */
   const monotonic = async (): Promise<Map<string, number>> => {
     const m = await scrape(metrics);
@@ -168,7 +168,7 @@ test.serial('counters survive a child killed with SIGKILL and never go down; its
   await monotonic();
   await waitForSeries(metrics, {
     'packetpony_connections_active{listener="k",protocol="tcp"}': 0,
-    'packetpony_child_restarts_total{listener="k"}': 1,
+    'packetpony_child_restarts_total{listener="k",worker="1"}': 1,
     'packetpony_listener_up{listener="k",protocol="tcp"}': 1,
     'packetpony_connections_total{listener="k",protocol="tcp",status="accepted"}': 4,
   });

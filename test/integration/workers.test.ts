@@ -8,6 +8,7 @@ import { readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type net from 'node:net';
 import { startDaemon, type Daemon } from '../helpers/daemon.js';
+import { MAIN_FILE_WITH_METRICS, readSample, waitForSample } from '../helpers/metrics.js';
 import { startCountingEchoServer } from '../helpers/servers.js';
 import { startUdpBackend, udpClient } from '../helpers/udp.js';
 import { slots } from '../helpers/slots.js';
@@ -96,15 +97,18 @@ for (const workers of [2, 3]) {
   });
 }
 
-maybe('a worker SIGKILLed: the other keeps its connections and serves; the killed one is restarted alone', async (t) => {
+maybe('a worker SIGKILLed: the other keeps its connections and serves; the killed one is restarted alone, and counted as its own', async (t) => {
   await slot(t);
   const echo = await startCountingEchoServer(t);
-  const daemon = await startDaemon(t, { 'conf.d/web.yaml': listener(`127.0.0.1:${echo.port}`, 2) });
+  const daemon = await startDaemon(t, { 'packetpony.yaml': MAIN_FILE_WITH_METRICS, 'conf.d/web.yaml': listener(`127.0.0.1:${echo.port}`, 2) });
   const port = await daemon.port('web/1');
   const [first, second] = await workerPids(daemon, 'web', 2);
   const sources = Array.from({ length: 40 }, (_, i) => address(i + 1));
   const open = await openMany(t, port, sources);
   const base = sockets(second!);
+  // Reported before the kill (a child reports in batches: what it had not sent yet dies with it).
+  const accepted = { listener: 'web', protocol: 'tcp', status: 'accepted' };
+  await waitForSample(daemon, 'packetpony_connections_total', accepted, 40);
   process.kill(first!, 'SIGKILL');
   await waitFor(() => !alive(first!), 'the killed worker to be gone');
   const restarted = await waitFor(() => daemon.lines.find((l) => /listener web\/1 up /.test(l) && !l.includes(`pid=${first}`)), 'worker 1 back');
@@ -129,6 +133,15 @@ maybe('a worker SIGKILLed: the other keeps its connections and serves; the kille
   // And every address is served again.
   const after = await openMany(t, port, sources);
   t.is(after.filter((s) => s !== null).length, 40);
+  // The child families have a series per worker; the restart is worker 1's alone.
+  t.is(await waitForSample(daemon, 'packetpony_child_restarts_total', { listener: 'web', worker: '1' }, 1), 1);
+  t.is(await readSample(daemon, 'packetpony_child_restarts_total', { listener: 'web', worker: '2' }), 0);
+  for (const worker of ['1', '2']) {
+    t.true(await waitForSample(daemon, 'packetpony_child_resident_memory_bytes', { listener: 'web', worker }, 1024 * 1024) > 1024 * 1024, worker);
+    t.true(await readSample(daemon, 'packetpony_child_open_fds', { listener: 'web', worker }) > 2, worker);
+  }
+  // 80 connections were opened, half of them served by each worker: one series has them all.
+  t.true(await waitForSample(daemon, 'packetpony_connections_total', accepted, 80) >= 80);
 });
 
 async function reloadUnderLoad(t: ExecutionContext, sizes: readonly number[]): Promise<void> {

@@ -36,8 +36,12 @@ export interface ListenerView {
   readonly config: { readonly protocol: Protocol } & Partial<Pick<ListenerConfig, 'targets' | 'health_check'>>;
   /** `ready` counts as up. */
   readonly state: string;
-  /** Every living child process of the listener (serving or finishing connections). */
-  readonly pids: readonly number[];
+  /**
+   * Every living child process of the listener (serving or finishing connections), by worker
+   * number: 1 to `workers:` (a one-worker listener's children are all worker 1). The
+   * packetpony_child_* families carry it as their `worker` label.
+   */
+  readonly workerPids: ReadonlyMap<number, readonly number[]>;
 }
 
 /** The part of a pp:report the metrics use. */
@@ -66,7 +70,8 @@ function count(value: unknown): number {
   return typeof value === 'number' && value > 0 && Number.isFinite(value) ? value : 0;
 }
 
-type Samples = Map<string, Map<number, ProcessSample>>;
+/** Per listener and living child PID: its worker number and what /proc said of it. */
+type Samples = Map<string, Map<number, { readonly worker: string; readonly sample: ProcessSample }>>;
 
 export class Metrics {
   readonly registry = new Registry();
@@ -121,11 +126,17 @@ export class Metrics {
     labelNames: ['listener', 'type'] as const,
     registers: [this.registry],
   });
-  readonly #restarts = new Counter({
+  readonly #restarts: Counter<'listener' | 'worker'> = new Counter({
     name: 'packetpony_child_restarts_total',
     help: "Restarts of a listener's child process after it died",
-    labelNames: ['listener'] as const,
+    labelNames: ['listener', 'worker'] as const,
     registers: [this.registry],
+    // Every worker has its series from the start, at 0 until it first restarts.
+    collect: () => {
+      for (const listener of this.#listeners()) {
+        for (const worker of listener.workerPids.keys()) this.#restarts.inc({ listener: listener.name, worker: String(worker) }, 0);
+      }
+    },
   });
   readonly #reloads = new Counter({
     name: 'packetpony_config_reloads_total',
@@ -171,10 +182,10 @@ export class Metrics {
   readonly #activeByPid = new Map<string, Map<number, number>>();
   readonly #trackedByPid = new Map<string, Map<number, number>>();
   readonly #gone = new Set<number>();
-  /** CPU seconds of a listener's children that are gone, so the CPU counter never goes down. */
-  readonly #cpuOfGone = new Map<string, number>();
-  /** Last CPU seconds read per listener and living child. */
-  readonly #cpuSeen = new Map<string, Map<number, number>>();
+  /** CPU seconds of a listener's children that are gone, per worker, so the CPU counter never goes down. */
+  readonly #cpuOfGone = new Map<string, Map<string, number>>();
+  /** Last CPU seconds read per listener and living child, with the child's worker. */
+  readonly #cpuSeen = new Map<string, Map<number, { worker: string; seconds: number }>>();
   #samples: { at: number; value: Promise<Samples> } | undefined;
   /** The last target states a child of each listener reported (whole maps, the latest wins). */
   readonly #targetStates = new Map<string, Record<string, number>>();
@@ -224,35 +235,38 @@ export class Metrics {
       },
     });
 
-    const rss: Gauge<'listener'> = new Gauge({
+    const rss: Gauge<'listener' | 'worker'> = new Gauge({
       name: 'packetpony_child_resident_memory_bytes',
       help: "Resident memory of the listener's child processes in bytes",
-      labelNames: ['listener'] as const,
+      labelNames: ['listener', 'worker'] as const,
       registers: [this.registry],
       collect: async () => this.#fill(rss, await this.#sampleChildren(), (s) => s.residentBytes),
     });
-    const fds: Gauge<'listener'> = new Gauge({
+    const fds: Gauge<'listener' | 'worker'> = new Gauge({
       name: 'packetpony_child_open_fds',
       help: "Open file descriptors of the listener's child processes",
-      labelNames: ['listener'] as const,
+      labelNames: ['listener', 'worker'] as const,
       registers: [this.registry],
       collect: async () => this.#fill(fds, await this.#sampleChildren(), (s) => s.openFds),
     });
-    const cpu: Counter<'listener'> = new Counter({
+    const cpu: Counter<'listener' | 'worker'> = new Counter({
       name: 'packetpony_child_cpu_seconds_total',
       help: "User and system CPU time of the listener's child processes in seconds",
-      labelNames: ['listener'] as const,
+      labelNames: ['listener', 'worker'] as const,
       registers: [this.registry],
       collect: async () => {
         const samples = await this.#sampleChildren();
         cpu.reset();
         for (const [listener, byPid] of samples) {
-          const seen = this.#cpuSeen.get(listener) ?? new Map<number, number>();
+          const seen = this.#cpuSeen.get(listener) ?? new Map<number, { worker: string; seconds: number }>();
           this.#cpuSeen.set(listener, seen);
-          for (const [pid, sample] of byPid) seen.set(pid, Math.max(seen.get(pid) ?? 0, sample.cpuSeconds));
-          let total = this.#cpuOfGone.get(listener) ?? 0;
-          for (const seconds of seen.values()) total += seconds;
-          cpu.inc({ listener }, total);
+          for (const [pid, { worker, sample }] of byPid) {
+            seen.set(pid, { worker, seconds: Math.max(seen.get(pid)?.seconds ?? 0, sample.cpuSeconds) });
+          }
+          const totals = new Map(this.#cpuOfGone.get(listener));
+          for (const { worker } of byPid.values()) if (!totals.has(worker)) totals.set(worker, 0);
+          for (const { worker, seconds } of seen.values()) totals.set(worker, (totals.get(worker) ?? 0) + seconds);
+          for (const [worker, seconds] of totals) cpu.inc({ listener, worker }, seconds);
         }
       },
     });
@@ -291,7 +305,6 @@ export class Metrics {
     for (const reason of RATE_LIMIT_REASONS) this.#rateLimitDrops.inc({ listener, reason }, 0);
     if (protocol === 'udp') this.#rateLimitDrops.inc({ listener, reason: 'session_limit' }, 0);
     this.#aclDrops.inc({ listener }, 0);
-    this.#restarts.inc({ listener }, 0);
   }
 
   #activeSum(listener: string): number {
@@ -357,14 +370,16 @@ export class Metrics {
     const seen = this.#cpuSeen.get(listener);
     const cpu = seen?.get(pid);
     if (cpu !== undefined) {
-      this.#cpuOfGone.set(listener, (this.#cpuOfGone.get(listener) ?? 0) + cpu);
+      let gone = this.#cpuOfGone.get(listener);
+      if (gone === undefined) this.#cpuOfGone.set(listener, (gone = new Map()));
+      gone.set(cpu.worker, (gone.get(cpu.worker) ?? 0) + cpu.seconds);
       seen!.delete(pid);
     }
   }
 
-  /** Listener state changes: entering `backoff` means its child died and will be restarted. */
-  stateChanged(listener: string, state: string): void {
-    if (state === 'backoff') this.#restarts.inc({ listener });
+  /** A worker's child died and will be restarted (worker: 1 for a one-worker listener). */
+  childRestarting(listener: string, worker: number): void {
+    this.#restarts.inc({ listener, worker: String(worker) });
   }
 
   /** A configuration reload ended (the reload code calls this once per reload). */
@@ -384,12 +399,13 @@ export class Metrics {
       const samples: Samples = new Map();
       await Promise.all(
         [...this.#listeners()].map(async (listener) => {
-          const byPid = new Map<number, ProcessSample>();
+          const byPid = new Map<number, { worker: string; sample: ProcessSample }>();
           samples.set(listener.name, byPid);
+          const children = [...listener.workerPids].flatMap(([worker, pids]) => pids.map((pid) => [String(worker), pid] as const));
           await Promise.all(
-            listener.pids.map(async (pid) => {
+            children.map(async ([worker, pid]) => {
               const sample = await sampleProcess(pid);
-              if (sample) byPid.set(pid, sample);
+              if (sample) byPid.set(pid, { worker, sample });
             }),
           );
         }),
@@ -400,12 +416,12 @@ export class Metrics {
     return value;
   }
 
-  #fill(gauge: Gauge<'listener'>, samples: Samples, pick: (sample: ProcessSample) => number): void {
+  #fill(gauge: Gauge<'listener' | 'worker'>, samples: Samples, pick: (sample: ProcessSample) => number): void {
     gauge.reset();
     for (const [listener, byPid] of samples) {
-      let total = 0;
-      for (const sample of byPid.values()) total += pick(sample);
-      gauge.set({ listener }, total);
+      const totals = new Map<string, number>();
+      for (const { worker, sample } of byPid.values()) totals.set(worker, (totals.get(worker) ?? 0) + pick(sample));
+      for (const [worker, total] of totals) gauge.set({ listener, worker }, total);
     }
   }
 }

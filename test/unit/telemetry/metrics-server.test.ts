@@ -64,7 +64,7 @@ test('/ready: 200 with the same body when every listener serves, else 503 naming
 });
 
 test('the metrics path serves the registry in the Prometheus text format', async (t) => {
-  const metrics = new Metrics(() => [{ name: 'web', config: { protocol: 'tcp' }, state: 'ready', pids: [] }]);
+  const metrics = new Metrics(() => [{ name: 'web', config: { protocol: 'tcp' }, state: 'ready', workerPids: new Map() }]);
   const stats = new ListenerStats();
   stats.accepted = 5;
   metrics.report('web', { stats: stats.takeDelta(), dropped_events: 0 }, 1);

@@ -4,8 +4,9 @@ import type { Protocol } from '../../../src/config/types.js';
 import { Metrics, type ListenerView } from '../../../src/telemetry/metrics/metrics.js';
 import { DURATION_BUCKETS, ListenerStats, type StatsDelta } from '../../../src/telemetry/stats.js';
 
+/** A one-worker listener whose children are `pids` (the array is read at each scrape). */
 function view(name: string, protocol: Protocol, state = 'ready', pids: number[] = []): ListenerView {
-  return { name, config: { protocol }, state, pids };
+  return { name, config: { protocol }, state, workerPids: new Map([[1, pids]]) };
 }
 
 function delta(fill: (stats: ListenerStats) => void): StatsDelta {
@@ -97,12 +98,11 @@ test('the duration histogram takes the children\'s bucket counts as they are', a
   t.is(m.get('packetpony_rate_limit_drops_total{listener="dns",reason="session_limit"}'), 0);
 });
 
-test('listener_up follows the state; restarts count entries into backoff; reloads and sink drops by label', async (t) => {
+test('listener_up follows the state; restarts count by worker; reloads and sink drops by label', async (t) => {
   const listeners = [view('web', 'tcp', 'ready'), view('dns', 'udp', 'binding')];
   const metrics = new Metrics(() => listeners);
-  metrics.stateChanged('web', 'backoff');
-  metrics.stateChanged('web', 'starting');
-  metrics.stateChanged('web', 'backoff');
+  metrics.childRestarting('web', 1);
+  metrics.childRestarting('web', 1);
   metrics.configReloaded('ok');
   metrics.configReloaded('partial');
   metrics.configReloaded('partial');
@@ -110,8 +110,8 @@ test('listener_up follows the state; restarts count entries into backoff; reload
   const m = await scrape(metrics);
   t.is(m.get('packetpony_listener_up{listener="web",protocol="tcp"}'), 1);
   t.is(m.get('packetpony_listener_up{listener="dns",protocol="udp"}'), 0);
-  t.is(m.get('packetpony_child_restarts_total{listener="web"}'), 2);
-  t.is(m.get('packetpony_child_restarts_total{listener="dns"}'), 0);
+  t.is(m.get('packetpony_child_restarts_total{listener="web",worker="1"}'), 2);
+  t.is(m.get('packetpony_child_restarts_total{listener="dns",worker="1"}'), 0);
   t.is(m.get('packetpony_config_reloads_total{result="ok"}'), 1);
   t.is(m.get('packetpony_config_reloads_total{result="partial"}'), 2);
   t.is(m.get('packetpony_config_reloads_total{result="rejected"}'), 0);
@@ -121,22 +121,48 @@ test('listener_up follows the state; restarts count entries into backoff; reload
   t.false((await scrape(metrics)).has('packetpony_listener_up{listener="dns",protocol="udp"}'), 'a removed listener is no longer up or down');
 });
 
-test('process figures of children are read from /proc by PID and labelled by listener', async (t) => {
+test('process figures of children are read from /proc by PID and labelled by listener and worker', async (t) => {
   const metrics = new Metrics(() => [view('self', 'tcp', 'ready', [process.pid])]);
   const m = await scrape(metrics);
-  t.true(m.get('packetpony_child_resident_memory_bytes{listener="self"}')! > 1024 * 1024);
-  t.true(m.get('packetpony_child_open_fds{listener="self"}')! > 2);
-  t.true(m.get('packetpony_child_cpu_seconds_total{listener="self"}')! > 0);
+  t.true(m.get('packetpony_child_resident_memory_bytes{listener="self",worker="1"}')! > 1024 * 1024);
+  t.true(m.get('packetpony_child_open_fds{listener="self",worker="1"}')! > 2);
+  t.true(m.get('packetpony_child_cpu_seconds_total{listener="self",worker="1"}')! > 0);
 });
 
-test('child CPU seconds never go down when a child is replaced', async (t) => {
+test('several workers: each has its own series of the child families, summed over its children; the other families stay per listener', async (t) => {
+  // Worker 1 is this process and worker 2 its parent (ava's): two real PIDs with different figures.
+  const workers = new Map([[1, [process.pid]], [2, [process.ppid]], [3, [] as number[]]]);
+  const metrics = new Metrics(() => [{ name: 'web', config: { protocol: 'tcp' }, state: 'ready', workerPids: workers }]);
+  metrics.childRestarting('web', 2);
+  metrics.report('web', { stats: delta((s) => (s.accepted = 3)), dropped_events: 0 }, process.pid);
+  metrics.report('web', { stats: delta((s) => (s.accepted = 4)), dropped_events: 0 }, process.ppid);
+  const m = await scrape(metrics);
+  for (const worker of ['1', '2']) {
+    t.true(m.get(`packetpony_child_resident_memory_bytes{listener="web",worker="${worker}"}`)! > 1024 * 1024, worker);
+    t.true(m.get(`packetpony_child_open_fds{listener="web",worker="${worker}"}`)! > 2, worker);
+    t.true(m.get(`packetpony_child_cpu_seconds_total{listener="web",worker="${worker}"}`)! > 0, worker);
+  }
+  t.not(m.get('packetpony_child_resident_memory_bytes{listener="web",worker="1"}'), m.get('packetpony_child_resident_memory_bytes{listener="web",worker="2"}'));
+  t.false(m.has('packetpony_child_resident_memory_bytes{listener="web",worker="3"}'), 'a worker without a child has no process figures');
+  t.is(m.get('packetpony_child_restarts_total{listener="web",worker="1"}'), 0);
+  t.is(m.get('packetpony_child_restarts_total{listener="web",worker="2"}'), 1);
+  t.is(m.get('packetpony_child_restarts_total{listener="web",worker="3"}'), 0, 'a worker restarting has its series');
+  t.is(m.get('packetpony_connections_total{listener="web",protocol="tcp",status="accepted"}'), 7, 'the listener sum');
+  t.false([...m.keys()].some((key) => key.startsWith('packetpony_connections_total') && key.includes('worker=')));
+});
+
+test('child CPU seconds never go down when a child is replaced, and stay with its worker', async (t) => {
   const pids = [process.pid];
-  const metrics = new Metrics(() => [view('w', 'tcp', 'ready', pids)]);
-  const before = (await scrape(metrics)).get('packetpony_child_cpu_seconds_total{listener="w"}')!;
+  const second: number[] = [];
+  const metrics = new Metrics(() => [{ name: 'w', config: { protocol: 'tcp' }, state: 'ready', workerPids: new Map([[1, second], [2, pids]]) }]);
+  const before = (await scrape(metrics)).get('packetpony_child_cpu_seconds_total{listener="w",worker="2"}')!;
+  t.true(before > 0);
   metrics.childGone('w', process.pid);
   pids.length = 0;
   await new Promise((resolve) => setTimeout(resolve, 600)); // past the sample cache
-  t.true((await scrape(metrics)).get('packetpony_child_cpu_seconds_total{listener="w"}')! >= before);
+  const after = await scrape(metrics);
+  t.true(after.get('packetpony_child_cpu_seconds_total{listener="w",worker="2"}')! >= before);
+  t.false(after.has('packetpony_child_cpu_seconds_total{listener="w",worker="1"}'), 'worker 1 ran nothing');
 });
 
 test('no label of any packetpony metric holds an address', async (t) => {

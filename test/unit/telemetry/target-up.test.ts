@@ -41,8 +41,8 @@ test('ListenerStats: target states leave with the next delta only, and mark it d
 
 test('the latest whole map wins; only current targets of listeners with a pool are shown', async (t) => {
   let views: ListenerView[] = [
-    { name: 'web', config: { protocol: 'tcp', targets: targets('10.0.0.1:80', '10.0.0.2:80'), health_check: null }, state: 'ready', pids: [1] },
-    { name: 'one', config: { protocol: 'tcp', targets: targets('10.0.0.9:80'), health_check: null }, state: 'ready', pids: [2] },
+    { name: 'web', config: { protocol: 'tcp', targets: targets('10.0.0.1:80', '10.0.0.2:80'), health_check: null }, state: 'ready', workerPids: new Map([[1, [1]]]) },
+    { name: 'one', config: { protocol: 'tcp', targets: targets('10.0.0.9:80'), health_check: null }, state: 'ready', workerPids: new Map([[1, [2]]]) },
   ];
   const metrics = new Metrics(() => views);
   t.deepEqual(await targetUp(metrics), {}, 'nothing before the first report');
@@ -54,15 +54,15 @@ test('the latest whole map wins; only current targets of listeners with a pool a
 
   // A reload drops 10.0.0.2 and adds health checks to "one": the series follow the configuration.
   views = [
-    { name: 'web', config: { protocol: 'tcp', targets: targets('10.0.0.1:80'), health_check: null }, state: 'ready', pids: [3] },
-    { name: 'one', config: { protocol: 'tcp', targets: targets('10.0.0.9:80'), health_check: CHECKS }, state: 'ready', pids: [4] },
+    { name: 'web', config: { protocol: 'tcp', targets: targets('10.0.0.1:80'), health_check: null }, state: 'ready', workerPids: new Map([[1, [3]]]) },
+    { name: 'one', config: { protocol: 'tcp', targets: targets('10.0.0.9:80'), health_check: CHECKS }, state: 'ready', workerPids: new Map([[1, [4]]]) },
   ];
   metrics.report('one', report({ '10.0.0.9:80': 0 }), 4);
   t.deepEqual(await targetUp(metrics), { 'listener="one",target="10.0.0.9:80"': 0 });
 });
 
 test('a report from a child that is gone changes nothing', async (t) => {
-  const views: ListenerView[] = [{ name: 'web', config: { protocol: 'tcp', targets: targets('a:1', 'b:1'), health_check: null }, state: 'ready', pids: [7] }];
+  const views: ListenerView[] = [{ name: 'web', config: { protocol: 'tcp', targets: targets('a:1', 'b:1'), health_check: null }, state: 'ready', workerPids: new Map([[1, [7]]]) }];
   const metrics = new Metrics(() => views);
   metrics.report('web', report({ 'a:1': 1, 'b:1': 1 }), 7);
   metrics.childGone('web', 6);
