@@ -28,13 +28,23 @@ export interface Daemon {
 }
 
 /**
- * Daemons of this test process. If it ends without running the teardowns (a timeout), they must not
- * outlive it; their children follow them by themselves.
+ * Daemons of this test process. If it ends without running the teardowns, they must not outlive
+ * it; their children follow them by themselves. It may end by exiting, or by a signal: ava ends a
+ * test file that timed out with SIGTERM (Ctrl-C: SIGINT), whose default action would skip the
+ * 'exit' handlers, so those two are caught here, the daemons killed, and the process ended as
+ * the signal would have.
  */
 const running = new Set<ChildProcess>();
-process.once('exit', () => {
+function killRunning(): void {
   for (const child of running) child.kill('SIGKILL');
-});
+}
+process.once('exit', killRunning);
+for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  process.once(signal, () => {
+    killRunning();
+    process.kill(process.pid, signal);
+  });
+}
 
 /**
  * At most three tests of a test file run daemons at once (each is a supervisor and children): more
