@@ -10,7 +10,7 @@ import type net from 'node:net';
 import { startDaemon, type Daemon } from '../helpers/daemon.js';
 import { MAIN_FILE_WITH_METRICS, readSample, waitForSample } from '../helpers/metrics.js';
 import { startCountingEchoServer } from '../helpers/servers.js';
-import { startUdpBackend, udpClient } from '../helpers/udp.js';
+import { startUdpBackend, udpClient, type UdpClient } from '../helpers/udp.js';
 import { slots } from '../helpers/slots.js';
 import { attempt, hangUp } from '../helpers/tcp-clients.js';
 import { alive, waitFor } from '../helpers/wait-for.js';
@@ -208,8 +208,11 @@ maybe('UDP over 2 workers: sessions per address and the listener total are exact
   const late = await Promise.all([31, 32, 33, 34, 35].map((i) => udpClient(t, port, { localAddress: address(i) })));
   for (const client of late) client.send('one');
   await waitFor(() => sessions() === 10 || undefined, 'the tenth session');
+  // The target has seen ten sessions; their replies are still on the way back to the clients.
+  const answered = (): UdpClient[] => [...clients, ...late].filter((c) => c.replies.length > 0);
+  await waitFor(() => answered().length >= 10 || undefined, 'replies to the ten sessions');
   // A second round from everyone: the admitted ones are answered again, through the same session.
-  const admitted = [...clients, ...late].filter((c) => c.replies.length > 0);
+  const admitted = answered();
   t.is(admitted.length, 10, 'ten clients answered, over both workers');
   for (const client of [...clients, ...late]) client.send('two');
   await Promise.all(admitted.map((c) => c.reply(1)));
