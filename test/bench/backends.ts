@@ -7,7 +7,7 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { freePort, tcpListening } from './net-util.js';
-import { start, stop, waitFor, type Started } from './procs.js';
+import { start, stop, waitFor, type Cores, type Started } from './procs.js';
 import type { BackendKind } from './rows.js';
 import type { Tools } from './tools.js';
 
@@ -21,7 +21,9 @@ export interface BackendContext {
   readonly root: string;
   readonly work: string;
   readonly tools: Tools;
-  readonly loadCore: number;
+  readonly loadCore: Cores;
+  /** Worker processes of the nginx HTTP backend (default 1; the two-core rows: 2). */
+  readonly threads?: number;
 }
 
 async function listening(p: Started, port: number, what: string): Promise<void> {
@@ -40,12 +42,13 @@ export async function iperfServer(ctx: BackendContext): Promise<Backend> {
 
 export async function httpServer(ctx: BackendContext): Promise<Backend> {
   const port = await freePort();
+  const workers = ctx.threads ?? 1;
   if (ctx.tools.nginx !== null) {
     const dir = join(ctx.work, `http-backend-${process.pid}`);
     mkdirSync(dir, { recursive: true });
     const conf = join(dir, 'nginx.conf');
     writeFileSync(conf, [
-      'daemon off;', 'user root;', 'worker_processes 1;', 'worker_rlimit_nofile 65536;',
+      'daemon off;', 'user root;', `worker_processes ${workers};`, 'worker_rlimit_nofile 65536;',
       `pid ${dir}/nginx.pid;`, `error_log ${dir}/error.log error;`,
       'events { worker_connections 20000; }',
       'http {',
@@ -53,14 +56,14 @@ export async function httpServer(ctx: BackendContext): Promise<Backend> {
       `  client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy; fastcgi_temp_path ${dir}/fcgi;`,
       `  uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path ${dir}/scgi;`,
       '  keepalive_requests 10000000; keepalive_timeout 120s;',
-      `  server { listen 127.0.0.1:${port} backlog=4096; location / { default_type text/plain; return 200 "hello from the packetpony benchmark\\n"; } }`,
+      `  server { listen 127.0.0.1:${port} backlog=4096${workers > 1 ? ' reuseport' : ''}; location / { default_type text/plain; return 200 "hello from the packetpony benchmark\\n"; } }`,
       '}', '',
     ].join('\n'));
     const p = start('nginx-http', ctx.tools.nginx, ['-p', dir, '-c', conf, '-e', join(dir, 'error.log')], { core: ctx.loadCore });
     await listening(p, port, 'nginx (HTTP backend)');
     return {
       port,
-      label: 'nginx (1 worker)',
+      label: `nginx (${workers} worker${workers > 1 ? 's' : ''})`,
       async stop() {
         await stop(p);
         rmSync(dir, { recursive: true, force: true });

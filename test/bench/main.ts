@@ -16,6 +16,14 @@
  *                       always added, as ratios need it
  *   --idle N            idle connections for the memory row (default 2000)
  *   --proxy-core N      core for the proxies (default 0); --load-core N for the rest (default 1)
+ *   --proxy-cpu C       every proxy in a cgroup with a CPU quota of C CPUs per worker or thread
+ *                       (cpu-quota.ts; root), so that with --cores 2 the load always has room and
+ *                       what a second worker gives is the proxy's own scaling (e.g. 0.5)
+ *   --cores 2           the two-core run (issue 23): proxies and load both on cores 0 and 1, the
+ *                       load in 2 threads/processes from 1,024 source addresses (c/many-sources.c),
+ *                       PacketPony with workers 1 and 2 (pp-off-w2, pp-on-w2), HAProxy nbthread 2,
+ *                       nginx worker_processes 2 with reuseport; rows default to tcp8-up,
+ *                       tcp8-down, http-ka, http-new and udp1000
  *   --no-install        do not apt-get install missing tools
  *   --profile DIR       run PacketPony's processes with --cpu-prof into DIR
  *   --out FILE          also write the markdown there (e.g. test/bench/RESULTS.md)
@@ -41,9 +49,10 @@ import { fileURLToPath } from 'node:url';
 import { startBackend, type HoldServer } from './backends.js';
 import { markdown, type Cell, type Meta, type Results } from './report.js';
 import { ROWS, type BackendKind, type Row, type RunContext, type Sample } from './rows.js';
-import { ALL_TARGETS, packetpony, type Proto, type Running, type TargetContext } from './targets.js';
-import { coreTicks, cpuNs, forkingTreeCpuNs } from './procs.js';
+import { ALL_TARGETS, haproxyTarget, nginxStreamTarget, packetpony, type Proto, type Running, type TargetContext } from './targets.js';
+import { coreTicks, cpuNs, forkingTreeCpuNs, type Cores } from './procs.js';
 import { findTools } from './tools.js';
+import { cpuQuotaUnavailable } from './cpu-quota.js';
 
 interface Options {
   rounds: number;
@@ -51,8 +60,11 @@ interface Options {
   rows: string[] | null;
   targets: string[] | null;
   idle: number;
-  proxyCore: number;
-  loadCore: number;
+  proxyCore: Cores;
+  loadCore: Cores;
+  /** 1, or 2 for the two-core run (--cores 2). */
+  cores: number;
+  proxyCpu: number | null;
   install: boolean;
   profile: string | null;
   out: string | null;
@@ -64,8 +76,13 @@ interface Options {
   render: string | null;
 }
 
+/** What the two-core run measures unless --rows says otherwise. */
+const TWO_CORE_ROWS = ['tcp8-up', 'tcp8-down', 'http-ka', 'http-new', 'udp1000'];
+/** Source addresses of the two-core run's load. */
+const TWO_CORE_SOURCES = 1024;
+
 function parseOptions(argv: readonly string[]): Options {
-  const o: Options = { rounds: 5, seconds: 3, rows: null, targets: null, idle: 2000, proxyCore: 0, loadCore: 1, install: true, profile: null, out: null, baseline: null, product: null, nodes: [], retries: 2, quick: false, render: null };
+  const o: Options = { rounds: 5, seconds: 3, rows: null, targets: null, idle: 2000, proxyCore: 0, loadCore: 1, cores: 1, proxyCpu: null, install: true, profile: null, out: null, baseline: null, product: null, nodes: [], retries: 2, quick: false, render: null };
   let roundsSet = false;
   let secondsSet = false;
   let idleSet = false;
@@ -85,6 +102,8 @@ function parseOptions(argv: readonly string[]): Options {
       case '--idle': o.idle = Number(value()); idleSet = true; break;
       case '--proxy-core': o.proxyCore = Number(value()); break;
       case '--load-core': o.loadCore = Number(value()); break;
+      case '--cores': o.cores = Number(value()); break;
+      case '--proxy-cpu': o.proxyCpu = Number(value()); break;
       case '--no-install': o.install = false; break;
       case '--profile': o.profile = resolve(value()); break;
       case '--out': o.out = resolve(value()); break;
@@ -100,6 +119,14 @@ function parseOptions(argv: readonly string[]): Options {
     if (!roundsSet) o.rounds = 2;
     if (!secondsSet) o.seconds = 1;
     if (!idleSet) o.idle = 500;
+  }
+  if (o.cores !== 1 && o.cores !== 2) throw new Error('--cores is 1 or 2');
+  if (o.proxyCpu !== null && !(o.proxyCpu >= 0.05 && o.proxyCpu <= 8)) throw new Error('--proxy-cpu is 0.05..8 CPUs');
+  if (o.proxyCpu !== null && cpuQuotaUnavailable() !== null) throw new Error(`--proxy-cpu: ${cpuQuotaUnavailable()}`);
+  if (o.cores === 2) {
+    o.proxyCore = '0,1';
+    o.loadCore = '0,1';
+    o.rows ??= TWO_CORE_ROWS;
   }
   if (!(o.rounds >= 1 && o.rounds <= 50 && o.seconds >= 0.5 && o.seconds <= 60 && o.idle >= 10 && o.idle <= 8000)) {
     throw new Error('out of range: --rounds 1..50, --seconds 0.5..60, --idle 10..8000');
@@ -168,11 +195,13 @@ async function measureOnce(row: Row, target: Running, ctx: RunContext, options: 
   const wall = (performance.now() - wallBefore) * 1e6;
   // /proc/stat counts in USER_HZ (100 per second on Linux); schedstat in ns.
   const coreBusyNs = (coreAfter.busy - coreBefore.busy) * 1e7;
-  const foreign = Math.max(0, (coreBusyNs - cpu) / wall) * 100;
+  let foreign = Math.max(0, (coreBusyNs - cpu) / wall) * 100;
   // How busy the other core (clients, backends, this process) was: near 100 %, the load side and
   // not the proxy set the rate, for every target alike.
   const loadPct = ((loadAfter.busy - loadBefore.busy) / (loadAfter.total - loadBefore.total)) * 100;
   const load: Record<string, number> = Number.isFinite(loadPct) ? { load_core_pct: loadPct } : {};
+  // Two cores: the load shares the proxy's cores by design, so what others took of them says nothing.
+  if (options.cores > 1) foreign = NaN;
   // The memory row is not about CPU; during a reload the processes change, so their CPU is unknown.
   if (pids.length === 0 || row.id === 'rss' || row.id === 'reload') {
     return row.id === 'rss' ? measured : { ...measured, extra: { ...measured.extra, ...load, ...(Number.isFinite(foreign) ? { foreign_pct: foreign } : {}) } };
@@ -220,8 +249,9 @@ async function main(): Promise<void> {
     log('taskset failed: nothing is pinned');
   }
   const tools = findTools(root, { install: options.install });
-  const ctx: TargetContext & { loadCore: number } = {
-    root, work, tools, proxyCore: options.proxyCore, loadCore: options.loadCore,
+  const ctx: TargetContext & { loadCore: Cores } = {
+    root, work, tools, proxyCore: options.proxyCore, loadCore: options.loadCore, threads: options.cores,
+    ...(options.proxyCpu !== null ? { proxyCpu: options.proxyCpu } : {}),
     ...(options.profile !== null ? { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${options.profile}`] } : {}),
   };
   if (options.profile !== null) mkdirSync(options.profile, { recursive: true });
@@ -236,6 +266,19 @@ async function main(): Promise<void> {
     notes.push(other.note);
     all = [...all, packetpony(false, options.product, other.tag, false, node), packetpony(true, options.product, other.tag, false, node)];
   }
+  // Two cores: PacketPony with 2 workers beside its one-worker figures, and HAProxy and nginx with
+  // 1 thread or worker too, as controls of what a second core gives where the load shares it.
+  if (options.cores === 2) {
+    all = [
+      ...all,
+      packetpony(false, options.product, '', false, null, 2), packetpony(true, options.product, '', false, null, 2),
+      haproxyTarget(1), nginxStreamTarget(1),
+    ];
+  }
+  const loadEnv = options.cores === 2 && tools.manySources !== null
+    ? { LD_PRELOAD: tools.manySources, PP_BENCH_SOURCES: String(TWO_CORE_SOURCES) }
+    : undefined;
+  if (options.cores === 2 && loadEnv === undefined) notes.push('the source-address shim was not built: all load from 127.0.0.1, so PacketPony\'s workers share it unevenly');
   const targets = all.filter((t) => t.id === 'direct' || options.targets === null || options.targets.includes(t.id.replace(/@.*/, '')));
   const results: Results = new Map();
 
@@ -275,6 +318,7 @@ async function main(): Promise<void> {
       }
       const runCtx = (seconds: number): RunContext => ({
         tools, loadCore: options.loadCore, seconds, idleConnections: options.idle,
+        loadThreads: options.cores, ...(loadEnv !== undefined ? { loadEnv } : {}),
         ...(kind === 'hold' ? { hold: backend as HoldServer } : {}),
       });
       // Warm-up (JIT, first sessions, caches): one short unrecorded run per target.
@@ -327,14 +371,17 @@ async function main(): Promise<void> {
 
   const backends: string[] = [];
   if (groups.has('iperf')) backends.push('TCP rows: iperf3 (client and server on the load core)');
-  if (groups.has('http')) backends.push(`HTTP rows: wrk -t1 -c32 against ${tools.nginx !== null ? 'nginx (1 worker, fixed 36-byte body)' : 'a Node HTTP server'}`);
-  if (groups.has('udp')) backends.push('UDP rows: C client, one 100-byte request in flight per session (200 ms = lost), C echo server');
+  if (groups.has('http')) backends.push(`HTTP rows: wrk -t${options.cores} -c32 against ${tools.nginx !== null ? `nginx (${options.cores} worker${options.cores > 1 ? 's' : ''}, fixed 36-byte body)` : 'a Node HTTP server'}`);
+  if (groups.has('udp')) backends.push(`UDP rows: C client${options.cores > 1 ? ` (${options.cores} processes sharing the sessions)` : ''}, one 100-byte request in flight per session (200 ms = lost), C echo server`);
   if (groups.has('hold')) backends.push(`memory row: ${options.idle} connections, one ping/pong each, then idle; RSS of the proxy's processes before and after`);
   const settings = [
-    `Proxy pinned to core ${options.proxyCore}; load generators, backends and the harness on core ${options.loadCore}.`,
+    options.cores === 2
+      ? `Two cores: every proxy, the load generators, the backends and the harness on cores ${options.proxyCore}; the load in ${options.cores} threads (wrk -t2) or processes (the UDP client), from ${TWO_CORE_SOURCES} source addresses in 127.1.0.0/16 (test/bench/c/many-sources.c). HAProxy nbthread 2, nginx worker_processes 2 with reuseport, PacketPony with workers 1 and 2. "load core" in the details is both cores' busy share.`
+      : `Proxy pinned to core ${options.proxyCore}; load generators, backends and the harness on core ${options.loadCore}.`,
     `${options.rounds} runs of ${options.seconds} s per cell in rotating turns, after one unrecorded warm-up run per target; total ${Math.round((Date.now() - started) / 1000)} s.`,
     `A run is repeated (at most ${options.retries} times) when other processes took more than ${MAX_FOREIGN_PCT} % of the proxy core during it; ${retried} repeats in this run. "other load" in the details is that share, median over the runs.`,
     ...backends,
+    ...(options.proxyCpu !== null ? [`Every proxy in a cgroup of its own with a CPU quota of ${options.proxyCpu} CPU per worker or thread (PacketPony's supervisor, nginx's master inside it too), so that the load side is never what holds a proxy back.`] : []),
     'PacketPony off: open allowlist, no limits, default text log lines (to a pipe). On: allowlist of 10 CIDRs, all four limits set far above the load, JSON log file, Prometheus metrics.',
   ].map((s) => `- ${s}`).join('\n');
   const meta = { date: new Date().toISOString().slice(0, 16).replace('T', ' ') + ' UTC', machine: machine(), settings, notes };

@@ -41,9 +41,14 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   });
 }
 
+/** Cores as taskset takes them: one (0) or a list ("0,1"). */
+export type Cores = number | string;
+
 export interface StartOptions {
-  /** The core to pin to; undefined: not pinned. */
-  readonly core?: number;
+  /** The core or cores to pin to; undefined: not pinned. */
+  readonly core?: Cores;
+  /** A cgroup folder (cpu-quota.ts) the process enters before it runs, its children with it. */
+  readonly cgroup?: string;
   readonly cwd?: string;
   readonly env?: Record<string, string>;
   /** Keep stdout/stderr (default) or drop them. */
@@ -53,7 +58,9 @@ export interface StartOptions {
 }
 
 export function start(name: string, command: string, args: readonly string[], options: StartOptions = {}): Started {
-  const argv = options.core === undefined ? [command, ...args] : ['taskset', '-c', String(options.core), command, ...args];
+  let argv = options.core === undefined ? [command, ...args] : ['taskset', '-c', String(options.core), command, ...args];
+  // The shell puts itself in the group and execs the rest: the PID held is still the program's.
+  if (options.cgroup !== undefined) argv = ['sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', options.cgroup, ...argv];
   const capture = options.capture ?? true;
   const spawnOptions: SpawnOptions = {
     cwd: options.cwd,
@@ -202,15 +209,21 @@ export function cpuNs(pids: readonly number[]): number {
   return total;
 }
 
-/** Busy and total time of one core so far, in USER_HZ ticks (/proc/stat). */
-export function coreTicks(core: number): { busy: number; total: number } {
+/** Busy and total time of a core (or the sum over a list of them) so far, in USER_HZ ticks (/proc/stat). */
+export function coreTicks(cores: Cores): { busy: number; total: number } {
   try {
-    const line = readFileSync('/proc/stat', 'utf8').split('\n').find((l) => l.startsWith(`cpu${core} `));
-    if (line === undefined) return { busy: NaN, total: NaN };
-    const f = line.trim().split(/\s+/).slice(1).map(Number);
-    const total = f.reduce((a, b) => a + b, 0);
-    const idle = (f[3] ?? 0) + (f[4] ?? 0);
-    return { busy: total - idle, total };
+    const lines = readFileSync('/proc/stat', 'utf8').split('\n');
+    let busy = 0;
+    let total = 0;
+    for (const core of String(cores).split(',')) {
+      const line = lines.find((l) => l.startsWith(`cpu${core} `));
+      if (line === undefined) return { busy: NaN, total: NaN };
+      const f = line.trim().split(/\s+/).slice(1).map(Number);
+      const all = f.reduce((a, b) => a + b, 0);
+      busy += all - (f[3] ?? 0) - (f[4] ?? 0);
+      total += all;
+    }
+    return { busy, total };
   } catch {
     return { busy: NaN, total: NaN };
   }

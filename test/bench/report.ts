@@ -71,6 +71,37 @@ export const GOALS: Readonly<Record<string, number>> = {
   'http-ka': 0.77, 'http-new': 0.35, udp64: 0.6, udp1000: 0.5, rss: 20,
 };
 
+/** Issue 23's goals for workers 2 on two cores, as × the one-worker figure of the same run. */
+export const WORKER_GOALS: Readonly<Record<string, number>> = { 'http-new': 1.6, udp1000: 1.6 };
+
+/**
+ * The two-core run: what workers 2 gives over workers 1 in the same run (features off and on), and
+ * where PacketPony with 2 workers stands against HAProxy and nginx with 2 threads or workers.
+ */
+function workersSection(rows: readonly Row[], targets: readonly Target[], results: Results): string[] {
+  if (!targets.some((t) => t.id === 'pp-on-w2')) return [];
+  const has = (id: string): boolean => targets.some((t) => t.id === id);
+  // What a second thread or worker gives HAProxy and nginx in the same run: the machine's own
+  // scaling, against which PacketPony's is read.
+  const controls = [['haproxy', 'haproxy-1', 'HAProxy 2 threads / 1'], ['nginx', 'nginx-1', 'nginx 2 workers / 1']].filter(([a, b]) => has(a!) && has(b!));
+  const others = targets.filter((t) => t.id === 'haproxy' || t.id === 'nginx');
+  const out = ['', '## Workers: 2 against 1 on two cores, and against HAProxy and nginx', ''];
+  out.push(`| Row | goal | off: 2 workers / 1 | on: 2 workers / 1 | met | ${[...controls.map((c) => c[2]!), ...others.map((t) => `on, 2 workers / ${t.label} (2)`)].join(' | ')} |`);
+  out.push(`|---|---:|---:|---:|:--:|${[...controls, ...others].map(() => '---:').join('|')}|`);
+  for (const row of rows) {
+    const cells = results.get(row.id);
+    if (cells === undefined) continue;
+    const over = (a: string, b: string): number => cellMedian(cells.get(a)) / cellMedian(cells.get(b));
+    const on = over('pp-on-w2', 'pp-on');
+    const goal = WORKER_GOALS[row.id];
+    const met = goal === undefined || !Number.isFinite(on) ? '' : on >= goal ? 'yes' : 'no';
+    const show = (v: number): string => (Number.isFinite(v) ? `×${v.toFixed(2)}` : '–');
+    const columns = [...controls.map(([a, b]) => show(over(a!, b!))), ...others.map((t) => show(over('pp-on-w2', t.id)))];
+    out.push(`| ${row.title} | ${goal === undefined ? '' : `≥ ×${goal}`} | ${show(over('pp-off-w2', 'pp-off'))} | ${show(on)} | ${met} | ${columns.join(' | ')} |`);
+  }
+  return out;
+}
+
 export interface Meta {
   readonly date: string;
   readonly machine: string;
@@ -127,24 +158,8 @@ function saturatedLoadNote(row: Row, targets: readonly Target[], results: Result
   );
 }
 
-export function markdown(rows: readonly Row[], targets: readonly Target[], results: Results, meta: Meta): string {
-  const out: string[] = [];
-  out.push(`# PacketPony benchmark, ${meta.date}`, '', `Machine: ${meta.machine}`, '', meta.settings, '');
-  out.push('## Summary: median, ×direct (the ratio to no proxy in the same run)', '');
-  out.push(`| Row | unit | ${targets.map((t) => t.label).join(' | ')} |`);
-  out.push(`|---|---|${targets.map(() => '---:').join('|')}|`);
-  for (const row of rows) {
-    const cells = results.get(row.id);
-    if (cells === undefined) continue;
-    const tds = targets.map((t) => {
-      const cell = cells.get(t.id);
-      if (cell === undefined || cell.skipped !== undefined) return '–';
-      const m = cellMedian(cell);
-      const r = ratio(row, results, t.id);
-      return t.id === 'direct' || !Number.isFinite(r) ? fmt(m) : `${fmt(m)} ×${r.toFixed(2)}`;
-    });
-    out.push(`| ${row.title} | ${row.unit} | ${tds.join(' | ')} |`);
-  }
+/** Issue 9's goals (×direct, features on, one core per proxy), and what features cost. */
+function goalsSection(out: string[], rows: readonly Row[], targets: readonly Target[], results: Results): void {
   out.push('', '## Goals (PacketPony, features on)', '');
   // Two views of what features cost: the CPU each operation took, on against off in the same round
   // (the two runs are minutes apart at most, so the machine's drift mostly cancels), which is what
@@ -174,6 +189,29 @@ export function markdown(rows: readonly Row[], targets: readonly Target[], resul
     const line = saturatedLoadNote(row, targets, results);
     if (line !== null) out.push('', line);
   }
+}
+
+export function markdown(rows: readonly Row[], targets: readonly Target[], results: Results, meta: Meta): string {
+  const out: string[] = [];
+  out.push(`# PacketPony benchmark, ${meta.date}`, '', `Machine: ${meta.machine}`, '', meta.settings, '');
+  out.push('## Summary: median, ×direct (the ratio to no proxy in the same run)', '');
+  out.push(`| Row | unit | ${targets.map((t) => t.label).join(' | ')} |`);
+  out.push(`|---|---|${targets.map(() => '---:').join('|')}|`);
+  for (const row of rows) {
+    const cells = results.get(row.id);
+    if (cells === undefined) continue;
+    const tds = targets.map((t) => {
+      const cell = cells.get(t.id);
+      if (cell === undefined || cell.skipped !== undefined) return '–';
+      const m = cellMedian(cell);
+      const r = ratio(row, results, t.id);
+      return t.id === 'direct' || !Number.isFinite(r) ? fmt(m) : `${fmt(m)} ×${r.toFixed(2)}`;
+    });
+    out.push(`| ${row.title} | ${row.unit} | ${tds.join(' | ')} |`);
+  }
+  // Issue 9's goals are for one pinned core per proxy: the two-core run has its own (workersSection).
+  const twoCores = targets.some((t) => t.id === 'pp-on-w2');
+  if (!twoCores) goalsSection(out, rows, targets, results);
   const reload = results.get('reload');
   if (reload !== undefined) {
     for (const id of ['pp-off', 'pp-on']) {
@@ -182,6 +220,7 @@ export function markdown(rows: readonly Row[], targets: readonly Target[], resul
       out.push('', `Reload under load, ${id === 'pp-on' ? 'features on' : 'features off'}: refused connections, worst run: ${fmt(extraMax(cell, 'refused'))} (must be 0); other errors, worst run: ${fmt(extraMax(cell, 'errors'))}.`);
     }
   }
+  out.push(...workersSection(rows, targets, results));
   out.push('', '## Details', '', '| Row | target | median | min–max | ×direct | runs | more |', '|---|---|---:|---:|---:|---:|---|');
   for (const row of rows) {
     const cells = results.get(row.id);

@@ -4,7 +4,7 @@
  */
 import net from 'node:net';
 import type { HoldServer } from './backends.js';
-import { run, rssBytes, sleep, waitFor } from './procs.js';
+import { run, rssBytes, sleep, waitFor, type Cores } from './procs.js';
 import type { Proto, Running } from './targets.js';
 import type { Tools } from './tools.js';
 
@@ -19,7 +19,14 @@ export interface Sample {
 
 export interface RunContext {
   readonly tools: Tools;
-  readonly loadCore: number;
+  readonly loadCore: Cores;
+  /** Threads (wrk) or processes (the UDP client) the load runs in; default 1. */
+  readonly loadThreads?: number;
+  /**
+   * The environment that makes a load generator connect from many source addresses (the
+   * LD_PRELOAD shim of c/many-sources.c), or undefined: all from 127.0.0.1.
+   */
+  readonly loadEnv?: Readonly<Record<string, string>>;
   /** Seconds per run. */
   readonly seconds: number;
   /** Idle connections opened by the memory row. */
@@ -63,7 +70,7 @@ function iperfRow(streams: number, reverse: boolean): Row {
     async measure(target, ctx) {
       const args = ['-c', '127.0.0.1', '-p', String(target.port), '-t', String(Math.max(1, Math.round(ctx.seconds))), '-P', String(streams), '-J', '--connect-timeout', '3000'];
       if (reverse) args.push('-R');
-      const r = await run('iperf3', ctx.tools.iperf3!, args, { core: ctx.loadCore, timeoutMs: ctx.seconds * 1000 + 15_000 });
+      const r = await run('iperf3', ctx.tools.iperf3!, args, { core: ctx.loadCore, env: { ...ctx.loadEnv }, timeoutMs: ctx.seconds * 1000 + 15_000 });
       try {
         const json = JSON.parse(r.out) as { error?: string; end?: { sum_received?: { bits_per_second?: number } } };
         if (json.error !== undefined) return { value: NaN, note: json.error };
@@ -105,10 +112,10 @@ export function parseWrk(out: string): WrkResult | null {
 }
 
 async function wrk(port: number, ctx: RunContext, connections: number, close: boolean, seconds: number): Promise<Sample> {
-  const args = ['-t', '1', '-c', String(connections), '-d', `${seconds}s`, '--latency', '--timeout', '5s'];
+  const args = ['-t', String(ctx.loadThreads ?? 1), '-c', String(connections), '-d', `${seconds}s`, '--latency', '--timeout', '5s'];
   if (close) args.push('-H', 'Connection: close');
   args.push(`http://127.0.0.1:${port}/`);
-  const r = await run('wrk', ctx.tools.wrk!, args, { core: ctx.loadCore, timeoutMs: seconds * 1000 + 15_000 });
+  const r = await run('wrk', ctx.tools.wrk!, args, { core: ctx.loadCore, env: { ...ctx.loadEnv }, timeoutMs: seconds * 1000 + 15_000 });
   const result = parseWrk(r.out);
   if (result === null) return { value: NaN, note: `wrk failed: ${r.err.slice(0, 200)}` };
   return { value: result.rps, extra: { p50_ms: result.p50, p99_ms: result.p99, errors: result.errors, refused: result.connectErrors } };
@@ -184,14 +191,26 @@ function udpRow(sessions: number): Row {
     unavailable: (tools) => (tools.udpClient === null || tools.udpEcho === null ? 'C client not built' : null),
     async measure(target, ctx) {
       const ms = Math.round(ctx.seconds * 1000);
-      const args = ['127.0.0.1', String(target.port), String(sessions), String(ms), '500', '100', '200'];
-      const r = await run('udp-client', ctx.tools.udpClient!, args, { core: ctx.loadCore, timeoutMs: ms + 15_000 });
-      try {
-        const json = JSON.parse(r.out) as { rate: number; loss: number };
-        return { value: json.rate, extra: { loss_pct: json.loss * 100 } };
-      } catch {
-        return { value: NaN, note: `udp-client failed: ${r.err.slice(0, 200)}` };
+      // Several clients share the sessions, each from source addresses of its own.
+      const clients = ctx.loadThreads ?? 1;
+      const runs = await Promise.all(Array.from({ length: clients }, (_, i) => {
+        const share = Math.floor(sessions / clients) + (i < sessions % clients ? 1 : 0);
+        const args = ['127.0.0.1', String(target.port), String(share), String(ms), '500', '100', '200'];
+        const env = { ...ctx.loadEnv, ...(ctx.loadEnv !== undefined ? { PP_BENCH_SOURCE_FIRST: String(i * sessions) } : {}) };
+        return run('udp-client', ctx.tools.udpClient!, args, { core: ctx.loadCore, env, timeoutMs: ms + 15_000 });
+      }));
+      let rate = 0;
+      let lost = 0;
+      for (const r of runs) {
+        try {
+          const json = JSON.parse(r.out) as { rate: number; loss: number };
+          rate += json.rate;
+          lost += json.loss * json.rate;
+        } catch {
+          return { value: NaN, note: `udp-client failed: ${r.err.slice(0, 200)}` };
+        }
       }
+      return { value: rate, extra: { loss_pct: rate > 0 ? (lost / rate) * 100 : NaN } };
     },
   };
 }

@@ -8,7 +8,8 @@ import { spawnSync } from 'node:child_process';
 import { closeSync, fstatSync, mkdirSync, openSync, readSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { freePort, tcpListening, udpBound } from './net-util.js';
-import { processTree, start, stop, waitFor, type Started } from './procs.js';
+import { cpuGroup, type CpuGroup } from './cpu-quota.js';
+import { processTree, start, stop, waitFor, type Cores, type Started } from './procs.js';
 import type { Tools } from './tools.js';
 
 export type Proto = 'tcp' | 'udp';
@@ -17,7 +18,11 @@ export interface TargetContext {
   readonly root: string;
   readonly work: string;
   readonly tools: Tools;
-  readonly proxyCore: number;
+  readonly proxyCore: Cores;
+  /** Threads (HAProxy nbthread) or worker processes (nginx) of the other proxies; default 1. */
+  readonly threads?: number;
+  /** --proxy-cpu: CPUs each worker or thread of a proxy may use (a cgroup quota); undefined: no quota. */
+  readonly proxyCpu?: number;
   /** Extra node options for PacketPony (--profile: --cpu-prof; children inherit execArgv). */
   readonly nodeArgs?: readonly string[];
   /** A program PacketPony's node runs under, with its arguments (instructions.ts: valgrind). */
@@ -50,6 +55,15 @@ export interface Target {
 }
 
 let serial = 0;
+
+/**
+ * Under --proxy-cpu, the proxy's own cgroup: that many CPUs for each of its workers or threads
+ * (cpu-quota.ts); undefined otherwise.
+ */
+function quotaFor(ctx: TargetContext, id: string, threads: number): CpuGroup | undefined {
+  return ctx.proxyCpu === undefined ? undefined : cpuGroup(`${id}-${process.pid}-${++serial}`, ctx.proxyCpu * threads);
+}
+
 function workDir(ctx: TargetContext, id: string): string {
   const dir = join(ctx.work, `${id}-${process.pid}-${++serial}`);
   mkdirSync(dir, { recursive: true });
@@ -109,17 +123,19 @@ const TEN_CIDRS = [
  * PacketPony with features off or on. `product` is the package root to run (default: this
  * checkout); a second build given with --baseline becomes extra targets, so a change is measured
  * against the code before it in the same run. `node` is the Node binary it runs under (default
- * this process's; --node adds targets under another line, its children follow it).
+ * this process's; --node adds targets under another line, its children follow it). `workers`
+ * above 1 (the two-core rows) sets the listener's workers: and makes the ids pp-off-w2 etc.
  */
-export function packetpony(features: boolean, product: string | null = null, tag = '', shared = false, node: string | null = null): Target {
+export function packetpony(features: boolean, product: string | null = null, tag = '', shared = false, node: string | null = null, workers = 1): Target {
   const suffix = tag === '' ? '' : `@${tag}`;
-  const name = shared ? 'pp-shared' : features ? 'pp-on' : 'pp-off';
+  const name = (shared ? 'pp-shared' : features ? 'pp-on' : 'pp-off') + (workers > 1 ? `-w${workers}` : '');
   return {
     id: name + suffix,
-    label: (shared ? 'PacketPony on, shared' : features ? 'PacketPony on' : 'PacketPony off') + (tag === '' ? '' : ` (${tag})`),
+    label: (shared ? 'PacketPony on, shared' : features ? 'PacketPony on' : 'PacketPony off') + (workers > 1 ? `, ${workers} workers` : '') + (tag === '' ? '' : ` (${tag})`),
     unavailable: () => (shared && !haveRedisServer() ? 'redis-server not installed' : null),
     async start(proto, backendPort, ctx) {
       const dir = workDir(ctx, name);
+      const group = quotaFor(ctx, name, workers);
       mkdirSync(join(dir, 'conf.d'));
       // The log in a folder of its own, as under /var/log. (Next to the main file it once cost the
       // supervisor a tenth of its CPU under a connection per request: the config watcher re-read
@@ -143,6 +159,7 @@ export function packetpony(features: boolean, product: string | null = null, tag
           `protocol: ${proto}`,
           `listen_address: "127.0.0.1:${port}"`,
           `target_address: "127.0.0.1:${backendPort}"`,
+          ...(workers > 1 ? [`workers: ${workers}`] : []),
         ];
         if (features) {
           lines.push(`allowlist: [${TEN_CIDRS.map((c) => `"${c}"`).join(', ')}]`);
@@ -167,19 +184,24 @@ export function packetpony(features: boolean, product: string | null = null, tag
       };
       writeFileSync(join(dir, 'conf.d/bench.yaml'), listener());
       const cli = join(product ?? ctx.root, 'dist/src/cli.js');
-      // "listener bench up" lines, counted as they come (stdout) or read incrementally (the JSON
-      // log grows by thousands of events per second: never re-read whole).
-      const marker = 'listener bench up';
+      // "listener bench up" lines (with workers, "listener bench/1 up" and so on: a version
+      // serves once each of its workers is up), counted as they come (stdout) or read
+      // incrementally (the JSON log grows by thousands of events per second: never re-read whole).
+      const markers = workers > 1 ? Array.from({ length: workers }, (_, i) => `listener bench/${i + 1} up`) : ['listener bench up'];
+      const seen = markers.map(() => 0);
       let upLines = 0;
       let tail = '';
       const scan = (chunk: string): void => {
         const text = tail + chunk;
-        upLines += text.split(marker).length - 1;
-        tail = text.slice(-marker.length);
+        markers.forEach((marker, i) => (seen[i]! += text.split(marker).length - 1));
+        upLines = Math.min(...seen);
+        // Short of a whole marker (all the same length below 10 workers), so none counts twice.
+        tail = text.slice(-(markers[0]!.length - 1));
       };
       const argv = [...(ctx.wrapper ?? []), node ?? process.execPath, ...(ctx.nodeArgs ?? []), cli, '--config', join(dir, 'packetpony.yaml')];
       const p = start('packetpony', argv[0]!, argv.slice(1), {
         core: ctx.proxyCore,
+        ...(group !== undefined ? { cgroup: group.path } : {}),
         cwd: dir,
         ...(features ? { capture: true } : { onStdout: scan }),
       });
@@ -214,6 +236,7 @@ export function packetpony(features: boolean, product: string | null = null, tag
         await stopTree(p);
         if (store !== null) await stop(store.process);
         rmSync(dir, { recursive: true, force: true });
+        group?.remove();
         throw err;
       }
       return {
@@ -231,6 +254,7 @@ export function packetpony(features: boolean, product: string | null = null, tag
           await stopTree(p);
           if (store !== null) await stop(store.process);
           rmSync(dir, { recursive: true, force: true });
+          group?.remove();
         },
       };
     },
@@ -257,70 +281,90 @@ export const packetponyOn = packetpony(true);
 /** Features on plus shared limits through a local redis-server (issue 24). */
 export const packetponyShared = packetpony(true, null, '', true);
 
-export const haproxy: Target = {
-  id: 'haproxy',
-  label: 'HAProxy',
-  unavailable: (proto, ctx) => (ctx.tools.haproxy === null ? 'not installed' : proto === 'udp' ? 'TCP only' : null),
-  async start(_proto, backendPort, ctx) {
-    const dir = workDir(ctx, 'haproxy');
-    const port = await freePort();
-    const cfg = join(dir, 'haproxy.cfg');
-    writeFileSync(cfg, [
-      'global', '  maxconn 9000', '  nbthread 1',
-      'defaults', '  mode tcp', '  timeout connect 5s', '  timeout client 10m', '  timeout server 10m',
-      'frontend bench', `  bind 127.0.0.1:${port}`, '  default_backend target',
-      'backend target', `  server s1 127.0.0.1:${backendPort}`, '',
-    ].join('\n'));
-    const p = start('haproxy', ctx.tools.haproxy!, ['-db', '-f', cfg], { core: ctx.proxyCore });
-    await waitBound('tcp', port, p, 'haproxy').catch(async (err: unknown) => {
-      await stopTree(p);
-      rmSync(dir, { recursive: true, force: true });
-      throw err;
-    });
-    return {
-      port,
-      pids: () => processTree(p.pid),
-      async stop() {
+/**
+ * HAProxy with `nbthread` from the run (ctx.threads: 2 in the two-core run), or with `threads` fixed
+ * (the two-core run's one-thread control, id haproxy-1).
+ */
+export function haproxyTarget(threads?: number): Target {
+  return {
+    id: threads === undefined ? 'haproxy' : `haproxy-${threads}`,
+    label: threads === undefined ? 'HAProxy' : `HAProxy, ${threads} thread${threads > 1 ? 's' : ''}`,
+    unavailable: (proto, ctx) => (ctx.tools.haproxy === null ? 'not installed' : proto === 'udp' ? 'TCP only' : null),
+    async start(_proto, backendPort, ctx) {
+      const dir = workDir(ctx, 'haproxy');
+      const group = quotaFor(ctx, 'haproxy', threads ?? ctx.threads ?? 1);
+      const port = await freePort();
+      const cfg = join(dir, 'haproxy.cfg');
+      writeFileSync(cfg, [
+        'global', '  maxconn 9000', `  nbthread ${threads ?? ctx.threads ?? 1}`,
+        'defaults', '  mode tcp', '  timeout connect 5s', '  timeout client 10m', '  timeout server 10m',
+        'frontend bench', `  bind 127.0.0.1:${port}`, '  default_backend target',
+        'backend target', `  server s1 127.0.0.1:${backendPort}`, '',
+      ].join('\n'));
+      const p = start('haproxy', ctx.tools.haproxy!, ['-db', '-f', cfg], { core: ctx.proxyCore, ...(group !== undefined ? { cgroup: group.path } : {}) });
+      await waitBound('tcp', port, p, 'haproxy').catch(async (err: unknown) => {
         await stopTree(p);
         rmSync(dir, { recursive: true, force: true });
-      },
-    };
-  },
-};
+        group?.remove();
+        throw err;
+      });
+      return {
+        port,
+        pids: () => processTree(p.pid),
+        async stop() {
+          await stopTree(p);
+          rmSync(dir, { recursive: true, force: true });
+          group?.remove();
+        },
+      };
+    },
+  };
+}
 
-export const nginxStream: Target = {
-  id: 'nginx',
-  label: 'nginx stream',
-  unavailable: (_proto, ctx) => (ctx.tools.nginx === null ? 'not installed' : ctx.tools.nginxStreamModule === null ? 'no stream module' : null),
-  async start(proto, backendPort, ctx) {
-    const dir = workDir(ctx, 'nginx');
-    const port = await freePort();
-    const conf = join(dir, 'nginx.conf');
-    writeFileSync(conf, [
-      ctx.tools.nginxStreamModule !== null ? `load_module ${ctx.tools.nginxStreamModule};` : '',
-      'daemon off;', 'user root;', 'worker_processes 1;', 'worker_rlimit_nofile 65536;',
-      `pid ${dir}/nginx.pid;`, `error_log ${dir}/error.log error;`,
-      'events { worker_connections 20000; }',
-      'stream {',
-      `  server { listen 127.0.0.1:${port}${proto === 'udp' ? ' udp' : ''}; proxy_pass 127.0.0.1:${backendPort}; proxy_timeout 10m; }`,
-      '}', '',
-    ].join('\n'));
-    const p = start('nginx-stream', ctx.tools.nginx!, ['-p', dir, '-c', conf, '-e', join(dir, 'error.log')], { core: ctx.proxyCore });
-    await waitBound(proto, port, p, 'nginx').catch(async (err: unknown) => {
-      await stopTree(p);
-      rmSync(dir, { recursive: true, force: true });
-      throw err;
-    });
-    return {
-      port,
-      pids: () => processTree(p.pid),
-      async stop() {
+export const haproxy = haproxyTarget();
+
+/** nginx stream with worker_processes from the run, or fixed (the two-core run's control, nginx-1). */
+export function nginxStreamTarget(workers?: number): Target {
+  return {
+    id: workers === undefined ? 'nginx' : `nginx-${workers}`,
+    label: workers === undefined ? 'nginx stream' : `nginx stream, ${workers} worker${workers > 1 ? 's' : ''}`,
+    unavailable: (_proto, ctx) => (ctx.tools.nginx === null ? 'not installed' : ctx.tools.nginxStreamModule === null ? 'no stream module' : null),
+    async start(proto, backendPort, ctx) {
+      const dir = workDir(ctx, 'nginx');
+      const group = quotaFor(ctx, 'nginx', workers ?? ctx.threads ?? 1);
+      const port = await freePort();
+      const conf = join(dir, 'nginx.conf');
+      writeFileSync(conf, [
+        ctx.tools.nginxStreamModule !== null ? `load_module ${ctx.tools.nginxStreamModule};` : '',
+        'daemon off;', 'user root;', `worker_processes ${workers ?? ctx.threads ?? 1};`, 'worker_rlimit_nofile 65536;',
+        `pid ${dir}/nginx.pid;`, `error_log ${dir}/error.log error;`,
+        'events { worker_connections 20000; }',
+        'stream {',
+        // Several workers: a reuseport socket each, as nginx advises for UDP and for spreading.
+        `  server { listen 127.0.0.1:${port}${proto === 'udp' ? ' udp' : ''}${(workers ?? ctx.threads ?? 1) > 1 ? ' reuseport' : ''}; proxy_pass 127.0.0.1:${backendPort}; proxy_timeout 10m; }`,
+        '}', '',
+      ].join('\n'));
+      const p = start('nginx-stream', ctx.tools.nginx!, ['-p', dir, '-c', conf, '-e', join(dir, 'error.log')], { core: ctx.proxyCore, ...(group !== undefined ? { cgroup: group.path } : {}) });
+      await waitBound(proto, port, p, 'nginx').catch(async (err: unknown) => {
         await stopTree(p);
         rmSync(dir, { recursive: true, force: true });
-      },
-    };
-  },
-};
+        group?.remove();
+        throw err;
+      });
+      return {
+        port,
+        pids: () => processTree(p.pid),
+        async stop() {
+          await stopTree(p);
+          rmSync(dir, { recursive: true, force: true });
+          group?.remove();
+        },
+      };
+    },
+  };
+}
+
+export const nginxStream = nginxStreamTarget();
 
 export const socat: Target = {
   id: 'socat',

@@ -18,6 +18,8 @@ export interface Tools {
   readonly socat: string | null;
   readonly udpClient: string | null;
   readonly udpEcho: string | null;
+  /** The LD_PRELOAD shim that spreads the load's source addresses (c/many-sources.c). */
+  readonly manySources: string | null;
   readonly notes: string[];
 }
 
@@ -45,10 +47,10 @@ export function aptInstall(packages: string[], notes: string[]): void {
   if (r.status !== 0) notes.push(`apt-get could not install: ${packages.join(', ')}`);
 }
 
-function buildC(root: string, name: string, notes: string[]): string | null {
+function buildC(root: string, name: string, notes: string[], library = false): string | null {
   const source = join(root, 'test/bench/c', `${name}.c`);
   const binDir = join(root, '.bench/bin');
-  const binary = join(binDir, name);
+  const binary = join(binDir, library ? `${name}.so` : name);
   mkdirSync(binDir, { recursive: true });
   if (existsSync(binary) && statSync(binary).mtimeMs >= statSync(source).mtimeMs) return binary;
   const cc = which('cc') ?? which('gcc');
@@ -57,7 +59,7 @@ function buildC(root: string, name: string, notes: string[]): string | null {
     return null;
   }
   try {
-    execFileSync(cc, ['-O2', '-Wall', '-o', binary, source], { stdio: 'pipe' });
+    execFileSync(cc, [...(library ? ['-shared', '-fPIC'] : []), '-O2', '-Wall', '-o', binary, source, ...(library ? ['-ldl'] : [])], { stdio: 'pipe' });
     return binary;
   } catch (err) {
     notes.push(`building ${name} failed: ${(err as Error).message.split('\n')[0]}`);
@@ -97,6 +99,7 @@ export function findTools(root: string, options: ToolOptions): Tools {
     socat: which('socat'),
     udpClient: buildC(root, 'udp-client', notes),
     udpEcho: buildC(root, 'udp-echo', notes),
+    manySources: buildC(root, 'many-sources', notes, true),
     notes,
   };
 }

@@ -14,6 +14,7 @@ import { startUdpBackend, udpClient, type UdpClient } from '../helpers/udp.js';
 import { slots } from '../helpers/slots.js';
 import { attempt, hangUp } from '../helpers/tcp-clients.js';
 import { alive, waitFor } from '../helpers/wait-for.js';
+import { workerForAddress } from '../../src/platform/reuseport.js';
 import { workersSupported } from '../../src/supervisor/listener-group.js';
 
 const slot = slots(2);
@@ -96,6 +97,30 @@ for (const workers of [2, 3]) {
     t.is((await attempt(t, port, { localAddress: address(98) })), null, 'and then the total is full again');
   });
 }
+
+maybe('max_connection_attempts_per_ip 4 is exact across 2 workers: an address\'s attempts, from any port, all count on one worker', async (t) => {
+  await slot(t);
+  const echo = await startCountingEchoServer(t);
+  const daemon = await startDaemon(t, { 'conf.d/tries.yaml': listener(`127.0.0.1:${echo.port}`, 2, 'max_connection_attempts_per_ip: 4\nattempts_window: "1m"\naction: drop') });
+  const port = await daemon.port('tries/1');
+  await workerPids(daemon, 'tries', 2);
+  // Eight addresses (both workers get some), seven attempts each, one after another and each
+  // closed before the next: a new source port every time, so only steering by address keeps them
+  // on one worker's count.
+  const sources = Array.from({ length: 8 }, (_, i) => address(60 + i));
+  t.is(new Set(sources.map((a) => workerForAddress(a, 2))).size, 2, 'the addresses are steered to both workers');
+  const admitted = await Promise.all(sources.map(async (localAddress) => {
+    let served = 0;
+    for (let i = 0; i < 7; i++) {
+      const socket = await attempt(t, port, { localAddress });
+      if (socket === null) continue;
+      served++;
+      await hangUp(socket);
+    }
+    return served;
+  }));
+  t.deepEqual(admitted, sources.map(() => 4), 'four admitted of seven, for every address');
+});
 
 maybe('a worker SIGKILLed: the other keeps its connections and serves; the killed one is restarted alone, and counted as its own', async (t) => {
   await slot(t);
