@@ -79,6 +79,10 @@ export interface TotalSlots {
   take(): number;
   /** The process of `slot` is gone: its connections come off the total and the slot is free. */
   give(slot: number): void;
+  /** One more connection on `slot`, never refused: one a predecessor that counted alone still has open. */
+  charge(slot: number): void;
+  /** One connection fewer on `slot`. */
+  discharge(slot: number): void;
 }
 
 /** A reload's next child, held until commit (null child: nothing served, so commit restarts). */
@@ -99,6 +103,13 @@ export interface ListenerChildOptions {
    * serving child. A group whose workers changed in number sends them to every worker.
    */
   readonly release?: (message: ReleaseMessage, from: ListenerChild) => void;
+}
+
+/** Connections open in the process a snapshot was taken of. */
+function openConnectionsIn(snapshot: LimiterSnapshot): number {
+  let open = Number(snapshot.untracked_open) || 0;
+  for (const entry of snapshot.addresses) open += Number(entry.open) || 0;
+  return open;
 }
 
 /** Whether two configurations listen on the same socket. */
@@ -139,6 +150,11 @@ export class ListenerChild {
   readonly #release: ((message: ReleaseMessage, from: ListenerChild) => void) | undefined;
   /** The slot on the group's connection total of each child that has one. */
   readonly #slots = new Map<ChildProcessHandle, number>();
+  /**
+   * A child that counted alone (one worker) handed over to a group (1 → N workers): its open
+   * connections carried on the group's total, on a slot the supervisor holds for it, until they close.
+   */
+  readonly #carried = new Map<ChildProcessHandle, { readonly total: TotalSlots; readonly slot: number; left: number }>();
 
   constructor(config: ListenerConfig, logger: Logger, hooks: ListenerChildHooks, options: ListenerChildOptions = {}) {
     this.#config = config;
@@ -343,7 +359,7 @@ export class ListenerChild {
         // Only a child whose targets are checked reports them (a replaced one stops at hand-over).
         if (message.stats.targets !== undefined && isTargetStates(message.stats.targets)) this.#targetStates = message.stats.targets;
         this.#hooks.report(this.name, message, child.pid ?? 0);
-        if (this.#handedOver.has(child)) this.#forwardReleases(message);
+        if (this.#handedOver.has(child)) this.#forwardReleases(child, message);
         break;
       case 'pp:fatal':
         this.#logger.error(`listener ${this.name}: ${message.message}`, { listener: this.name, code: message.code });
@@ -354,13 +370,33 @@ export class ListenerChild {
   }
 
   /** Connections the predecessor closed free their per-address slots in the current child. */
-  #forwardReleases(report: ReportMessage): void {
+  #forwardReleases(child: ChildProcessHandle, report: ReportMessage): void {
     const addresses: string[] = [];
     for (const entry of report.events) {
       const event = decodeEvent(entry, report);
       if (event.kind === 'connection' && (event.event_type === 'close' || event.event_type === 'error')) addresses.push(event.source_ip);
     }
-    if (addresses.length > 0) this.#sendRelease({ type: 'pp:release', addresses, all: false });
+    if (addresses.length === 0) return;
+    const carried = this.#carried.get(child);
+    if (carried !== undefined) {
+      const closed = Math.min(carried.left, addresses.length);
+      for (let i = 0; i < closed; i++) carried.total.discharge(carried.slot);
+      carried.left -= closed;
+    }
+    this.#sendRelease({ type: 'pp:release', addresses, all: false });
+  }
+
+  /**
+   * `old` counted its connections alone and the listener's successors count on a shared total (a
+   * reload from one worker to several): its `open` connections go on that total until they close,
+   * so max_total_connections holds for the whole listener meanwhile.
+   */
+  #carryOnTotal(old: ChildProcessHandle, total: TotalSlots, open: number): void {
+    if (open <= 0 || this.#slots.has(old)) return;
+    const slot = total.take();
+    if (slot < 0) return;
+    for (let i = 0; i < open; i++) total.charge(slot);
+    this.#carried.set(old, { total, slot, left: open });
   }
 
   #sendRelease(message: ReleaseMessage): void {
@@ -369,6 +405,11 @@ export class ListenerChild {
   }
 
   #onExit(child: ChildProcessHandle): void {
+    const carried = this.#carried.get(child);
+    if (carried !== undefined) {
+      this.#carried.delete(child);
+      carried.total.give(carried.slot);
+    }
     const slot = this.#slots.get(child);
     if (slot !== undefined) {
       // Its connections are gone with it: off the listener's total (a crash leaves none behind).
@@ -509,7 +550,11 @@ export class ListenerChild {
       // The old child died or did not answer: the new one starts with fresh limiter state.
     }
     this.#retire(old, deadlineMs, true);
-    if (old.alive) this.#handedOver.add(old);
+    if (old.alive) {
+      this.#handedOver.add(old);
+      const total = replacement.seat?.total;
+      if (total && snapshot !== null) this.#carryOnTotal(old, total, openConnectionsIn(snapshot));
+    }
     this.#current = undefined;
     return snapshot;
   }

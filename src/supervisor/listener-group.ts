@@ -71,6 +71,14 @@ class TotalPage implements TotalSlots {
     this.#page.reclaim(slot);
     this.#free.push(slot);
   }
+
+  charge(slot: number): void {
+    this.#page.acquire(slot, 0);
+  }
+
+  discharge(slot: number): void {
+    this.#page.release(slot);
+  }
 }
 
 const STATE_ORDER: readonly ListenerState[] = ['binding', 'backoff', 'starting', 'draining', 'ready', 'stopped'];

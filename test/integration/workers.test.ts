@@ -215,6 +215,36 @@ maybe('a reload under load with workers 2 (all replaced, same size): nothing ref
 maybe('workers 1 → 3 → 1 by reload, under load: nothing refused, and the group has the new size each time', (t) => reloadUnderLoad(t, [1, 3, 1]));
 maybe('workers 3 → 2 by reload: the last socket is drained and closed, nothing refused', (t) => reloadUnderLoad(t, [3, 2]));
 
+maybe('workers 1 → 2 by reload: the connections still open on the old child count on the group\'s total until they close', async (t) => {
+  await slot(t);
+  const echo = await startCountingEchoServer(t);
+  const limits = 'max_total_connections: 10\naction: drop';
+  const daemon = await startDaemon(t, { 'conf.d/web.yaml': listener(`127.0.0.1:${echo.port}`, 1, limits) });
+  const port = await daemon.port('web');
+  const old = await openMany(t, port, Array.from({ length: 8 }, (_, i) => address(70 + i)));
+  t.is(old.filter((s) => s !== null).length, 8);
+  const from = daemon.lines.length;
+  writeFileSync(join(daemon.dir, 'conf.d', 'web.yaml'), listener(`127.0.0.1:${echo.port}`, 2, limits));
+  process.kill(daemon.pid, 'SIGHUP');
+  await daemon.waitForLine(/configuration reloaded/, 30_000, from);
+  await workerPids(daemon, 'web', 2, from);
+  // The old child still relays its eight: two more fit under the total of ten, over both workers.
+  const fresh = Array.from({ length: 12 }, (_, i) => address(100 + i));
+  t.is(new Set(fresh.map((a) => workerForAddress(a, 2))).size, 2);
+  const more = await openMany(t, port, fresh);
+  t.is(more.filter((s) => s !== null).length, 2, 'eight carried + two new = the total');
+  t.true(old.every((s) => s !== null && !s.destroyed), 'the old connections are still open');
+  // As the old ones close, their places are free again.
+  await Promise.all(old.map((s) => hangUp(s!)));
+  const later = Array.from({ length: 12 }, (_, i) => address(120 + i));
+  const admitted: Array<net.Socket | null> = [];
+  await waitFor(async () => {
+    for (const socket of admitted.splice(0)) if (socket) await hangUp(socket);
+    admitted.push(...(await openMany(t, port, later)));
+    return admitted.filter((s) => s !== null).length === 8 || undefined;
+  }, 'eight places free again once the old connections closed');
+});
+
 maybe('UDP over 2 workers: sessions per address and the listener total are exact, and replies come from the listener address', async (t) => {
   await slot(t);
   const backend = await startUdpBackend(t);
