@@ -13,9 +13,11 @@
  * old child finishes its connections in the background; as they close, their per-address slots are
  * released in the new child.
  *
- * Longer than the house's ~450 lines on purpose for now: the lifecycle, the restart path and the
- * reload's phases (prepareReplacement, handOver, commit) share one set of fields and invariants
- * (#current, #retiring, #handedOver, the socket's owner); the phases are the seam to cut along next.
+ * The children beyond the serving one (retired, finishing connections) and what the connection
+ * total holds for each child are kept in retiring-children.ts. Longer than the house's ~450 lines
+ * still: the lifecycle, the restart path and the reload's phases (prepareReplacement, handOver,
+ * commit) share #current, #state, #socket and #seat, and each phase is a step of one state machine;
+ * cut apart, they would pass those back and forth.
  */
 import { formatEndpoint } from '../config/address.js';
 import { usesTargetPool, type ListenerConfig } from '../config/types.js';
@@ -29,19 +31,17 @@ import {
   type LimiterSnapshot,
   type WorkerPlace,
 } from '../ipc/protocol.js';
-import { decodeEvent } from '../ipc/wire-events.js';
 import type { Logger } from '../telemetry/logger.js';
 import { ChildProcessHandle, CHILD_ENTRY, INHERITED_SOCKET_FD, INHERITED_TOTAL_FD } from './child-process.js';
 import { Backoff } from './restart-policy.js';
 import { protocolPath } from './platform-report.js';
+import { RetiringChildren } from './retiring-children.js';
 import { bindListener, type BoundSocket } from './socket-owner.js';
 
 /** A child that is not serving this long after it was spawned is killed and restarted. */
 const START_TIMEOUT_MS = 15_000;
 /** How long a replaced child gets to hand over its limiter state. */
 const HANDOVER_TIMEOUT_MS = 5_000;
-/** After a drain deadline, how long a child gets to exit before it is killed. */
-const KILL_GRACE_MS = 3_000;
 
 export type ListenerState = 'binding' | 'starting' | 'ready' | 'backoff' | 'draining' | 'stopped';
 
@@ -105,13 +105,6 @@ export interface ListenerChildOptions {
   readonly release?: (message: ReleaseMessage, from: ListenerChild) => void;
 }
 
-/** Connections open in the process a snapshot was taken of. */
-function openConnectionsIn(snapshot: LimiterSnapshot): number {
-  let open = Number(snapshot.untracked_open) || 0;
-  for (const entry of snapshot.addresses) open += Number(entry.open) || 0;
-  return open;
-}
-
 /** Whether two configurations listen on the same socket. */
 export function sameSocket(a: ListenerConfig, b: ListenerConfig): boolean {
   return a.protocol === b.protocol && a.listen.host === b.listen.host && a.listen.port === b.listen.port && a.ipv6_only === b.ipv6_only;
@@ -128,13 +121,8 @@ export class ListenerChild {
   #wantUp = false;
   #socket: BoundSocket | undefined;
   #current: ChildProcessHandle | undefined;
-  /** Children handed over or told to drain, finishing their connections. */
-  readonly #retiring = new Set<ChildProcessHandle>();
-  /**
-   * Children that handed their limiter state on (directly or down a chain of reloads) and still
-   * finish connections: each of their closing connections frees a slot in the current child.
-   */
-  readonly #handedOver = new Set<ChildProcessHandle>();
+  /** The children finishing connections, and the slots on the connection total of every child. */
+  readonly #retiring = new RetiringChildren((message) => this.#sendRelease(message));
   #timer: NodeJS.Timeout | undefined;
   #lastBindError = '';
   #stopped: Promise<void> | undefined;
@@ -148,13 +136,6 @@ export class ListenerChild {
 
   #seat: WorkerSeat | undefined;
   readonly #release: ((message: ReleaseMessage, from: ListenerChild) => void) | undefined;
-  /** The slot on the group's connection total of each child that has one. */
-  readonly #slots = new Map<ChildProcessHandle, number>();
-  /**
-   * A child that counted alone (one worker) handed over to a group (1 → N workers): its open
-   * connections carried on the group's total, on a slot the supervisor holds for it, until they close.
-   */
-  readonly #carried = new Map<ChildProcessHandle, { readonly total: TotalSlots; readonly slot: number; left: number }>();
 
   constructor(config: ListenerConfig, logger: Logger, hooks: ListenerChildHooks, options: ListenerChildOptions = {}) {
     this.#config = config;
@@ -173,7 +154,7 @@ export class ListenerChild {
 
   /** Whether children replaced by a reload still finish connections whose slots they hold. */
   get inheriting(): boolean {
-    return this.#handedOver.size > 0;
+    return this.#retiring.inheriting;
   }
 
   /** Sends a release to the serving child. */
@@ -225,7 +206,7 @@ export class ListenerChild {
 
   /** PIDs of every child of this listener, serving or finishing connections. */
   get pids(): number[] {
-    return [this.#current, ...this.#retiring].flatMap((c) => (c?.pid !== undefined && c.alive ? [c.pid] : []));
+    return [this.#current, ...this.#retiring.children].flatMap((c) => (c?.pid !== undefined && c.alive ? [c.pid] : []));
   }
 
   /** The address actually bound (port 0 resolved), once bound. */
@@ -293,17 +274,16 @@ export class ListenerChild {
     const transfer = socket.transfer;
     const inherited = transfer.kind === 'fd';
     const total = seat?.total ?? null;
-    const slot = total?.take() ?? -1;
     const place = seat?.place ?? { index: 0, count: 1 };
     const title = place.count > 1 ? `${config.name}/${place.index + 1}` : config.name;
     const child = new ChildProcessHandle(
       config.name,
       (c, message) => this.#onMessage(c, message),
       this.#entry,
-      { socketFd: inherited ? transfer.fd : undefined, totalFd: total !== null && slot >= 0 ? total.fd : undefined },
+      { socketFd: inherited ? transfer.fd : undefined, totalFd: total?.fd },
       title,
     );
-    if (total !== null && slot >= 0) this.#slots.set(child, slot);
+    const slot = this.#retiring.takeSlot(child, total);
     void child.exited.then(() => this.#onExit(child));
     child
       .send(
@@ -317,7 +297,7 @@ export class ListenerChild {
           target_states: hold ? null : this.#targetStates,
           worker: place,
           // No free slot (more than a page's worth of processes alive): the child counts alone.
-          connection_total: total !== null && slot >= 0 ? { fd: INHERITED_TOTAL_FD, slot } : null,
+          connection_total: slot >= 0 ? { fd: INHERITED_TOTAL_FD, slot } : null,
         },
         inherited ? undefined : transfer.handle,
       )
@@ -359,7 +339,7 @@ export class ListenerChild {
         // Only a child whose targets are checked reports them (a replaced one stops at hand-over).
         if (message.stats.targets !== undefined && isTargetStates(message.stats.targets)) this.#targetStates = message.stats.targets;
         this.#hooks.report(this.name, message, child.pid ?? 0);
-        if (this.#handedOver.has(child)) this.#forwardReleases(child, message);
+        this.#retiring.report(child, message);
         break;
       case 'pp:fatal':
         this.#logger.error(`listener ${this.name}: ${message.message}`, { listener: this.name, code: message.code });
@@ -369,62 +349,15 @@ export class ListenerChild {
     }
   }
 
-  /** Connections the predecessor closed free their per-address slots in the current child. */
-  #forwardReleases(child: ChildProcessHandle, report: ReportMessage): void {
-    const addresses: string[] = [];
-    for (const entry of report.events) {
-      const event = decodeEvent(entry, report);
-      if (event.kind === 'connection' && (event.event_type === 'close' || event.event_type === 'error')) addresses.push(event.source_ip);
-    }
-    if (addresses.length === 0) return;
-    const carried = this.#carried.get(child);
-    if (carried !== undefined) {
-      const closed = Math.min(carried.left, addresses.length);
-      for (let i = 0; i < closed; i++) carried.total.discharge(carried.slot);
-      carried.left -= closed;
-    }
-    this.#sendRelease({ type: 'pp:release', addresses, all: false });
-  }
-
-  /**
-   * `old` counted its connections alone and the listener's successors count on a shared total (a
-   * reload from one worker to several): its `open` connections go on that total until they close,
-   * so max_total_connections holds for the whole listener meanwhile.
-   */
-  #carryOnTotal(old: ChildProcessHandle, total: TotalSlots, open: number): void {
-    if (open <= 0 || this.#slots.has(old)) return;
-    const slot = total.take();
-    if (slot < 0) return;
-    for (let i = 0; i < open; i++) total.charge(slot);
-    this.#carried.set(old, { total, slot, left: open });
-  }
-
   #sendRelease(message: ReleaseMessage): void {
     if (this.#release) this.#release(message, this);
     else this.releaseInCurrent(message);
   }
 
   #onExit(child: ChildProcessHandle): void {
-    const carried = this.#carried.get(child);
-    if (carried !== undefined) {
-      this.#carried.delete(child);
-      carried.total.give(carried.slot);
-    }
-    const slot = this.#slots.get(child);
-    if (slot !== undefined) {
-      // Its connections are gone with it: off the listener's total (a crash leaves none behind).
-      this.#slots.delete(child);
-      this.#seat?.total?.give(slot);
-    }
+    const retired = this.#retiring.exited(child);
     this.#hooks.childGone(this.name, child.pid ?? 0);
-    if (this.#retiring.delete(child)) {
-      // Once no earlier child is left, nothing inherited can still be open (a safety net for
-      // close events that never arrived).
-      if (this.#handedOver.delete(child) && this.#handedOver.size === 0) {
-        this.#sendRelease({ type: 'pp:release', addresses: [], all: true });
-      }
-      return;
-    }
+    if (retired) return;
     if (child !== this.#current) return; // a held child that never took over
     this.#current = undefined;
     this.#clearTimer();
@@ -442,14 +375,6 @@ export class ListenerChild {
     this.#hooks.childRestarting?.(this.name, this.place.index + 1);
     this.#setState('backoff');
     this.#timer = setTimeout(() => this.#bindAndSpawn(), delay);
-  }
-
-  /** Lets a child finish its connections (deadline, then killed) without waiting for it. */
-  #retire(child: ChildProcessHandle, deadlineMs: number, handover: boolean): void {
-    this.#retiring.add(child);
-    const kill = setTimeout(() => child.kill('SIGKILL'), deadlineMs + KILL_GRACE_MS);
-    void child.exited.then(() => clearTimeout(kill));
-    if (!handover) child.send({ type: 'pp:drain', deadline_ms: deadlineMs }).catch(() => child.kill('SIGTERM'));
   }
 
   /**
@@ -549,12 +474,8 @@ export class ListenerChild {
     } catch {
       // The old child died or did not answer: the new one starts with fresh limiter state.
     }
-    this.#retire(old, deadlineMs, true);
-    if (old.alive) {
-      this.#handedOver.add(old);
-      const total = replacement.seat?.total;
-      if (total && snapshot !== null) this.#carryOnTotal(old, total, openConnectionsIn(snapshot));
-    }
+    this.#retiring.retire(old, deadlineMs, true);
+    this.#retiring.handedOver(old, replacement.seat?.total ?? undefined, snapshot);
     this.#current = undefined;
     return snapshot;
   }
@@ -574,7 +495,7 @@ export class ListenerChild {
       const old = this.#current;
       if (old) {
         this.#current = undefined;
-        this.#retire(old, 0, false);
+        this.#retiring.retire(old, 0, false);
       }
       if (seat) {
         if (ownedBefore !== undefined && ownedBefore !== seat.socket) ownedBefore.close();
@@ -622,10 +543,10 @@ export class ListenerChild {
     const current = this.#current;
     if (current) {
       this.#current = undefined;
-      this.#retire(current, deadlineMs, false);
+      this.#retiring.retire(current, deadlineMs, false);
     }
-    this.#setState(this.#retiring.size > 0 ? 'draining' : 'stopped');
-    this.#stopped = Promise.all([...this.#retiring].map((child) => child.exited)).then(() => this.#setState('stopped'));
+    this.#setState(this.#retiring.children.size > 0 ? 'draining' : 'stopped');
+    this.#stopped = Promise.all([...this.#retiring.children].map((child) => child.exited)).then(() => this.#setState('stopped'));
     return this.#stopped;
   }
 
@@ -635,6 +556,6 @@ export class ListenerChild {
     this.#clearTimer();
     if (this.#ownsSocket()) this.#socket?.close();
     this.#socket = undefined;
-    for (const child of [this.#current, ...this.#retiring]) child?.kill('SIGKILL');
+    for (const child of [this.#current, ...this.#retiring.children]) child?.kill('SIGKILL');
   }
 }
