@@ -111,6 +111,7 @@ export class Flow implements ReadSink {
     this.#bulk = bulk;
     this.#readLimit = relay.readLimit;
     this.nextBuffer = this.#readLimit === undefined ? this.#nextBuffer : () => this.#nextLimitedBuffer();
+    this.onStaticRead = this.#readLimit === undefined ? this.#onStaticRead : (nread) => this.#onLimitedRead(nread);
     this.#small = takeSmall();
     this.buf = this.#small;
   }
@@ -171,11 +172,22 @@ export class Flow implements ReadSink {
     this.#handleBuf = null;
   }
 
-  /** ReadSink: `nread` bytes are in `buf`; returns whether to keep reading. */
-  readonly onStaticRead = (nread: number): boolean => {
-    // A throttled read's grant goes back before its bytes are metered: what the address's other
-    // readers hold is then exactly what the meter keeps clear of the cap.
+  /**
+   * ReadSink: `nread` bytes are in `buf`; returns whether to keep reading. A relay with a read
+   * limit gets #onLimitedRead instead, for the same reason as #nextLimitedBuffer.
+   */
+  readonly onStaticRead: (nread: number) => boolean;
+
+  /**
+   * A throttled read's grant goes back before its bytes are metered: what the address's other
+   * readers hold is then exactly what the meter keeps clear of the cap.
+   */
+  #onLimitedRead(nread: number): boolean {
     if (this.#granted !== 0) this.#granted = this.#readLimit!(0, this.#granted);
+    return this.#onStaticRead(nread);
+  }
+
+  readonly #onStaticRead = (nread: number): boolean => {
     const buf = this.buf;
     const more = this.forward(buf, nread, false);
     if (this.relay.closing) return more;

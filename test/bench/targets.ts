@@ -302,26 +302,29 @@ export function haproxyTarget(threads?: number): Target {
         'backend target', `  server s1 127.0.0.1:${backendPort}`, '',
       ].join('\n'));
       const p = start('haproxy', ctx.tools.haproxy!, ['-db', '-f', cfg], { core: ctx.proxyCore, ...(group !== undefined ? { cgroup: group.path } : {}) });
-      await waitBound('tcp', port, p, 'haproxy').catch(async (err: unknown) => {
-        await stopTree(p);
-        rmSync(dir, { recursive: true, force: true });
-        group?.remove();
-        throw err;
-      });
-      return {
-        port,
-        pids: () => processTree(p.pid),
-        async stop() {
-          await stopTree(p);
-          rmSync(dir, { recursive: true, force: true });
-          group?.remove();
-        },
-      };
+      return serving('tcp', port, p, dir, group, 'haproxy');
     },
   };
 }
 
 export const haproxy = haproxyTarget();
+
+/**
+ * A proxy process started with a work folder (and under --proxy-cpu its cgroup): Running once it
+ * listens on `port`; every process, the folder and the group gone on stop() or when it never does.
+ */
+async function serving(proto: Proto, port: number, p: Started, dir: string, group: CpuGroup | undefined, what: string): Promise<Running> {
+  const stopAll = async (): Promise<void> => {
+    await stopTree(p);
+    rmSync(dir, { recursive: true, force: true });
+    group?.remove();
+  };
+  await waitBound(proto, port, p, what).catch(async (err: unknown) => {
+    await stopAll();
+    throw err;
+  });
+  return { port, pids: () => processTree(p.pid), stop: stopAll };
+}
 
 /** nginx stream with worker_processes from the run, or fixed (the two-core run's control, nginx-1). */
 export function nginxStreamTarget(workers?: number): Target {
@@ -331,35 +334,22 @@ export function nginxStreamTarget(workers?: number): Target {
     unavailable: (_proto, ctx) => (ctx.tools.nginx === null ? 'not installed' : ctx.tools.nginxStreamModule === null ? 'no stream module' : null),
     async start(proto, backendPort, ctx) {
       const dir = workDir(ctx, 'nginx');
-      const group = quotaFor(ctx, 'nginx', workers ?? ctx.threads ?? 1);
+      const count = workers ?? ctx.threads ?? 1;
+      const group = quotaFor(ctx, 'nginx', count);
       const port = await freePort();
       const conf = join(dir, 'nginx.conf');
       writeFileSync(conf, [
         ctx.tools.nginxStreamModule !== null ? `load_module ${ctx.tools.nginxStreamModule};` : '',
-        'daemon off;', 'user root;', `worker_processes ${workers ?? ctx.threads ?? 1};`, 'worker_rlimit_nofile 65536;',
+        'daemon off;', 'user root;', `worker_processes ${count};`, 'worker_rlimit_nofile 65536;',
         `pid ${dir}/nginx.pid;`, `error_log ${dir}/error.log error;`,
         'events { worker_connections 20000; }',
         'stream {',
         // Several workers: a reuseport socket each, as nginx advises for UDP and for spreading.
-        `  server { listen 127.0.0.1:${port}${proto === 'udp' ? ' udp' : ''}${(workers ?? ctx.threads ?? 1) > 1 ? ' reuseport' : ''}; proxy_pass 127.0.0.1:${backendPort}; proxy_timeout 10m; }`,
+        `  server { listen 127.0.0.1:${port}${proto === 'udp' ? ' udp' : ''}${count > 1 ? ' reuseport' : ''}; proxy_pass 127.0.0.1:${backendPort}; proxy_timeout 10m; }`,
         '}', '',
       ].join('\n'));
       const p = start('nginx-stream', ctx.tools.nginx!, ['-p', dir, '-c', conf, '-e', join(dir, 'error.log')], { core: ctx.proxyCore, ...(group !== undefined ? { cgroup: group.path } : {}) });
-      await waitBound(proto, port, p, 'nginx').catch(async (err: unknown) => {
-        await stopTree(p);
-        rmSync(dir, { recursive: true, force: true });
-        group?.remove();
-        throw err;
-      });
-      return {
-        port,
-        pids: () => processTree(p.pid),
-        async stop() {
-          await stopTree(p);
-          rmSync(dir, { recursive: true, force: true });
-          group?.remove();
-        },
-      };
+      return serving(proto, port, p, dir, group, 'nginx');
     },
   };
 }
